@@ -1,0 +1,41 @@
+"""kerasgen: controlled studies of how batch size and learning rate shape generalization.
+
+Importing ``kerasgen`` is cheap: TensorFlow is loaded only by the modules that train
+(``kerasgen.models``, ``kerasgen.train``, ``kerasgen.worker``, ``kerasgen.callbacks``),
+so the store, the analysis and the dashboard start in well under a second.
+
+Public names (resolved lazily on first use):
+
+- ``run_study(spec, db, ...)``   train every cell of a study into a SQLite store
+- ``load_results(db)``           one row per cell as a ``pandas.DataFrame``
+- ``load_epochs(db, ...)``       one row per cell per epoch
+- ``SQLiteLogger``               a Keras callback that streams epochs into a store
+- ``Spec``, ``load_spec``        study specifications (TOML or Python)
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "run_study": "kerasgen.worker",
+    "load_results": "kerasgen.store",
+    "load_epochs": "kerasgen.store",
+    "Store": "kerasgen.store",
+    "StoreError": "kerasgen.store",
+    "SQLiteLogger": "kerasgen.callbacks",
+    "Spec": "kerasgen.spec",
+    "load_spec": "kerasgen.spec",
+    "preset": "kerasgen.spec",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kerasgen' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,451 @@
+"""Data sets, and the input pipeline that holds the study's controlled variables fixed.
+
+Loaders (``load_dataset(name, data_dir=...)``):
+
+- ``cifar10`` / ``cifar100``: from the official binary archives
+  (``cifar-10-binary.tar.gz``, ``cifar-100-binary.tar.gz``) placed in ``data_dir``,
+  parsed from their byte format (never unpickled); else from a prepared
+  tensorflow-datasets copy under ``data_dir``; else downloaded by tensorflow-datasets
+  when the network is reachable. Without any of these the loader fails within seconds,
+  saying where to put the archive.
+- ``digits``: scikit-learn's bundled 8x8 handwritten digits (real images, offline), with
+  a fixed stratified train/test split.
+- ``synthetic``: generated, learnable images for tests (``synthetic`` or
+  ``synthetic-<size>-<channels>-<classes>-<n_train>``).
+
+Controlled variables (what makes cells of a group comparable):
+
+- The order of training examples in epoch ``e`` depends only on ``(seed, e)``:
+  ``epoch_order(seed, e, n)``. Batches are consecutive chunks of that order, the last
+  partial batch kept, so a batch-16 cell and a batch-32 cell see the same examples in the
+  same order.
+- Augmentation (pad-4 random crop + horizontal flip) is a deterministic function of
+  ``(seed, epoch, example)``: ``augment_params(seed, e, n)`` draws one crop offset and one
+  flip per example index, not per batch position.
+- Images are scaled to [0, 1], padded with zeros (black, as torchvision's RandomCrop),
+  cropped, flipped, then normalized with the data set's mean and std.
+
+The numpy functions here are the reference; ``train_dataset`` builds the same batches
+as a tf.data pipeline with the whole data set resident in memory, and
+``numpy_batches`` builds them in numpy (for backends without TensorFlow).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+# The paper's (and bearpaw's) normalization for CIFAR.
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2023, 0.1994, 0.2010)
+CIFAR_PAD = 4
+
+CIFAR_ARCHIVES = {
+    "cifar10": ("cifar-10-binary.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"),
+    "cifar100": ("cifar-100-binary.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz"),
+}
+DATASET_NAMES = ("cifar10", "cifar100", "digits", "synthetic")
+DATASET_HELP = (
+    "cifar10, cifar100, digits, synthetic or synthetic-<size>-<channels>-<classes>-<n_train>"
+)
+DEFAULT_DATA_DIR = Path("data")
+
+# Tags that make the order and augmentation streams independent of each other.
+_ORDER_STREAM = 0x5EED0
+_AUGMENT_STREAM = 0xA06
+
+
+class DataError(RuntimeError):
+    """A data set cannot be loaded; the message says what to do."""
+
+
+@dataclass
+class Dataset:
+    """A data set held in memory: images as float32 in [0, 1], NHWC; integer labels."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: bool = False  # the data set's default: pad-crop-flip for CIFAR
+    pad: int = CIFAR_PAD
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def train_size(self) -> int:
+        return int(self.x_train.shape[0])
+
+    def normalize(self, images: np.ndarray) -> np.ndarray:
+        mean = np.asarray(self.mean, images.dtype)
+        std = np.asarray(self.std, images.dtype)
+        return ((images - mean) / std).astype(images.dtype)
+
+
+# ---------------------------------------------------------------- controlled variables
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order of the n training examples in ``epoch``: a function of (seed, epoch) only."""
+    rng = np.random.default_rng([_ORDER_STREAM, int(seed), int(epoch)])
+    return rng.permutation(n).astype(np.int64)
+
+
+def augment_params(seed: int, epoch: int, n: int, pad: int = CIFAR_PAD):
+    """Per-example crop offsets (dy, dx in [0, 2*pad]) and flips for ``epoch``.
+
+    Indexed by example, not by batch position: example i gets the same augmentation in
+    epoch e whatever the batch size and wherever it lands in the order.
+    """
+    rng = np.random.default_rng([_AUGMENT_STREAM, int(seed), int(epoch)])
+    offsets = rng.integers(0, 2 * pad + 1, size=(n, 2), dtype=np.int32)
+    flips = rng.random(n) < 0.5
+    return offsets[:, 0], offsets[:, 1], flips
+
+
+def batch_indices(seed: int, epoch: int, n: int, batch_size: int) -> list[np.ndarray]:
+    """The example indices of every batch of ``epoch``; the last partial batch is kept."""
+    order = epoch_order(seed, epoch, n)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return -(-n // batch_size)
+
+
+def augment_numpy(images: np.ndarray, dy: np.ndarray, dx: np.ndarray, flips: np.ndarray,
+                  pad: int) -> np.ndarray:
+    """Reference pad-crop-flip on a batch (numpy)."""
+    b, h, w, _ = images.shape
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    out = np.empty_like(images)
+    for i in range(b):
+        crop = padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
+        out[i] = crop[:, ::-1] if flips[i] else crop
+    return out
+
+
+def numpy_batches(ds: Dataset, seed: int, epoch: int, batch_size: int,
+                  augment: bool | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The training batches of ``epoch`` as normalized numpy arrays (the reference)."""
+    augment = ds.augment if augment is None else augment
+    n = ds.train_size
+    if augment:
+        dy, dx, flips = augment_params(seed, epoch, n, ds.pad)
+    for idx in batch_indices(seed, epoch, n, batch_size):
+        images = ds.x_train[idx]
+        if augment:
+            images = augment_numpy(images, dy[idx], dx[idx], flips[idx], ds.pad)
+        yield ds.normalize(images), ds.y_train[idx]
+
+
+# ---------------------------------------------------------------- tf.data pipeline
+
+def _tf():
+    import tensorflow as tf  # imported here: the store, analysis and TUI never need it
+
+    return tf
+
+
+def pipeline_options():
+    """tf.data options for short fits: autotuning off (see docs/speed in README).
+
+    With autotuning on, ``model.fit`` can return seconds after its last batch while the
+    autotuner's background thread winds down; a grid of thousands of short fits pays that
+    every time. The pipeline below does almost no work per batch, so nothing is lost.
+    """
+    tf = _tf()
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    options.deterministic = True
+    options.experimental_optimization.map_parallelization = False
+    return options
+
+
+def train_dataset(ds: Dataset, seed: int, batch_size: int, initial_epoch: int, epochs: int,
+                  copies: int = 1, augment: bool | None = None):
+    """The training batches of epochs ``initial_epoch .. epochs-1`` as one tf.data stream.
+
+    Use with ``model.fit(..., steps_per_epoch=steps_per_epoch(n, batch_size),
+    initial_epoch=initial_epoch, epochs=epochs)``: every epoch yields exactly
+    ``steps_per_epoch`` batches, so epoch boundaries line up. Labels are repeated for
+    each of ``copies`` outputs of a packed model.
+    """
+    tf = _tf()
+    augment = ds.augment if augment is None else augment
+    n, pad = ds.train_size, ds.pad
+    images = tf.constant(ds.x_train)  # resident: gathered by index, never copied per epoch
+    labels = tf.constant(ds.y_train.astype(np.int32))
+    mean = tf.constant(np.asarray(ds.mean, ds.x_train.dtype))
+    std = tf.constant(np.asarray(ds.std, ds.x_train.dtype))
+    height, width = ds.input_shape[0], ds.input_shape[1]
+
+    def plan(epoch):
+        epoch = int(epoch)
+        order = epoch_order(seed, epoch, n)
+        if augment:
+            dy, dx, flips = augment_params(seed, epoch, n, pad)
+        else:
+            dy = dx = np.zeros(n, np.int32)
+            flips = np.zeros(n, bool)
+        return order, dy[order], dx[order], flips[order]
+
+    def epoch_batches(epoch):
+        order, dy, dx, flips = tf.numpy_function(
+            plan, [epoch], [tf.int64, tf.int32, tf.int32, tf.bool], stateful=False
+        )
+        order.set_shape([n])
+        dy.set_shape([n])
+        dx.set_shape([n])
+        flips.set_shape([n])
+        return tf.data.Dataset.from_tensor_slices((order, dy, dx, flips)).batch(batch_size)
+
+    def make_batch(order, dy, dx, flips):
+        x = tf.gather(images, order)
+        if augment:
+            x = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+            rows = dy[:, None] + tf.range(height)[None, :]
+            cols = dx[:, None] + tf.range(width)[None, :]
+            x = tf.gather(x, rows, axis=1, batch_dims=1)
+            x = tf.gather(x, cols, axis=2, batch_dims=1)
+            x = tf.where(flips[:, None, None, None], tf.reverse(x, axis=[2]), x)
+        x = (x - mean) / std
+        y = tf.gather(labels, order)
+        return x, (y,) * copies if copies > 1 else y
+
+    stream = tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch_batches)
+    stream = stream.map(make_batch).prefetch(2)
+    return stream.with_options(pipeline_options())
+
+
+def test_dataset(ds: Dataset, copies: int = 1, batch_size: int = 1000):
+    """The test set, normalized, in fixed order (evaluation uses inference-mode BN, so
+    its batch size does not change the result)."""
+    tf = _tf()
+    x = ds.normalize(ds.x_test)
+    y = ds.y_test.astype(np.int32)
+    stream = tf.data.Dataset.from_tensor_slices((x, (y,) * copies if copies > 1 else y))
+    return stream.batch(batch_size).prefetch(2).with_options(pipeline_options())
+
+
+# ---------------------------------------------------------------- loaders
+
+def check_dataset_name(name: str) -> str:
+    if not isinstance(name, str):
+        raise ValueError(f"Unknown data set {name!r}: expected {DATASET_HELP}.")
+    if name in ("cifar10", "cifar100", "digits", "synthetic"):
+        return name
+    if name.startswith("synthetic-"):
+        _synthetic_args(name)
+        return name
+    raise ValueError(f"Unknown data set {name!r}: expected {DATASET_HELP}.")
+
+
+# Training-set sizes known without loading the data (for validating batch sizes).
+TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "digits": 1_347, "synthetic": 256}
+
+
+def known_train_size(name: str) -> int | None:
+    """The number of training examples of a data set, or None if unknown before loading."""
+    if name in TRAIN_SIZES:
+        return TRAIN_SIZES[name]
+    if name.startswith("synthetic-"):
+        return _synthetic_args(name)["n_train"]
+    return None
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
+                 download: bool = True) -> Dataset:
+    """Load a data set by name (see module docstring)."""
+    check_dataset_name(name)
+    data_dir = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
+    if name in CIFAR_ARCHIVES:
+        return load_cifar(name, data_dir, download=download)
+    if name == "digits":
+        return load_digits()
+    return load_synthetic(**_synthetic_args(name))
+
+
+def _synthetic_args(name: str) -> dict:
+    if name == "synthetic":
+        return {}
+    parts = name.split("-")[1:]
+    try:
+        size, channels, classes, n_train = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError(
+            f"Unknown data set {name!r}: synthetic data sets are named "
+            "synthetic-<size>-<channels>-<classes>-<n_train>, e.g. synthetic-8-3-10-256."
+        ) from None
+    if min(size, channels, n_train) < 1 or classes < 2:
+        raise ValueError(f"Unknown data set {name!r}: sizes must be positive, classes >= 2.")
+    return {"size": size, "channels": channels, "num_classes": classes, "n_train": n_train}
+
+
+def load_synthetic(size: int = 8, channels: int = 3, num_classes: int = 10,
+                   n_train: int = 256, n_test: int | None = None, seed: int = 0) -> Dataset:
+    """Learnable generated images: a per-class template plus noise, values in [0, 1]."""
+    n_test = n_test if n_test is not None else max(num_classes, n_train // 4)
+    rng = np.random.default_rng(seed)
+    templates = rng.random((num_classes, size, size, channels), dtype=np.float32)
+
+    def draw(n):
+        y = np.arange(n) % num_classes
+        rng.shuffle(y)
+        noise = rng.normal(0, 0.25, (n, size, size, channels)).astype(np.float32)
+        x = np.clip(templates[y] + noise, 0.0, 1.0).astype(np.float32)
+        return x, y.astype(np.int64)
+
+    x_train, y_train = draw(n_train)
+    x_test, y_test = draw(n_test)
+    name = "synthetic" if (size, channels, num_classes, n_train) == (8, 3, 10, 256) else \
+        f"synthetic-{size}-{channels}-{num_classes}-{n_train}"
+    return Dataset(name, x_train, y_train, x_test, y_test, num_classes,
+                   *_channel_stats(x_train), augment=False, source="generated")
+
+
+def load_digits(test_size: int = 450) -> Dataset:
+    """scikit-learn's 1,797 handwritten digits (8x8, 16 grey levels) with a fixed
+    stratified split: 1,347 training and 450 test images."""
+    from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sk_load_digits()
+    x = (bunch.images.astype(np.float32) / 16.0)[..., None]
+    y = bunch.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=test_size, stratify=y, random_state=0
+    )
+    return Dataset("digits", x_train, y_train, x_test, y_test, 10, *_channel_stats(x_train),
+                   augment=False, pad=1, source="sklearn.datasets.load_digits")
+
+
+def _channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    mean = x.mean(axis=(0, 1, 2))
+    std = x.std(axis=(0, 1, 2))
+    std = np.where(std > 0, std, 1.0)
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def load_cifar(name: str, data_dir: Path, download: bool = True) -> Dataset:
+    archive_name, url = CIFAR_ARCHIVES[name]
+    archive = Path(data_dir) / archive_name
+    if archive.exists():
+        x_train, y_train, x_test, y_test = read_cifar_archive(archive, name)
+        source = str(archive)
+    else:
+        x_train, y_train, x_test, y_test, source = _load_cifar_tfds(
+            name, Path(data_dir), archive, url, download
+        )
+    return Dataset(name, x_train, y_train, x_test, y_test,
+                   10 if name == "cifar10" else 100, CIFAR_MEAN, CIFAR_STD,
+                   augment=True, pad=CIFAR_PAD, source=source)
+
+
+def read_cifar_archive(path: Path, name: str):
+    """Parse an official CIFAR binary archive (``.tar.gz``) from its byte format.
+
+    CIFAR-10 records are ``<1 byte label><3072 bytes image>``; CIFAR-100 records are
+    ``<1 byte coarse label><1 byte fine label><3072 bytes image>`` (fine labels used).
+    Images are stored channel-major (1024 red, 1024 green, 1024 blue), rows top first.
+    """
+    if name == "cifar10":
+        label_bytes, train_files, test_files = 1, [f"data_batch_{i}.bin" for i in range(1, 6)], ["test_batch.bin"]
+    else:
+        label_bytes, train_files, test_files = 2, ["train.bin"], ["test.bin"]
+    record = label_bytes + 3072
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for member in tar:
+                base = os.path.basename(member.name)
+                if member.isfile() and base in train_files + test_files:
+                    found[base] = tar.extractfile(member).read()  # type: ignore[union-attr]
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DataError(
+            f"{path} is not a readable CIFAR binary archive ({exc}). Download it again "
+            f"from {CIFAR_ARCHIVES[name][1]}."
+        ) from exc
+    missing = [f for f in train_files + test_files if f not in found]
+    if missing:
+        raise DataError(
+            f"{path} lacks {', '.join(missing)}: is it the *binary* version "
+            f"({CIFAR_ARCHIVES[name][0]}), not the Python or MATLAB one?"
+        )
+
+    def parse(files):
+        blob = b"".join(found[f] for f in files)
+        if len(blob) % record:
+            raise DataError(f"{path}: {'/'.join(files)} is truncated "
+                            f"({len(blob)} bytes is not a multiple of {record}).")
+        raw = np.frombuffer(blob, np.uint8).reshape(-1, record)
+        labels = raw[:, label_bytes - 1].astype(np.int64)
+        images = raw[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        return (images.astype(np.float32) / 255.0), labels
+
+    x_train, y_train = parse(train_files)
+    x_test, y_test = parse(test_files)
+    return x_train, y_train, x_test, y_test
+
+
+def _network_reachable(host: str = "www.cs.toronto.edu", port: int = 443,
+                       timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _load_cifar_tfds(name: str, data_dir: Path, archive: Path, url: str, download: bool):
+    """Load CIFAR through tensorflow-datasets; fail fast when it cannot work offline."""
+    import tensorflow_datasets as tfds
+
+    tfds_dir = data_dir / "tfds"
+    builder = tfds.builder(name, data_dir=str(tfds_dir))
+    prepared = _tfds_prepared(builder)
+    if not prepared:
+        hint = (
+            f"{name} not found. Put the official binary archive {archive.name} "
+            f"(from {url}) in {data_dir}/ (or pass --data-dir DIR), or a prepared "
+            f"tensorflow-datasets copy under {tfds_dir}/."
+        )
+        if not download:
+            raise DataError(hint)
+        if not _network_reachable():
+            raise DataError(hint + " The network is unreachable, so it cannot be downloaded.")
+        builder.download_and_prepare()
+    splits = tfds.as_numpy(builder.as_dataset(split=["train", "test"], batch_size=-1))
+    (train, test) = splits
+    x_train = train["image"].astype(np.float32) / 255.0
+    x_test = test["image"].astype(np.float32) / 255.0
+    return (x_train, train["label"].astype(np.int64), x_test, test["label"].astype(np.int64),
+            f"tensorflow-datasets:{tfds_dir}")
+
+
+def _tfds_prepared(builder) -> bool:
+    try:
+        return bool(builder.is_prepared())
+    except AttributeError:  # older tensorflow-datasets
+        return Path(builder.data_dir).exists()
+
+
+__all__ = [
+    "CIFAR_MEAN", "CIFAR_STD", "DATASET_HELP", "DataError", "Dataset", "augment_numpy",
+    "augment_params", "batch_indices", "check_dataset_name", "epoch_order", "load_cifar",
+    "load_dataset", "load_digits", "load_synthetic", "numpy_batches", "read_cifar_archive",
+    "steps_per_epoch", "test_dataset", "train_dataset",
+]

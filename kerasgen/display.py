@@ -1,0 +1,94 @@
+"""The progress display of ``kerasgen run``: a rich live panel on a terminal, plain
+lines otherwise. It polls the store read-only from a thread of its own, so it shows
+exactly what the store holds, whichever process is training."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+
+from kerasgen.progress import GroupProgress, format_duration, study_progress
+from kerasgen.store import StoreError
+
+
+def progress_table(groups: list[GroupProgress], title: str | None = None) -> Table:
+    table = Table(title=title, expand=False)
+    for col in ("model", "dataset", "progress", "cells done", "diverged", "failed",
+                "running", "epochs/s", "ETA"):
+        table.add_column(col, justify="right" if col not in ("model", "dataset", "progress") else "left")
+    for g in groups:
+        table.add_row(
+            g.model, g.dataset, ProgressBar(total=max(g.epochs_total, 1), completed=g.epochs_done, width=24),
+            f"{g.finished}/{g.cells}", str(g.counts["diverged"]), str(g.counts["failed"]),
+            str(g.counts["running"]), f"{g.epochs_per_second:.2f}", format_duration(g.eta_seconds),
+        )
+    running = [r for g in groups for r in g.running]
+    if running:
+        workers = sorted({r[0] for r in running})
+        lines = []
+        for w in workers:
+            mine = [r for r in running if r[0] == w]
+            lrs = ", ".join(f"{r[3]:g}" for r in mine[:6]) + (" ..." if len(mine) > 6 else "")
+            lines.append(f"{w}: batch {mine[0][2]}, lr {lrs}, epoch {max(r[4] for r in mine)}")
+        table.caption = "\n".join(lines)
+    return table
+
+
+def summary_line(groups: list[GroupProgress]) -> str:
+    cells = sum(g.cells for g in groups)
+    done = sum(g.finished for g in groups)
+    rate = sum(g.epochs_per_second for g in groups)
+    etas = [g.eta_seconds for g in groups if g.eta_seconds is not None]
+    eta = max(etas) if etas else None
+    return (f"{done}/{cells} cells finished, {sum(g.counts['running'] for g in groups)} "
+            f"running, {sum(g.counts['diverged'] for g in groups)} diverged, "
+            f"{rate:.2f} epochs/s, ETA {format_duration(eta)}")
+
+
+class ProgressMonitor(threading.Thread):
+    """Shows a study's progress until stopped. ``mode``: "auto" (live panel on a
+    terminal, plain lines otherwise), "live" or "plain"."""
+
+    def __init__(self, db: Path, study: str, mode: str | bool = "auto", interval: float = 1.0,
+                 plain_every: float = 10.0, console: Console | None = None):
+        super().__init__(daemon=True, name="kerasgen-progress")
+        self.db, self.study, self.interval, self.plain_every = Path(db), study, interval, plain_every
+        self.console = console or Console(stderr=True)
+        if mode in ("auto", True):
+            mode = "live" if self.console.is_terminal else "plain"
+        self.mode = mode
+        self._halt = threading.Event()
+
+    def _groups(self) -> list[GroupProgress]:
+        try:
+            return [g for g in study_progress(self.db) if g.study == self.study]
+        except (StoreError, OSError):
+            return []
+
+    def run(self) -> None:
+        if self.mode == "live":
+            with Live(progress_table(self._groups(), self.study), console=self.console,
+                      refresh_per_second=2, transient=False) as live:
+                while not self._halt.wait(self.interval):
+                    live.update(progress_table(self._groups(), self.study))
+                live.update(progress_table(self._groups(), self.study))
+            return
+        last_line, last_time = "", 0.0
+        while not self._halt.wait(self.interval):
+            line = summary_line(self._groups())
+            if line != last_line and time.monotonic() - last_time >= self.plain_every:
+                print(f"[{self.study}] {line}", file=sys.stderr, flush=True)
+                last_line, last_time = line, time.monotonic()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=10)
+        if self.mode == "plain":
+            print(f"[{self.study}] {summary_line(self._groups())}", file=sys.stderr, flush=True)

@@ -1,0 +1,77 @@
+"""VGG for CIFAR as in bearpaw/pytorch-classification (``models/cifar/vgg.py``).
+
+3x3 convolutions with bias (+ batch norm when ``batch_norm=True``) + ReLU, 2x2 max
+pooling between stages, and a single dense layer 512 -> classes. VGG-19-BN for CIFAR-10
+has 20,040,522 trainable parameters (BN moving statistics not counted).
+"""
+
+from __future__ import annotations
+
+import keras
+
+from kerasgen.models.common import (
+    batch_norm as bn_layer,
+    check_input_shape,
+    check_num_classes,
+    conv_initializer,
+)
+
+# Filters per conv layer, "M" = max pool (configurations A, B, D, E of Simonyan & Zisserman).
+CONFIGS: dict[int, tuple] = {
+    11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    13: (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+         512, 512, 512, "M"),
+    19: (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+         512, 512, 512, 512, "M"),
+}
+
+
+def vgg(depth: int = 19, num_classes: int = 10, input_shape=(32, 32, 3),
+        batch_norm: bool = True, name: str | None = None) -> keras.Model:
+    """Build VGG-11/13/16/19 for small images.
+
+    Small inputs: a 2x2 max pool is skipped where the map is already 1 pixel high or
+    wide (it would take the size below 1), so 8x8 images work: 8 -> 4 -> 2 -> 1 and the
+    last two pools are skipped. On 32x32 inputs all five pools apply and the classifier
+    sees 512 features, exactly as in the paper's code.
+    """
+    if depth not in CONFIGS:
+        raise ValueError(
+            f"VGG depth must be one of {sorted(CONFIGS)}. Received: depth={depth!r}"
+        )
+    if not isinstance(batch_norm, bool):
+        raise ValueError(f"batch_norm must be True or False. Received: batch_norm={batch_norm!r}")
+    num_classes = check_num_classes(num_classes)
+    input_shape = check_input_shape(input_shape)
+    use_bn = batch_norm
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = inputs
+    stage, conv = 1, 0
+    for item in CONFIGS[depth]:
+        if item == "M":
+            height, width = x.shape[1], x.shape[2]
+            if height >= 2 and width >= 2:
+                x = keras.layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
+            stage, conv = stage + 1, 0
+            continue
+        conv += 1
+        prefix = f"stage{stage}_conv{conv}"
+        x = keras.layers.Conv2D(
+            item, 3, padding="same", use_bias=True, kernel_initializer=conv_initializer(),
+            bias_initializer="zeros", name=prefix,
+        )(x)
+        if use_bn:
+            x = bn_layer(f"{prefix}_bn")(x)
+        x = keras.layers.ReLU(name=f"{prefix}_relu")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    outputs = keras.layers.Dense(
+        num_classes,
+        kernel_initializer=keras.initializers.RandomNormal(0.0, 0.01),
+        bias_initializer="zeros",
+        name="classifier",
+    )(x)
+    suffix = "_bn" if use_bn else ""
+    return keras.Model(inputs, outputs, name=name or f"vgg{depth}{suffix}")
+

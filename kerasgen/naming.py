@@ -1,0 +1,34 @@
+"""Model names of the registry, parsed without importing Keras or TensorFlow
+(specifications are validated by processes that never train: the CLI, the dashboard)."""
+
+from __future__ import annotations
+
+import re
+
+VGG_DEPTHS = (11, 13, 16, 19)
+MODEL_NAME_HELP = (
+    "resnet<depth> with depth = 6n + 2 (resnet8, resnet20, resnet32, resnet56, resnet110, ...) "
+    "or vgg<depth>[_nobn] with depth in 11/13/16/19 (vgg19 has batch norm; vgg19_nobn has not)"
+)
+_PATTERN = re.compile(r"^(resnet|vgg)(\d+)(_nobn)?$")
+
+
+def check_model_name(name: str) -> tuple[str, int, bool]:
+    """Parse a registry name into (family, depth, batch_norm); raise ValueError naming it."""
+    match = _PATTERN.match(name) if isinstance(name, str) else None
+    if match is None:
+        raise ValueError(f"Unknown model {name!r}: expected {MODEL_NAME_HELP}.")
+    family, depth, nobn = match.group(1), int(match.group(2)), bool(match.group(3))
+    if family == "resnet":
+        if nobn:
+            raise ValueError(f"Unknown model {name!r}: ResNets always use batch norm.")
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(
+                f"Unknown model {name!r}: a CIFAR ResNet's depth must be 6n + 2 "
+                f"(8, 20, 32, 44, 56, 110, ...); {depth} is not."
+            )
+    elif depth not in VGG_DEPTHS:
+        raise ValueError(
+            f"Unknown model {name!r}: VGG depth must be one of {list(VGG_DEPTHS)}."
+        )
+    return family, depth, not nobn

@@ -1,0 +1,81 @@
+"""The process's runtime: environment flags set before TensorFlow loads, and the facts
+recorded with every study (versions, host, device) — read without importing TensorFlow
+where possible (``importlib.metadata``)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import sys
+from importlib import metadata
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ start-up chatter unless the user asked for it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def set_onednn(enabled: bool | None) -> None:
+    """Set ``TF_ENABLE_ONEDNN_OPTS`` before TensorFlow loads (it is read once, at import).
+
+    ``None`` leaves TensorFlow's own default. Has no effect once TensorFlow is imported,
+    so callers set it first thing in a worker process.
+    """
+    if enabled is None:
+        return
+    if "tensorflow" in sys.modules:
+        return
+    os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if enabled else "0"
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment_facts() -> dict:
+    """What a reader needs to trust a result; cheap (no TensorFlow import)."""
+    from kerasgen import __version__
+
+    facts = {
+        "kerasgen": __version__,
+        "tensorflow": package_version("tensorflow"),
+        "keras": package_version("keras"),
+        "numpy": package_version("numpy"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "cpu_count": os.cpu_count(),
+        "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
+        "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+    }
+    if "tensorflow" in sys.modules or "keras" in sys.modules:
+        facts["device"] = describe_device()
+    return facts
+
+
+def describe_device() -> str:
+    """The accelerator this process trains on, in words (imports the backend)."""
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend == "jax":
+        import jax
+
+        devices = jax.devices()
+        return ", ".join(sorted({d.device_kind for d in devices})) + f" x{len(devices)} (jax)"
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        names = []
+        for gpu in gpus:
+            details = tf.config.experimental.get_device_details(gpu)
+            names.append(details.get("device_name", gpu.name))
+        return f"{len(gpus)} GPU: " + ", ".join(names)
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"

@@ -1,0 +1,356 @@
+"""Study specifications: TOML files or Python objects, validated, expanded into cells.
+
+A specification says *what* is studied (models x datasets x batch sizes x learning
+rates x seeds, how long each cell trains, the optimizer's settings) — everything that
+changes the science, all of it recorded in the store. *How* it is run (pack size,
+workers, compile mode, checkpoint directory) is not part of it.
+
+TOML::
+
+    name = "my-study"
+    models = ["resnet20", "vgg19"]
+    datasets = ["cifar10"]
+    batch_sizes = { start = 16, stop = 320, step = 16 }   # or a list
+    learning_rates = [0.01, 0.05, 0.1]
+    seeds = [0]
+    epochs = 200                      # the paper's fixed budget
+
+    [stop]                            # optional; default: rule = "epochs"
+    rule = "train_loss"               # train until the training loss is below
+    threshold = 0.01                  # `threshold`, at most `epochs` epochs
+                                      # (Jiang et al., "Fantastic generalization measures")
+    [training]                        # optional; defaults shown
+    momentum = 0.0                    # plain SGD, as in the paper
+    weight_decay = 0.0                # off: the paper disables "all training techniques"
+    augment = "default"               # pad-crop-flip for CIFAR, none otherwise; or true/false
+    best_metric = "test_accuracy"     # the epoch kept per cell: max test accuracy (the
+                                      # paper's measure) or min "test_loss"
+    test_every = 1                    # evaluate the test set every n epochs (the paper: 1)
+    dtype = "float32"                 # or "float64" (slow; for exactness checks)
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kerasgen.data import check_dataset_name, known_train_size
+from kerasgen.naming import check_model_name
+
+STOP_RULES = ("epochs", "train_loss")
+BEST_METRICS = ("test_accuracy", "test_loss")
+DTYPES = ("float32", "float64")
+
+
+class SpecError(ValueError):
+    """An invalid specification; the message names the bad value and the fix."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    rule: str = "epochs"
+    threshold: float | None = None  # for rule = "train_loss"
+
+
+@dataclass(frozen=True)
+class Training:
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    augment: str | bool = "default"
+    best_metric: str = "test_accuracy"
+    test_every: int = 1
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    models: tuple[str, ...]
+    datasets: tuple[str, ...]
+    batch_sizes: tuple[int, ...]
+    learning_rates: tuple[float, ...]
+    seeds: tuple[int, ...] = (0,)
+    epochs: int = 200
+    stop: Stop = field(default_factory=Stop)
+    training: Training = field(default_factory=Training)
+
+    def __post_init__(self):
+        validate(self)
+
+    # -- derived
+    def cells(self) -> list[dict]:
+        """Every cell, in the order workers claim them."""
+        return [
+            {"model": m, "dataset": d, "batch_size": b, "learning_rate": lr, "seed": s}
+            for m in self.models for d in self.datasets for s in self.seeds
+            for b in self.batch_sizes for lr in self.learning_rates
+        ]
+
+    @property
+    def cell_count(self) -> int:
+        return (len(self.models) * len(self.datasets) * len(self.seeds)
+                * len(self.batch_sizes) * len(self.learning_rates))
+
+    def to_dict(self) -> dict:
+        """The normalized form stored in the database (and compared on re-runs)."""
+        out = asdict(self)
+        for key in ("models", "datasets", "batch_sizes", "learning_rates", "seeds"):
+            out[key] = list(out[key])
+        return out
+
+    def replace(self, **changes: Any) -> "Spec":
+        data = self.to_dict()
+        data.update(changes)
+        return from_dict(data)
+
+
+# ---------------------------------------------------------------- building
+
+_TOP_KEYS = {"name", "models", "datasets", "batch_sizes", "learning_rates", "seeds", "epochs",
+             "stop", "training"}
+_STOP_KEYS = {"rule", "threshold"}
+_TRAINING_KEYS = set(Training.__dataclass_fields__)
+
+
+def from_dict(data: dict, source: str = "specification") -> Spec:
+    """Build a Spec from plain data (as parsed from TOML), rejecting unknown keys."""
+    if not isinstance(data, dict):
+        raise SpecError(f"The {source} must be a table of keys, not {type(data).__name__}.")
+    _reject_unknown(data, _TOP_KEYS, source)
+    missing = [k for k in ("name", "models", "datasets", "batch_sizes", "learning_rates")
+               if k not in data]
+    if missing:
+        raise SpecError(f"The {source} lacks {', '.join(missing)}.")
+    stop = data.get("stop", {})
+    training = data.get("training", {})
+    for key, table in (("stop", stop), ("training", training)):
+        if not isinstance(table, dict):
+            raise SpecError(f"{key} must be a table ([{key}] in TOML). Received: {table!r}")
+    _reject_unknown(stop, _STOP_KEYS, f"{source} [stop]")
+    _reject_unknown(training, _TRAINING_KEYS, f"{source} [training]")
+    return Spec(
+        name=data["name"],
+        models=_as_tuple(data["models"], "models"),
+        datasets=_as_tuple(data["datasets"], "datasets"),
+        batch_sizes=_as_tuple(_expand_range(data["batch_sizes"], "batch_sizes"), "batch_sizes"),
+        learning_rates=_as_tuple(_expand_range(data["learning_rates"], "learning_rates"),
+                                 "learning_rates"),
+        seeds=_as_tuple(data.get("seeds", [0]), "seeds"),
+        epochs=data.get("epochs", 200),
+        stop=Stop(**stop),
+        training=Training(**training),
+    )
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read a TOML specification file."""
+    path = Path(path)
+    if not path.exists():
+        raise SpecError(f"Specification file {path} does not exist.")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path} is not valid TOML: {exc}") from exc
+    return from_dict(data, source=str(path))
+
+
+def _reject_unknown(data: dict, allowed: set, where: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        import difflib
+
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise SpecError(f"Unknown key(s) in the {where}: {', '.join(hints)}. "
+                        f"Allowed: {', '.join(sorted(allowed))}.")
+
+
+def _as_tuple(value, key: str) -> tuple:
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    raise SpecError(f"{key} must be a list. Received: {key}={value!r}")
+
+
+def _expand_range(value, key: str):
+    """``{start, stop, step}`` (inclusive stop) -> list; lists pass through."""
+    if not isinstance(value, dict):
+        return value
+    _reject_unknown(value, {"start", "stop", "step"}, f"range of {key}")
+    try:
+        start, stop, step = value["start"], value["stop"], value["step"]
+    except KeyError as exc:
+        raise SpecError(f"The range of {key} needs start, stop and step; {exc} is missing.") from None
+    for name, number in (("start", start), ("stop", stop), ("step", step)):
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise SpecError(f"{key}.{name} must be a number. Received: {number!r}")
+    if step <= 0 or stop < start:
+        raise SpecError(f"The range of {key} must have step > 0 and stop >= start. "
+                        f"Received: {value!r}")
+    count = int(math.floor((stop - start) / step + 1e-9)) + 1
+    if count > 10_000:
+        raise SpecError(f"The range of {key} has {count} values; that is not a grid anyone can train.")
+    values = [start + i * step for i in range(count)]
+    if all(isinstance(v, int) for v in (start, stop, step)):
+        return values
+    return [float(f"{v:.12g}") for v in values]
+
+
+# ---------------------------------------------------------------- validation
+
+def validate(spec: Spec) -> None:
+    """Raise SpecError naming the first bad value."""
+    if not isinstance(spec.name, str) or not spec.name.strip():
+        raise SpecError(f"name must be a non-empty string. Received: name={spec.name!r}")
+    for key in ("models", "datasets", "batch_sizes", "learning_rates", "seeds"):
+        values = getattr(spec, key)
+        if not isinstance(values, tuple):
+            raise SpecError(f"{key} must be a list. Received: {key}={values!r}")
+        if not values:
+            raise SpecError(f"{key} must not be empty.")
+        seen = set()
+        for v in values:
+            marker = round(v, 12) if isinstance(v, float) else v
+            if marker in seen:
+                raise SpecError(f"{key} lists {v!r} twice; each value may appear once.")
+            seen.add(marker)
+    for m in spec.models:
+        if not isinstance(m, str):
+            raise SpecError(f"models must be names (strings). Received: {m!r}")
+        try:
+            check_model_name(m)
+        except ValueError as exc:
+            raise SpecError(str(exc)) from None
+    for d in spec.datasets:
+        try:
+            check_dataset_name(d)
+        except ValueError as exc:
+            raise SpecError(str(exc)) from None
+    for b in spec.batch_sizes:
+        if isinstance(b, bool) or not isinstance(b, int):
+            raise SpecError(f"batch_sizes must be integers. Received: {b!r}")
+        if b < 1:
+            raise SpecError(f"batch_sizes must be positive. Received: {b!r}")
+    for d in spec.datasets:
+        size = known_train_size(d)
+        if size is not None and max(spec.batch_sizes) > size:
+            raise SpecError(
+                f"Batch size {max(spec.batch_sizes)} is larger than the {size} training "
+                f"examples of {d!r}; use batch sizes up to {size}.")
+    for lr in spec.learning_rates:
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr):
+            raise SpecError(f"learning_rates must be numbers. Received: {lr!r}")
+        if lr <= 0:
+            raise SpecError(f"learning_rates must be positive. Received: {lr!r}")
+    for s in spec.seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise SpecError(f"seeds must be non-negative integers. Received: {s!r}")
+    if isinstance(spec.epochs, bool) or not isinstance(spec.epochs, int):
+        raise SpecError(f"epochs must be an integer. Received: epochs={spec.epochs!r}")
+    if spec.epochs < 1:
+        raise SpecError(f"epochs must be >= 1. Received: epochs={spec.epochs!r}")
+    _validate_stop(spec.stop)
+    _validate_training(spec.training)
+
+
+def _validate_stop(stop: Stop) -> None:
+    if stop.rule not in STOP_RULES:
+        raise SpecError(f"stop.rule must be one of {STOP_RULES}. Received: {stop.rule!r}")
+    if stop.rule == "train_loss":
+        t = stop.threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not (t > 0):
+            raise SpecError("stop.threshold must be a positive number when "
+                            f"stop.rule = 'train_loss'. Received: threshold={t!r}")
+    elif stop.threshold is not None:
+        raise SpecError("stop.threshold only applies to stop.rule = 'train_loss'. "
+                        f"Received: threshold={stop.threshold!r} with rule {stop.rule!r}")
+
+
+def _validate_training(t: Training) -> None:
+    for key in ("momentum", "weight_decay"):
+        v = getattr(t, key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise SpecError(f"training.{key} must be a number. Received: {v!r}")
+    if not 0.0 <= t.momentum < 1.0:
+        raise SpecError(f"training.momentum must be in [0, 1). Received: {t.momentum!r}")
+    if t.weight_decay < 0:
+        raise SpecError(f"training.weight_decay must be >= 0. Received: {t.weight_decay!r}")
+    if t.augment not in ("default", True, False):
+        raise SpecError("training.augment must be \"default\", true or false. "
+                        f"Received: {t.augment!r}")
+    if t.best_metric not in BEST_METRICS:
+        raise SpecError(f"training.best_metric must be one of {BEST_METRICS}. "
+                        f"Received: {t.best_metric!r}")
+    if isinstance(t.test_every, bool) or not isinstance(t.test_every, int) or t.test_every < 1:
+        raise SpecError(f"training.test_every must be an integer >= 1. Received: {t.test_every!r}")
+    if t.dtype not in DTYPES:
+        raise SpecError(f"training.dtype must be one of {DTYPES}. Received: {t.dtype!r}")
+
+
+# ---------------------------------------------------------------- presets
+
+def _paper() -> Spec:
+    return Spec(
+        name="paper",
+        models=("resnet110", "vgg19"),
+        datasets=("cifar10", "cifar100"),
+        batch_sizes=tuple(range(16, 321, 16)),
+        learning_rates=tuple(round(0.01 * i, 2) for i in range(1, 21)),
+        seeds=(0,),
+        epochs=200,
+    )
+
+
+def _demo() -> Spec:
+    return Spec(
+        name="demo",
+        models=("resnet8", "vgg11"),
+        datasets=("digits",),
+        batch_sizes=(16, 32, 64, 128),
+        learning_rates=(0.025, 0.05, 0.1, 0.2),
+        seeds=(0,),
+        epochs=12,
+    )
+
+
+def _smoke() -> Spec:
+    return Spec(
+        name="smoke",
+        models=("resnet8",),
+        datasets=("synthetic",),
+        batch_sizes=(32, 64),
+        learning_rates=(0.05, 0.1),
+        seeds=(0,),
+        epochs=2,
+    )
+
+
+PRESETS = {"paper": _paper, "demo": _demo, "smoke": _smoke}
+PRESET_HELP = {
+    "paper": "the paper's grid: ResNet-110 and VGG-19 x CIFAR-10/100 x 20 batch sizes "
+             "(16..320) x 20 learning rates (0.01..0.20), plain SGD, 200 epochs, 1,600 cells",
+    "demo": "offline: real 8x8 digits, ResNet-8 and VGG-11, 4 batch sizes x 4 learning "
+            "rates (32 cells), about ten minutes on 2 CPU cores",
+    "smoke": "seconds: ResNet-8 on synthetic 8x8 images, 2 x 2 grid, 2 epochs",
+}
+
+
+def preset(name: str) -> Spec:
+    """A named study: ``paper``, ``demo`` or ``smoke``."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise SpecError(f"Unknown preset {name!r}: choose one of {', '.join(PRESETS)}.") from None
+
+
+def pack_key(cell: dict) -> tuple:
+    """Cells with the same key may train in one packed fit."""
+    return (cell["model"], cell["dataset"], cell["seed"], cell["batch_size"])
+
+
+__all__ = ["PRESETS", "Spec", "SpecError", "Stop", "Training", "from_dict", "load_spec",
+           "pack_key", "preset", "validate"]

@@ -1,0 +1,847 @@
+"""The results store: one SQLite file per study collection, that loses nothing.
+
+- WAL journal, ``busy_timeout``, foreign keys, ``synchronous=NORMAL`` (a committed
+  transaction survives a killed process); every write is a short ``BEGIN IMMEDIATE``
+  transaction, so a writer never holds the lock across training.
+- ``PRAGMA application_id`` marks the file as a kerasgen store; ``PRAGMA user_version``
+  is the schema version, raised by numbered migrations (recorded in ``migrations``).
+  A file that is not a kerasgen store, is corrupt or truncated, or comes from a newer
+  kerasgen is refused with a message saying which, and is never modified: it is first
+  inspected through a read-only connection.
+- Readers (``load_results``, ``load_epochs``, the dashboard) use read-only connections
+  (``mode=ro``) and never block a writer.
+
+Tables: ``studies`` (spec as JSON, versions, host), ``cells`` (one trained model, its
+status and summary), ``epochs`` (one row per cell per epoch). Views: ``best`` (one row
+per cell, for people) and ``progress`` (counts by status). The README documents them.
+
+This module imports no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import sqlite3
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import pandas as pd
+
+# "kgen" in ASCII: lets `file`-like tools and this module recognize a store.
+APPLICATION_ID = 0x6B67656E
+STATUSES = ("pending", "running", "done", "diverged", "failed")
+FINISHED = ("done", "diverged")
+DEFAULT_STALE_SECONDS = 600.0
+DEFAULT_MAX_ATTEMPTS = 3
+BUSY_TIMEOUT_MS = 30_000
+
+# Columns of `epochs` with a fixed meaning; other numbers Keras reports go to metrics_json.
+EPOCH_COLUMNS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+
+
+class StoreError(RuntimeError):
+    """The file cannot be used as a kerasgen store; the message says why and what to do."""
+
+
+class StudyMismatch(StoreError):
+    """A study of that name exists with a different specification."""
+
+
+class ClaimLost(StoreError):
+    """This worker's claim on a pack was taken over (its heartbeat went stale)."""
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC with milliseconds: sortable as text."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _utc_ago(seconds: float) -> str:
+    moment = datetime.now(timezone.utc) - timedelta(seconds=seconds)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# ---------------------------------------------------------------- schema and migrations
+
+def run_script(conn: sqlite3.Connection, script: str) -> None:
+    """Execute SQL statements one by one inside the caller's transaction
+    (``executescript`` would COMMIT first, breaking the migration's atomicity)."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            conn.execute(statement)
+            statement = ""
+    if statement.strip():
+        raise ValueError(f"Incomplete SQL statement in migration: {statement!r}")
+
+
+def _migration_1(conn: sqlite3.Connection) -> None:
+    run_script(
+        conn,
+        """
+        CREATE TABLE migrations (
+            version     INTEGER PRIMARY KEY,
+            name        TEXT NOT NULL,
+            applied_at  TEXT NOT NULL
+        );
+        CREATE TABLE studies (
+            study_id            INTEGER PRIMARY KEY,
+            name                TEXT NOT NULL UNIQUE,
+            spec_json           TEXT NOT NULL,
+            spec_hash           TEXT NOT NULL,
+            kerasgen_version    TEXT,
+            tensorflow_version  TEXT,
+            keras_version       TEXT,
+            python_version      TEXT,
+            host                TEXT,
+            device              TEXT,
+            environment_json    TEXT,
+            created_at          TEXT NOT NULL
+        );
+        CREATE TABLE cells (
+            cell_id               INTEGER PRIMARY KEY,
+            study_id              INTEGER NOT NULL REFERENCES studies(study_id) ON DELETE CASCADE,
+            model                 TEXT NOT NULL,
+            dataset               TEXT NOT NULL,
+            batch_size            INTEGER NOT NULL CHECK (batch_size > 0),
+            learning_rate         REAL NOT NULL CHECK (learning_rate > 0),
+            seed                  INTEGER NOT NULL,
+            status                TEXT NOT NULL DEFAULT 'pending'
+                                  CHECK (status IN ('pending','running','done','diverged','failed')),
+            pack_id               TEXT,
+            worker                TEXT,
+            device                TEXT,
+            attempts              INTEGER NOT NULL DEFAULT 0,
+            failures              INTEGER NOT NULL DEFAULT 0,
+            heartbeat_at          TEXT,
+            started_at            TEXT,
+            finished_at           TEXT,
+            epochs_done           INTEGER NOT NULL DEFAULT 0,
+            best_test_accuracy    REAL,
+            best_epoch            INTEGER,
+            final_train_loss      REAL,
+            final_train_accuracy  REAL,
+            final_test_loss       REAL,
+            final_test_accuracy   REAL,
+            diverged_epoch        INTEGER,
+            error                 TEXT,
+            updated_at            TEXT,
+            UNIQUE (study_id, model, dataset, batch_size, learning_rate, seed)
+        );
+        CREATE INDEX cells_by_status ON cells(study_id, status);
+        CREATE INDEX cells_by_pack ON cells(pack_id);
+        CREATE TABLE epochs (
+            cell_id         INTEGER NOT NULL REFERENCES cells(cell_id) ON DELETE CASCADE,
+            epoch           INTEGER NOT NULL CHECK (epoch >= 0),
+            train_loss      REAL,
+            train_accuracy  REAL,
+            test_loss       REAL,
+            test_accuracy   REAL,
+            wall_seconds    REAL,
+            metrics_json    TEXT,
+            recorded_at     TEXT NOT NULL,
+            PRIMARY KEY (cell_id, epoch)
+        );
+        CREATE INDEX epochs_by_time ON epochs(recorded_at);
+        CREATE VIEW best AS
+            SELECT s.name AS study, c.cell_id, c.model, c.dataset, c.batch_size,
+                   c.learning_rate, c.seed, c.batch_size / c.learning_rate AS ratio,
+                   c.status, c.best_test_accuracy, c.best_epoch, c.final_train_accuracy,
+                   c.final_train_loss, c.final_test_accuracy, c.epochs_done, c.diverged_epoch
+            FROM cells c JOIN studies s USING (study_id);
+        CREATE VIEW progress AS
+            SELECT s.name AS study, c.model, c.dataset, COUNT(*) AS cells,
+                   SUM(c.status = 'pending')  AS pending,
+                   SUM(c.status = 'running')  AS running,
+                   SUM(c.status = 'done')     AS done,
+                   SUM(c.status = 'diverged') AS diverged,
+                   SUM(c.status = 'failed')   AS failed,
+                   SUM(c.epochs_done)         AS epochs_done
+            FROM cells c JOIN studies s USING (study_id)
+            GROUP BY s.name, c.model, c.dataset;
+        """
+    )
+
+
+# Numbered migrations: MIGRATIONS[i] takes the schema from version i to i + 1.
+MIGRATIONS: list[tuple[str, Any]] = [
+    ("studies, cells, epochs; views best and progress", _migration_1),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def register_migration(name: str, step) -> None:
+    """Append a migration (used by modules that add tables, e.g. the bounds table)."""
+    MIGRATIONS.append((name, step))
+    global SCHEMA_VERSION
+    SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# ---------------------------------------------------------------- opening and checking
+
+def _ro_uri(path: Path) -> str:
+    return f"{path.resolve().as_uri()}?mode=ro"
+
+
+def inspect_store(path: str | os.PathLike) -> dict:
+    """Look at a file without changing it: {"exists", "empty", "user_version", ...}.
+
+    Raises StoreError for a file that is not SQLite, is corrupt or truncated, or is a
+    SQLite database of some other application.
+    """
+    path = Path(path)
+    if not path.exists():
+        return {"exists": False, "empty": True, "user_version": 0}
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory, not a kerasgen store (a .db file).")
+    size = path.stat().st_size
+    if size == 0:
+        return {"exists": True, "empty": True, "user_version": 0}
+    with open(path, "rb") as fh:
+        header = fh.read(100)
+    if not header.startswith(b"SQLite format 3\x00"):
+        raise StoreError(
+            f"{path} is not a kerasgen store: it is not a SQLite database at all. "
+            "Pass the path of a store that kerasgen created, or a new file name."
+        )
+    if len(header) < 100:
+        raise StoreError(f"{path} is corrupt: its SQLite header is truncated ({size} bytes).")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    page_count = int.from_bytes(header[28:32], "big")
+    wal = Path(str(path) + "-wal")
+    if page_count and size < page_size * page_count and not (wal.exists() and wal.stat().st_size):
+        raise StoreError(
+            f"{path} is corrupt: it is truncated ({size} bytes, but its header promises "
+            f"{page_count} pages of {page_size} bytes). Restore it from a backup; kerasgen "
+            "has not touched it."
+        )
+    try:
+        conn = sqlite3.connect(_ro_uri(path), uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path} cannot be opened: {exc}") from exc
+    try:
+        application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        user_version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(
+            f"{path} is corrupt ({exc}). Restore it from a backup; kerasgen has not touched it."
+        ) from exc
+    finally:
+        conn.close()
+    if application_id != APPLICATION_ID:
+        if not tables and application_id == 0 and user_version == 0:
+            return {"exists": True, "empty": True, "user_version": 0}
+        raise StoreError(
+            f"{path} is a SQLite database of another application, not a kerasgen store "
+            f"(tables: {', '.join(sorted(tables)) or 'none'}). Use a new file name for "
+            "the store; kerasgen has not touched this one."
+        )
+    if user_version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} was written by a newer kerasgen (schema version {user_version}; this "
+            f"kerasgen understands up to {SCHEMA_VERSION}). Upgrade kerasgen "
+            "(pip install -U kerasgen); the file has not been modified."
+        )
+    return {"exists": True, "empty": False, "user_version": user_version, "tables": tables}
+
+
+def _configure(conn: sqlite3.Connection) -> None:
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA foreign_keys = ON")
+
+
+def connect_readonly(path: str | os.PathLike) -> sqlite3.Connection:
+    """A read-only connection to an existing store (checked first)."""
+    info = inspect_store(path)
+    if not info["exists"]:
+        raise StoreError(f"{path} does not exist: no study has been run into it yet "
+                         "(start one with `kerasgen run ... --db PATH`).")
+    if info["empty"]:
+        raise StoreError(f"{path} is empty: no study has been run into it yet.")
+    if info["user_version"] < SCHEMA_VERSION:
+        # Readers never migrate; the views they use exist since version 1.
+        pass
+    conn = sqlite3.connect(_ro_uri(Path(path)), uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+                           check_same_thread=False)
+    _configure(conn)
+    return conn
+
+
+# ---------------------------------------------------------------- the store
+
+@dataclass(frozen=True)
+class Claim:
+    """A pack claimed by a worker: its cells (ordered by learning rate) and token."""
+
+    pack_id: str
+    worker: str
+    cells: tuple[dict, ...]
+    resumed: bool  # True when the pack was reclaimed from a dead worker or retried
+
+    @property
+    def cell_ids(self) -> list[int]:
+        return [c["cell_id"] for c in self.cells]
+
+
+class Store:
+    """A read-write handle on a store file. Cheap to open; one per process or thread."""
+
+    def __init__(self, path: str | os.PathLike, create: bool = True):
+        self.path = Path(path)
+        info = inspect_store(self.path)
+        if not info["exists"] and not create:
+            raise StoreError(f"{self.path} does not exist.")
+        if not info["exists"]:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                    isolation_level=None, check_same_thread=False)
+        _configure(self.conn)
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self._migrate(info["user_version"])
+
+    # -- lifecycle
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A short write transaction that takes the write lock at once."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    def _migrate(self, current: int) -> None:
+        if current >= SCHEMA_VERSION:
+            return
+        with self.transaction() as conn:
+            # Re-read under the lock: another process may have migrated meanwhile.
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            for version in range(current, SCHEMA_VERSION):
+                name, step = MIGRATIONS[version]
+                step(conn)
+                conn.execute("INSERT INTO migrations VALUES (?, ?, ?)",
+                             (version + 1, name, utc_now()))
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # -- studies
+    def create_study(self, name: str, spec: dict, cells: Iterable[dict],
+                     environment: dict | None = None) -> int:
+        """Create a study with its cells, or attach to the existing one of that name.
+
+        ``spec`` is the normalized specification (JSON-serializable). A different
+        specification under the same name is refused, naming the differences.
+        """
+        spec_json = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+        spec_hash = _hash(spec_json)
+        env = dict(environment or {})
+        with self.transaction() as conn:
+            row = conn.execute("SELECT study_id, spec_json FROM studies WHERE name = ?",
+                               (name,)).fetchone()
+            if row is not None:
+                study_id, existing = row
+                if existing != spec_json:
+                    diff = describe_difference(json.loads(existing), spec)
+                    raise StudyMismatch(
+                        f"A study named {name!r} already exists in {self.path} with a "
+                        f"different specification: {diff}. Give the new study another "
+                        "name, or use another store."
+                    )
+                return study_id
+            cur = conn.execute(
+                "INSERT INTO studies (name, spec_json, spec_hash, kerasgen_version, "
+                "tensorflow_version, keras_version, python_version, host, device, "
+                "environment_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (name, spec_json, spec_hash, env.get("kerasgen"), env.get("tensorflow"),
+                 env.get("keras"), env.get("python"), env.get("host"), env.get("device"),
+                 json.dumps(env, sort_keys=True), utc_now()),
+            )
+            study_id = cur.lastrowid
+            conn.executemany(
+                "INSERT INTO cells (study_id, model, dataset, batch_size, learning_rate, seed,"
+                " updated_at) VALUES (?,?,?,?,?,?,?)",
+                [(study_id, c["model"], c["dataset"], int(c["batch_size"]),
+                  float(c["learning_rate"]), int(c["seed"]), utc_now()) for c in cells],
+            )
+            return study_id
+
+    def ensure_cell(self, study: str, model: str, dataset: str, batch_size: int,
+                    learning_rate: float, seed: int) -> None:
+        """Create a cell (and a study of kind "manual") for a user's own ``model.fit``."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT study_id FROM studies WHERE name = ?",
+                               (study,)).fetchone()
+            if row is None:
+                from kerasgen.runtime import environment_facts
+
+                env = environment_facts()
+                spec = {"kind": "manual", "name": study}
+                study_id = conn.execute(
+                    "INSERT INTO studies (name, spec_json, spec_hash, kerasgen_version, "
+                    "tensorflow_version, keras_version, python_version, host, "
+                    "environment_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (study, json.dumps(spec, sort_keys=True), _hash(json.dumps(spec)),
+                     env.get("kerasgen"), env.get("tensorflow"), env.get("keras"),
+                     env.get("python"), env.get("host"), json.dumps(env, sort_keys=True),
+                     utc_now())).lastrowid
+            else:
+                study_id = row[0]
+            conn.execute(
+                "INSERT OR IGNORE INTO cells (study_id, model, dataset, batch_size, "
+                "learning_rate, seed, updated_at) VALUES (?,?,?,?,?,?,?)",
+                (study_id, model, dataset, int(batch_size), float(learning_rate), int(seed),
+                 utc_now()))
+
+    def mark_running(self, cell_ids: Sequence[int], worker: str | None = None) -> None:
+        """Mark cells trained outside the claim protocol (a user's own fit) as running."""
+        now = utc_now()
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE cells SET status = 'running', worker = ?, heartbeat_at = ?, "
+                "started_at = COALESCE(started_at, ?), updated_at = ? WHERE cell_id = ? "
+                "AND status IN ('pending', 'running')",
+                [(worker, now, now, now, i) for i in cell_ids])
+
+    def study(self, name: str) -> dict | None:
+        row = self.conn.execute("SELECT * FROM studies WHERE name = ?", (name,)).fetchone()
+        return _row_dict(self.conn, row, "studies") if row else None
+
+    def update_study_environment(self, study_id: int, **fields: Any) -> None:
+        """Merge runtime facts (e.g. the compile mode a worker chose) into the study."""
+        with self.transaction() as conn:
+            env = json.loads(conn.execute("SELECT environment_json FROM studies WHERE "
+                                          "study_id = ?", (study_id,)).fetchone()[0] or "{}")
+            env.update(fields)
+            conn.execute("UPDATE studies SET environment_json = ? WHERE study_id = ?",
+                         (json.dumps(env, sort_keys=True), study_id))
+
+    # -- claims
+    def claim_pack(self, study_id: int, worker: str, pack_size: int,
+                   stale_seconds: float = DEFAULT_STALE_SECONDS,
+                   device: str | None = None) -> Claim | None:
+        """Atomically claim the next pack of a study, or None when nothing is left.
+
+        A pack whose heartbeat is older than ``stale_seconds`` (its worker died) is
+        reclaimed first, with exactly its cells, so it resumes from its checkpoint.
+        Otherwise up to ``pack_size`` pending cells of one (model, dataset, seed,
+        batch_size) group form a new pack, in ascending learning rate.
+        """
+        if pack_size < 1:
+            raise ValueError(f"pack_size must be >= 1. Received: pack_size={pack_size!r}")
+        now = utc_now()
+        with self.transaction() as conn:
+            stale = conn.execute(
+                "SELECT pack_id FROM cells WHERE study_id = ? AND status = 'running' "
+                "AND heartbeat_at < ? ORDER BY heartbeat_at LIMIT 1",
+                (study_id, _utc_ago(stale_seconds)),
+            ).fetchone() or _dead_local_pack(conn, study_id)
+            if stale is not None:
+                pack_id, resumed = stale[0], True
+                conn.execute(
+                    "UPDATE cells SET worker = ?, device = ?, heartbeat_at = ?, "
+                    "attempts = attempts + 1, updated_at = ? "
+                    "WHERE pack_id = ? AND status = 'running'",
+                    (worker, device, now, now, pack_id),
+                )
+            else:
+                retry = conn.execute(
+                    "SELECT pack_id FROM cells WHERE study_id = ? AND status = 'pending' "
+                    "AND pack_id IS NOT NULL ORDER BY cell_id LIMIT 1", (study_id,),
+                ).fetchone()
+                if retry is not None:
+                    # A released pack (its worker failed and gave it back): same cells,
+                    # same checkpoint.
+                    pack_id, resumed = retry[0], True
+                    ids = [r[0] for r in conn.execute(
+                        "SELECT cell_id FROM cells WHERE pack_id = ? AND status = 'pending'",
+                        (pack_id,))]
+                else:
+                    first = conn.execute(
+                        "SELECT model, dataset, seed, batch_size FROM cells "
+                        "WHERE study_id = ? AND status = 'pending' "
+                        "ORDER BY model, dataset, seed, batch_size, learning_rate LIMIT 1",
+                        (study_id,),
+                    ).fetchone()
+                    if first is None:
+                        return None
+                    ids = [r[0] for r in conn.execute(
+                        "SELECT cell_id FROM cells WHERE study_id = ? AND status = 'pending' "
+                        "AND model = ? AND dataset = ? AND seed = ? AND batch_size = ? "
+                        "ORDER BY learning_rate LIMIT ?",
+                        (study_id, *first, pack_size),
+                    )]
+                    pack_id, resumed = uuid.uuid4().hex[:16], False
+                conn.executemany(
+                    "UPDATE cells SET status = 'running', pack_id = ?, worker = ?, device = ?,"
+                    " heartbeat_at = ?, started_at = COALESCE(started_at, ?), "
+                    "attempts = attempts + 1, updated_at = ? WHERE cell_id = ?",
+                    [(pack_id, worker, device, now, now, now, i) for i in ids],
+                )
+            rows = conn.execute(
+                "SELECT * FROM cells WHERE pack_id = ? AND status = 'running' "
+                "ORDER BY learning_rate", (pack_id,),
+            ).fetchall()
+            cells = tuple(_row_dict(conn, r, "cells") for r in rows)
+        return Claim(pack_id, worker, cells, resumed)
+
+    def heartbeat(self, claim: Claim) -> None:
+        """Refresh the claim; raise ClaimLost when another worker took the pack over."""
+        now = utc_now()
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE cells SET heartbeat_at = ? WHERE pack_id = ? AND worker = ? "
+                "AND status = 'running'", (now, claim.pack_id, claim.worker))
+            if cur.rowcount == 0:
+                owner = conn.execute(
+                    "SELECT worker FROM cells WHERE pack_id = ? AND status = 'running'",
+                    (claim.pack_id,)).fetchone()
+                if owner is not None:
+                    raise ClaimLost(f"pack {claim.pack_id} was taken over by {owner[0]}")
+
+    def release(self, claim: Claim, error: str,
+                max_attempts: int = DEFAULT_MAX_ATTEMPTS, count_failure: bool = True) -> str:
+        """Give a pack back after an error: pending again (kept together, to resume from
+        its checkpoint), or ``failed`` with the error once it has failed
+        ``max_attempts`` times. An interruption (``count_failure=False``) never fails a
+        pack. Returns the new status."""
+        now = utc_now()
+        bump = 1 if count_failure else 0
+        with self.transaction() as conn:
+            failures = (conn.execute(
+                "SELECT MAX(failures) FROM cells WHERE pack_id = ? AND status = 'running'",
+                (claim.pack_id,)).fetchone()[0] or 0) + bump
+            status = "failed" if count_failure and failures >= max_attempts else "pending"
+            conn.execute(
+                "UPDATE cells SET status = ?, error = ?, failures = ?, worker = NULL, "
+                "heartbeat_at = NULL, finished_at = CASE WHEN ? = 'failed' THEN ? END, "
+                "updated_at = ? WHERE pack_id = ? AND worker = ? AND status = 'running'",
+                (status, error, failures, status, now, now, claim.pack_id, claim.worker))
+        return status
+
+    def mark_failed(self, cell_ids: Sequence[int], error: str) -> None:
+        now = utc_now()
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE cells SET status = 'failed', error = ?, finished_at = ?, "
+                "updated_at = ? WHERE cell_id = ?", [(error, now, now, i) for i in cell_ids])
+
+    def reset_failed(self, study_id: int) -> int:
+        """Put failed cells back to pending (``kerasgen run --retry-failed``)."""
+        with self.transaction() as conn:
+            return conn.execute(
+                "UPDATE cells SET status = 'pending', failures = 0, error = NULL, "
+                "updated_at = ? WHERE study_id = ? AND status = 'failed'",
+                (utc_now(), study_id)).rowcount
+
+    # -- epochs and outcomes
+    def record_epoch(self, cell_id: int, epoch: int, logs: dict,
+                     wall_seconds: float | None = None,
+                     claim: Claim | None = None) -> bool:
+        """Write one epoch of one cell and update its summary, in one transaction.
+
+        ``logs`` maps metric names to numbers, with ``train_``/``test_`` prefixes for
+        the standard ones (``train_loss``, ``test_accuracy``, ...); any other finite
+        number is kept in ``metrics_json``. Writing an epoch that is already recorded
+        does nothing and returns False (a resumed pack replays nothing twice).
+        """
+        fixed = {k: _finite_or_none(logs.get(k)) for k in EPOCH_COLUMNS}
+        extra = {k: float(v) for k, v in logs.items()
+                 if k not in EPOCH_COLUMNS and _finite_or_none(v) is not None}
+        now = utc_now()
+        with self.transaction() as conn:
+            if claim is not None:
+                _check_owner(conn, claim, cell_id)
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO epochs (cell_id, epoch, train_loss, train_accuracy, "
+                "test_loss, test_accuracy, wall_seconds, metrics_json, recorded_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?)",
+                (cell_id, int(epoch), fixed["train_loss"], fixed["train_accuracy"],
+                 fixed["test_loss"], fixed["test_accuracy"], _finite_or_none(wall_seconds),
+                 json.dumps(extra, sort_keys=True) if extra else None, now),
+            )
+            if cur.rowcount == 0:
+                return False
+            _refresh_summary(conn, cell_id, now)
+            return True
+
+    def finish_cell(self, cell_id: int, status: str = "done",
+                    diverged_epoch: int | None = None, error: str | None = None,
+                    claim: Claim | None = None) -> None:
+        """Mark a cell done, diverged (at an epoch) or failed (with the error)."""
+        if status not in ("done", "diverged", "failed"):
+            raise ValueError(f"A finished cell is done, diverged or failed, not {status!r}.")
+        if status == "diverged" and diverged_epoch is None:
+            raise ValueError("A diverged cell needs the epoch at which it diverged.")
+        now = utc_now()
+        with self.transaction() as conn:
+            if claim is not None:
+                _check_owner(conn, claim, cell_id)
+            conn.execute(
+                "UPDATE cells SET status = ?, diverged_epoch = ?, error = ?, finished_at = ?,"
+                " heartbeat_at = NULL, updated_at = ? WHERE cell_id = ?",
+                (status, diverged_epoch, error, now, now, cell_id))
+            _refresh_summary(conn, cell_id, now)
+
+    # -- reads through the writer's connection (workers need them to resume)
+    def epochs_of(self, cell_id: int) -> list[dict]:
+        rows = self.conn.execute("SELECT * FROM epochs WHERE cell_id = ? ORDER BY epoch",
+                                 (cell_id,)).fetchall()
+        return [_row_dict(self.conn, r, "epochs") for r in rows]
+
+    def cell(self, cell_id: int) -> dict:
+        row = self.conn.execute("SELECT * FROM cells WHERE cell_id = ?", (cell_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"No cell with cell_id={cell_id} in {self.path}.")
+        return _row_dict(self.conn, row, "cells")
+
+    def cell_id(self, study: str, model: str, dataset: str, batch_size: int,
+                learning_rate: float, seed: int) -> int:
+        """The id of one cell by its natural key (for ``SQLiteLogger``)."""
+        row = self.conn.execute(
+            "SELECT c.cell_id FROM cells c JOIN studies s USING (study_id) WHERE s.name = ? "
+            "AND c.model = ? AND c.dataset = ? AND c.batch_size = ? "
+            "AND abs(c.learning_rate - ?) <= 1e-12 * abs(?) AND c.seed = ?",
+            (study, model, dataset, batch_size, learning_rate, learning_rate, seed),
+        ).fetchone()
+        if row is None:
+            raise StoreError(
+                f"No cell (study={study!r}, model={model!r}, dataset={dataset!r}, "
+                f"batch_size={batch_size}, learning_rate={learning_rate}, seed={seed}) "
+                f"in {self.path}.")
+        return row[0]
+
+    def counts(self, study_id: int) -> dict[str, int]:
+        rows = self.conn.execute("SELECT status, COUNT(*) FROM cells WHERE study_id = ? "
+                                 "GROUP BY status", (study_id,)).fetchall()
+        counts = dict.fromkeys(STATUSES, 0)
+        counts.update(dict(rows))
+        return counts
+
+
+def _dead_local_pack(conn: sqlite3.Connection, study_id: int) -> tuple | None:
+    """A running pack whose worker was a process on this host that no longer exists
+    (killed, crashed): reclaimable at once instead of after the stale limit."""
+    host = socket.gethostname()
+    rows = conn.execute("SELECT DISTINCT pack_id, worker FROM cells WHERE study_id = ? "
+                        "AND status = 'running' AND worker LIKE ?", (study_id, f"{host}:%"))
+    for pack_id, worker in rows.fetchall():
+        try:
+            pid = int(worker.rsplit(":", 1)[1].split("/")[0])
+        except (ValueError, IndexError):
+            continue
+        if pid == os.getpid():
+            continue
+        if not _process_alive(pid):
+            return (pack_id,)
+    return None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _check_owner(conn: sqlite3.Connection, claim: Claim, cell_id: int) -> None:
+    row = conn.execute("SELECT worker, status FROM cells WHERE cell_id = ?",
+                       (cell_id,)).fetchone()
+    if row is None or row[0] != claim.worker or row[1] != "running":
+        raise ClaimLost(f"cell {cell_id} is no longer claimed by {claim.worker} "
+                        f"(worker={row[0] if row else None}, status={row[1] if row else None})")
+
+
+def _refresh_summary(conn: sqlite3.Connection, cell_id: int, now: str) -> None:
+    """Recompute a cell's summary columns from its epoch rows (one source of truth)."""
+    conn.execute(
+        """
+        UPDATE cells SET
+            epochs_done = (SELECT COUNT(*) FROM epochs WHERE cell_id = :id),
+            best_test_accuracy = (SELECT MAX(test_accuracy) FROM epochs WHERE cell_id = :id),
+            best_epoch = (SELECT epoch FROM epochs WHERE cell_id = :id
+                          AND test_accuracy IS NOT NULL
+                          ORDER BY test_accuracy DESC, epoch ASC LIMIT 1),
+            final_train_loss = (SELECT train_loss FROM epochs WHERE cell_id = :id
+                                ORDER BY epoch DESC LIMIT 1),
+            final_train_accuracy = (SELECT train_accuracy FROM epochs WHERE cell_id = :id
+                                    ORDER BY epoch DESC LIMIT 1),
+            final_test_loss = (SELECT test_loss FROM epochs WHERE cell_id = :id
+                               ORDER BY epoch DESC LIMIT 1),
+            final_test_accuracy = (SELECT test_accuracy FROM epochs WHERE cell_id = :id
+                                   ORDER BY epoch DESC LIMIT 1),
+            updated_at = :now
+        WHERE cell_id = :id
+        """,
+        {"id": cell_id, "now": now},
+    )
+
+
+def _finite_or_none(value) -> float | None:
+    if value is None:
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _row_dict(conn: sqlite3.Connection, row: tuple, table: str) -> dict:
+    cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+    return dict(zip(cols, row))
+
+
+def _hash(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def describe_difference(old: Any, new: Any, prefix: str = "") -> str:
+    """Name the keys whose values differ between two JSON-like objects."""
+    diffs: list[str] = []
+
+    def walk(a, b, path):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                walk(a.get(key, "<missing>"), b.get(key, "<missing>"), f"{path}.{key}" if path else key)
+        elif a != b:
+            diffs.append(f"{path or 'spec'}: {a!r} in the store, {b!r} now")
+
+    walk(old, new, prefix)
+    return "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
+
+
+# ---------------------------------------------------------------- read API (no TensorFlow)
+
+RESULT_COLUMNS = [
+    "study", "cell_id", "model", "dataset", "batch_size", "learning_rate", "seed", "ratio",
+    "status", "best_test_accuracy", "best_epoch", "final_train_accuracy", "final_train_loss",
+    "final_test_accuracy", "final_test_loss", "epochs_done", "diverged_epoch", "error",
+    "worker", "pack_id", "heartbeat_at", "started_at", "finished_at", "updated_at",
+]
+
+
+def _reader(db) -> tuple[sqlite3.Connection, bool]:
+    if isinstance(db, sqlite3.Connection):
+        return db, False
+    if isinstance(db, Store):
+        return db.conn, False
+    return connect_readonly(db), True
+
+
+def load_results(db, study: str | None = None) -> pd.DataFrame:
+    """One row per cell: the grid's coordinates, ``ratio = batch_size / learning_rate``,
+    status, best test accuracy and its epoch, final train/test metrics.
+
+    ``db`` is a path (opened read-only) or an open connection. Accuracies are fractions
+    in [0, 1]; cells with no finished epoch have NaN there.
+    """
+    conn, owned = _reader(db)
+    try:
+        sql = ("SELECT s.name AS study, c.cell_id, c.model, c.dataset, c.batch_size, "
+               "c.learning_rate, c.seed, c.batch_size / c.learning_rate AS ratio, c.status, "
+               "c.best_test_accuracy, c.best_epoch, c.final_train_accuracy, "
+               "c.final_train_loss, c.final_test_accuracy, c.final_test_loss, c.epochs_done, "
+               "c.diverged_epoch, c.error, c.worker, c.pack_id, c.heartbeat_at, c.started_at,"
+               " c.finished_at, c.updated_at FROM cells c JOIN studies s USING (study_id)")
+        params: tuple = ()
+        if study is not None:
+            sql += " WHERE s.name = ?"
+            params = (study,)
+        sql += " ORDER BY c.cell_id"
+        frame = pd.read_sql_query(sql, conn, params=params)
+    finally:
+        if owned:
+            conn.close()
+    for col in ("best_epoch", "diverged_epoch"):
+        frame[col] = frame[col].astype(float)
+    return frame
+
+
+def load_epochs(db, study: str | None = None, cell_ids: Sequence[int] | None = None,
+                after: int = 0) -> pd.DataFrame:
+    """Epoch rows (one per cell per epoch), joined with their cell's coordinates.
+
+    ``after`` is a marker from a previous read (see ``read_new_epochs``): only rows
+    recorded after it are returned. The ``row`` column is that marker's unit.
+    """
+    conn, owned = _reader(db)
+    try:
+        sql = ("SELECT e.rowid AS row, s.name AS study, e.cell_id, c.model, c.dataset, "
+               "c.batch_size, c.learning_rate, c.seed, e.epoch, e.train_loss, "
+               "e.train_accuracy, e.test_loss, e.test_accuracy, e.wall_seconds, "
+               "e.metrics_json, e.recorded_at FROM epochs e JOIN cells c USING (cell_id) "
+               "JOIN studies s USING (study_id) WHERE e.rowid > ?")
+        params: list = [int(after)]
+        if study is not None:
+            sql += " AND s.name = ?"
+            params.append(study)
+        if cell_ids is not None:
+            ids = [int(i) for i in cell_ids]
+            sql += f" AND e.cell_id IN ({','.join('?' * len(ids)) or 'NULL'})"
+            params.extend(ids)
+        sql += " ORDER BY e.rowid"
+        return pd.read_sql_query(sql, conn, params=params)
+    finally:
+        if owned:
+            conn.close()
+
+
+def read_new_epochs(db, marker: int = 0) -> tuple[pd.DataFrame, int]:
+    """Incremental read for a live dashboard: the epoch rows recorded after ``marker``,
+    and the new marker. Rows are only ever inserted (a resumed pack replays nothing), so
+    ``rowid`` only grows."""
+    frame = load_epochs(db, after=marker)
+    new_marker = int(frame["row"].iloc[-1]) if len(frame) else int(marker)
+    return frame, new_marker
+
+
+def load_studies(db) -> pd.DataFrame:
+    conn, owned = _reader(db)
+    try:
+        return pd.read_sql_query("SELECT * FROM studies ORDER BY study_id", conn)
+    finally:
+        if owned:
+            conn.close()
+
+
+def load_progress(db) -> pd.DataFrame:
+    conn, owned = _reader(db)
+    try:
+        return pd.read_sql_query("SELECT * FROM progress", conn)
+    finally:
+        if owned:
+            conn.close()
+
+
+__all__ = [
+    "APPLICATION_ID", "Claim", "ClaimLost", "SCHEMA_VERSION", "STATUSES", "Store",
+    "StoreError", "StudyMismatch", "connect_readonly", "inspect_store", "load_epochs",
+    "load_progress", "load_results", "load_studies", "read_new_epochs", "utc_now",
+]

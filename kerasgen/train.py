@@ -1,0 +1,409 @@
+"""Training one pack: K cells of a group that share a batch size, in one ``model.fit``.
+
+Plain SGD, constant learning rate and batch size: a packed model holds one copy of the
+network per cell, all starting from the group's initial weights; the loss is
+``sum_k lr_k * loss_k`` and the optimizer ``SGD(learning_rate=1.0)``, so copy k's update
+is exactly ``-lr_k * grad loss_k``. Momentum (off by default) carries over unchanged;
+weight decay (off by default) is coupled, as PyTorch's SGD, and scaled per copy.
+
+Every epoch: the test set is evaluated, the pack is checkpointed (atomically), then
+each cell's row is committed to the store. A killed pack resumes from its last
+checkpoint; rows that the checkpoint holds but the store lacks are written back first,
+so nothing is missing and nothing is written twice.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from kerasgen import data as data_lib
+from kerasgen.callbacks import SQLiteLogger
+from kerasgen.models import build_model, copy_name, packed
+from kerasgen.spec import Spec
+from kerasgen.store import Claim, ClaimLost, Store
+
+_COPY_PATH = re.compile(r"(?:^|/)copy_(\d+)_net/")
+
+
+@dataclass
+class RunOptions:
+    """How a study is run (not what it studies): nothing here changes a result."""
+
+    pack_size: int = 20
+    data_dir: str = "data"
+    checkpoint_dir: str | None = None  # default: <db>.checkpoints next to the store
+    jit_compile: bool | str = "auto"  # "auto": off on CPU (measured slower), on for GPU
+    stale_seconds: float = 600.0
+    heartbeat_seconds: float | None = None  # default: stale_seconds / 4
+    max_attempts: int = 3
+    steps_per_execution: int = 1
+    mirrored: bool = False  # one cell on all local GPUs (MirroredStrategy)
+    verbose: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- determinism and init
+
+def configure_determinism(seed: int) -> None:
+    """Seed Python, numpy and the backend, and ask for deterministic kernels.
+
+    Determinism costs some speed on GPU (no non-deterministic cuDNN algorithms); it is
+    what makes a resumed or repeated cell give the same numbers on the same machine.
+    """
+    keras.utils.set_random_seed(int(seed))
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def group_weights_path(checkpoint_dir: Path, model: str, dataset: str, seed: int) -> Path:
+    return Path(checkpoint_dir) / "initial" / f"{model}-{dataset}-seed{seed}.weights.npz"
+
+
+def initial_weights(model: str, ds: data_lib.Dataset, seed: int, checkpoint_dir: Path) -> list:
+    """The group's initial weights: drawn once from the seed, saved, and loaded by every
+    cell of the group (on any worker, in any process, after any restart)."""
+    path = group_weights_path(checkpoint_dir, model, ds.name, seed)
+    if path.exists():
+        with np.load(path) as saved:
+            return [saved[f"w{i}"] for i in range(len(saved.files))]
+    keras.utils.set_random_seed(int(seed))
+    net = build_model(model, num_classes=ds.num_classes, input_shape=ds.input_shape)
+    weights = net.get_weights()
+    del net
+    _atomic_savez(path, {f"w{i}": w for i, w in enumerate(weights)})
+    return weights
+
+
+def _atomic_savez(path: Path, arrays: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- the packed model
+
+class PackedSGD(keras.optimizers.SGD):
+    """SGD for a packed model: ``learning_rate`` 1.0 (the cells' learning rates are the
+    loss weights), and coupled weight decay ``g += weight_decay * w`` scaled by each
+    copy's learning rate (PyTorch's semantics; Keras's own ``weight_decay`` is
+    decoupled and would ignore the per-copy learning rates)."""
+
+    def __init__(self, decay_by_copy: list[float] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.decay_by_copy = list(decay_by_copy or [])
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.decay_by_copy:
+            match = _COPY_PATH.search(variable.path)
+            decay = self.decay_by_copy[int(match.group(1))] if match else 0.0
+            if decay:
+                gradient = keras.ops.add(
+                    gradient, keras.ops.multiply(variable, keras.ops.cast(decay, variable.dtype)))
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        return {**super().get_config(), "decay_by_copy": self.decay_by_copy}
+
+
+def build_pack(model: str, ds: data_lib.Dataset, learning_rates: list[float],
+               weights: list, momentum: float = 0.0, weight_decay: float = 0.0,
+               jit_compile: bool = False, steps_per_execution: int = 1) -> keras.Model:
+    """A compiled packed model: one copy per learning rate, all from ``weights``."""
+    net = packed(lambda: build_model(model, ds.num_classes, ds.input_shape),
+                 len(learning_rates), initial_weights=weights, name=f"pack_{model}")
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    optimizer = PackedSGD(
+        learning_rate=1.0, momentum=float(momentum),
+        decay_by_copy=[lr * weight_decay for lr in learning_rates] if weight_decay else None,
+    )
+    net.compile(
+        optimizer=optimizer,
+        loss={copy_name(k): loss for k in range(len(learning_rates))},
+        loss_weights={copy_name(k): float(lr) for k, lr in enumerate(learning_rates)},
+        metrics={copy_name(k): ["accuracy"] for k in range(len(learning_rates))},
+        jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
+    )
+    return net
+
+
+def resolve_jit_compile(option: bool | str) -> bool:
+    """``"auto"``: XLA off on CPU, where it was measured 1.3-4x slower (scripts/
+    bench_train.py), on where a GPU is present."""
+    if isinstance(option, bool):
+        return option
+    if option != "auto":
+        raise ValueError(f"jit_compile must be true, false or 'auto'. Received: {option!r}")
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    return False
+
+
+# ---------------------------------------------------------------- checkpoints
+
+class PackCheckpoint:
+    """``state.npz`` (weights, optimizer variables) + ``state.json`` (epoch, cells,
+    their statuses and every recorded row), each written atomically; the JSON is written
+    last and names the npz it belongs to, so a crash between the two is harmless."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.meta_path = self.directory / "state.json"
+
+    def exists(self) -> bool:
+        return self.meta_path.exists()
+
+    def save(self, model: keras.Model, meta: dict) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        epoch = meta["epoch"]
+        arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
+        arrays.update({f"o{i}": np.asarray(v) for i, v in
+                       enumerate(model.optimizer.variables)})
+        name = f"state-{epoch}.npz"
+        _atomic_savez(self.directory / name, arrays)
+        _atomic_write_text(self.meta_path, json.dumps({**meta, "arrays": name}))
+        for old in self.directory.glob("state-*.npz"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+    def load_meta(self) -> dict:
+        return json.loads(self.meta_path.read_text())
+
+    def restore(self, model: keras.Model, meta: dict) -> None:
+        with np.load(self.directory / meta["arrays"]) as saved:
+            n_weights = sum(1 for k in saved.files if k.startswith("w"))
+            model.set_weights([saved[f"w{i}"] for i in range(n_weights)])
+            optimizer = model.optimizer
+            if not optimizer.built:
+                optimizer.build(model.trainable_variables)
+            for i, variable in enumerate(optimizer.variables):
+                variable.assign(saved[f"o{i}"])
+
+
+# ---------------------------------------------------------------- the pack callback
+
+class PackLogger(SQLiteLogger):
+    """``SQLiteLogger`` plus what the runner needs: the stopping rule, a checkpoint
+    before rows are committed, and an abort when the claim is lost."""
+
+    def __init__(self, store: Store, claim: Claim, cell_ids: list[int], spec: Spec,
+                 checkpoint: PackCheckpoint, active: list[bool], history: dict,
+                 lost: threading.Event):
+        super().__init__(store, cell=cell_ids, claim=claim)
+        self.spec = spec
+        self.checkpoint = checkpoint
+        self.active = list(active)
+        self.history = history  # cell_id -> list of [epoch, row, wall_seconds]
+        self.lost = lost
+        self._finishing: list[bool] = []
+        self.statuses: dict[str, list] = {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.lost.is_set():
+            raise ClaimLost("this worker's claim on the pack was taken over; stopping")
+
+    def before_write(self, epoch: int, rows: list[dict], diverged: list[bool]) -> None:
+        wall = time.perf_counter() - self._epoch_started
+        cap_reached = epoch + 1 >= self.spec.epochs
+        self._finishing = []
+        for k, row in enumerate(rows):
+            finishing = False
+            if self.active[k] and not diverged[k]:
+                if cap_reached:
+                    finishing = True
+                elif self.spec.stop.rule == "train_loss":
+                    loss = row.get("train_loss")
+                    finishing = loss is not None and loss < self.spec.stop.threshold
+                self.history.setdefault(str(self.cell_ids[k]), []).append([epoch, row, wall])
+            self._finishing.append(finishing)
+        statuses = []
+        for k, cell_id in enumerate(self.cell_ids):
+            if not self.active[k]:
+                statuses.append(self.statuses.get(str(cell_id)))
+            elif diverged[k]:
+                statuses.append(["diverged", epoch])
+            elif self._finishing[k]:
+                statuses.append(["done", epoch])
+            else:
+                statuses.append(None)
+        self.statuses = {str(c): s for c, s in zip(self.cell_ids, statuses)}
+        self.checkpoint.save(self.model, {
+            "epoch": epoch, "cell_ids": self.cell_ids, "statuses": self.statuses,
+            "history": self.history, "pack_id": self.claim.pack_id if self.claim else None,
+        })
+
+    def copy_finished(self, index: int, epoch: int, row: dict) -> bool:
+        return self._finishing[index]
+
+
+# ---------------------------------------------------------------- heartbeat
+
+class Heartbeat(threading.Thread):
+    """Refreshes a claim from a thread of its own (an epoch can outlast the stale limit);
+    sets ``lost`` when another worker has taken the pack over."""
+
+    def __init__(self, db_path: Path, claim: Claim, interval: float):
+        super().__init__(daemon=True, name=f"heartbeat-{claim.pack_id}")
+        self.db_path, self.claim, self.interval = db_path, claim, interval
+        self.lost = threading.Event()
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        store = Store(self.db_path)
+        try:
+            while not self._halt.wait(self.interval):
+                try:
+                    store.heartbeat(self.claim)
+                except ClaimLost:
+                    self.lost.set()
+                    return
+        finally:
+            store.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=10)
+
+
+# ---------------------------------------------------------------- training a pack
+
+def checkpoint_root(db_path: Path, options: RunOptions) -> Path:
+    if options.checkpoint_dir:
+        return Path(options.checkpoint_dir)
+    return Path(str(db_path) + ".checkpoints")
+
+
+def train_pack(store: Store, claim: Claim, spec: Spec, ds: data_lib.Dataset,
+               options: RunOptions) -> dict:
+    """Train (or resume) one claimed pack to the end; returns a small summary."""
+    root = checkpoint_root(store.path, options)
+    checkpoint = PackCheckpoint(root / spec.name / f"pack-{claim.pack_id}")
+    first = claim.cells[0]
+    model_name, seed, batch_size = first["model"], int(first["seed"]), int(first["batch_size"])
+
+    meta = checkpoint.load_meta() if checkpoint.exists() else None
+    if meta is not None:
+        cell_ids = [int(c) for c in meta["cell_ids"]]
+        missing = set(claim.cell_ids) - set(cell_ids)
+        if missing:
+            raise RuntimeError(f"checkpoint {checkpoint.directory} does not hold cells "
+                               f"{sorted(missing)} of pack {claim.pack_id}")
+        _replay(store, claim, meta)
+        statuses = meta["statuses"]
+        initial_epoch = int(meta["epoch"]) + 1
+        history = meta["history"]
+    else:
+        cell_ids = claim.cell_ids
+        statuses = {}
+        initial_epoch = 0
+        history = {}
+    cells = {c: store.cell(c) for c in cell_ids}
+    learning_rates = [float(cells[c]["learning_rate"]) for c in cell_ids]
+    active = [statuses.get(str(c)) is None and cells[c]["status"] == "running" for c in cell_ids]
+    if not any(active) or initial_epoch >= spec.epochs:
+        _finish_leftovers(store, claim, cell_ids, active)
+        return {"pack_id": claim.pack_id, "epochs": 0, "resumed_from": initial_epoch}
+
+    configure_determinism(seed)
+    weights = initial_weights(model_name, ds, seed, root)
+    training = spec.training
+    jit = resolve_jit_compile(options.jit_compile)
+    model = build_pack(model_name, ds, learning_rates, weights, training.momentum,
+                       training.weight_decay, jit, options.steps_per_execution)
+    if meta is not None:
+        checkpoint.restore(model, meta)
+
+    augment = ds.augment if training.augment == "default" else bool(training.augment)
+    copies = len(cell_ids)
+    train = data_lib.train_dataset(ds, seed, batch_size, initial_epoch, spec.epochs,
+                                   copies=copies, augment=augment)
+    test = data_lib.test_dataset(ds, copies=copies)
+    heartbeat = Heartbeat(store.path, claim,
+                          options.heartbeat_seconds or max(1.0, options.stale_seconds / 4))
+    logger = PackLogger(store, claim, cell_ids, spec, checkpoint, active, history,
+                        heartbeat.lost)
+    logger.statuses = dict(statuses)
+    heartbeat.start()
+    started = time.perf_counter()
+    try:
+        model.fit(
+            train, steps_per_epoch=data_lib.steps_per_epoch(ds.train_size, batch_size),
+            initial_epoch=initial_epoch, epochs=spec.epochs, validation_data=test,
+            validation_freq=training.test_every, callbacks=[logger], verbose=options.verbose,
+            shuffle=False,
+        )
+    finally:
+        heartbeat.stop()
+        del model
+        keras.backend.clear_session(free_memory=True)
+        gc.collect()
+    if heartbeat.lost.is_set():
+        raise ClaimLost(f"pack {claim.pack_id} was taken over by another worker")
+    return {"pack_id": claim.pack_id, "epochs": spec.epochs - initial_epoch,
+            "resumed_from": initial_epoch, "seconds": time.perf_counter() - started}
+
+
+def _replay(store: Store, claim: Claim, meta: dict) -> None:
+    """Write back what the checkpoint holds and the store lacks (a kill between the
+    checkpoint and the commit), then the statuses the checkpoint decided."""
+    for cell_id, rows in meta["history"].items():
+        for epoch, row, wall in rows:
+            store.record_epoch(int(cell_id), int(epoch), row, wall, claim=claim)
+    for cell_id, status in meta["statuses"].items():
+        if status is None:
+            continue
+        current = store.cell(int(cell_id))["status"]
+        if current == "running":
+            kind, epoch = status
+            store.finish_cell(int(cell_id), kind,
+                              diverged_epoch=epoch if kind == "diverged" else None, claim=claim)
+
+
+def _finish_leftovers(store: Store, claim: Claim, cell_ids: list[int], active: list[bool]) -> None:
+    for cell_id, is_active in zip(cell_ids, active):
+        if store.cell(cell_id)["status"] == "running":
+            store.finish_cell(cell_id, "done", claim=claim)
+
+
+def prepare_dataset(name: str, options: RunOptions, dtype: str = "float32") -> data_lib.Dataset:
+    ds = data_lib.load_dataset(name, data_dir=options.data_dir)
+    if dtype != "float32":
+        ds.x_train = ds.x_train.astype(dtype)
+        ds.x_test = ds.x_test.astype(dtype)
+    return ds
+
+
+__all__ = ["PackCheckpoint", "PackLogger", "PackedSGD", "RunOptions", "build_pack",
+           "configure_determinism", "initial_weights", "prepare_dataset",
+           "resolve_jit_compile", "train_pack"]

@@ -1,0 +1,204 @@
+"""Running a study: workers that claim packs from the store until none is left.
+
+``run_study(spec, db)`` registers the study (idempotently), then trains every cell:
+in this process (``workers=1``) or in N worker processes on this machine, one per GPU
+where GPUs exist. Killed at any moment, the same call resumes: a pack whose worker is
+gone is reclaimed (at once when its process is known to be dead on this host, else
+after its heartbeat goes stale) and continues from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+
+from kerasgen import runtime
+from kerasgen.spec import Spec, from_dict
+from kerasgen.store import ClaimLost, Store, StoreError
+from kerasgen.train import RunOptions
+
+
+class StudyError(RuntimeError):
+    """The study cannot run as asked; the message says why and what to do."""
+
+
+def _spec_of(store: Store, name: str) -> tuple[int, Spec]:
+    study = store.study(name)
+    if study is None:
+        raise StoreError(f"No study named {name!r} in {store.path}.")
+    return study["study_id"], from_dict(json.loads(study["spec_json"]))
+
+
+def check_datasets(spec: Spec, options: RunOptions) -> None:
+    """Load every data set once before anything is claimed, so a missing one fails
+    at once with its message (and nothing is marked running or failed)."""
+    from kerasgen.data import load_dataset
+
+    for name in spec.datasets:
+        load_dataset(name, data_dir=options.data_dir)
+
+
+def worker_loop(db_path: str | Path, study: str, options: RunOptions,
+                on_pack=None) -> int:
+    """Claim and train packs of ``study`` until none is pending or running elsewhere.
+
+    Returns the number of packs this worker trained. A pack that raises is released
+    (pending again, to be resumed) or, after ``options.max_attempts`` failures, marked
+    ``failed`` with the error; the study goes on.
+    """
+    runtime.quiet_tensorflow()
+    from kerasgen.train import prepare_dataset, train_pack
+
+    store = Store(db_path)
+    study_id, spec = _spec_of(store, study)
+    worker = runtime.worker_name()
+    device = runtime.describe_device()
+    datasets: dict = {}
+    trained = 0
+    try:
+        while True:
+            claim = store.claim_pack(study_id, worker, options.pack_size,
+                                     options.stale_seconds, device=device)
+            if claim is None:
+                counts = store.counts(study_id)
+                if counts["running"] == 0:
+                    return trained
+                # Others are training; wait, in case one dies and its pack needs us.
+                time.sleep(min(5.0, options.stale_seconds / 4))
+                continue
+            dataset = claim.cells[0]["dataset"]
+            try:
+                if dataset not in datasets:
+                    datasets[dataset] = prepare_dataset(dataset, options, spec.training.dtype)
+                summary = train_pack(store, claim, spec, datasets[dataset], options)
+            except KeyboardInterrupt:
+                store.release(claim, "interrupted (KeyboardInterrupt)", count_failure=False)
+                raise
+            except ClaimLost:
+                continue  # someone else owns it now; nothing of ours to release
+            except Exception as exc:  # noqa: BLE001 - recorded, and the study goes on
+                error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                status = store.release(claim, f"{error}\n{traceback.format_exc()}",
+                                       options.max_attempts)
+                print(f"kerasgen: pack {claim.pack_id} ({claim.cells[0]['model']}, "
+                      f"batch {claim.cells[0]['batch_size']}) raised {error}; "
+                      f"{'marked failed' if status == 'failed' else 'released for a retry'}.",
+                      file=sys.stderr)
+                continue
+            trained += 1
+            if on_pack is not None:
+                on_pack(summary)
+    finally:
+        store.close()
+
+
+def _worker_process(db_path: str, study: str, options_dict: dict, gpu: str | None) -> None:
+    """Entry point of a spawned worker process (one per GPU, or CPU workers)."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    runtime.set_onednn(options_dict.get("extra", {}).get("onednn"))
+    runtime.quiet_tensorflow()
+    options = RunOptions(**options_dict)
+    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+        import tensorflow as tf
+
+        for device in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(device, True)
+    worker_loop(db_path, study, options)
+
+
+def local_gpu_ids() -> list[str]:
+    """GPU ids on this machine without importing TensorFlow (CUDA_VISIBLE_DEVICES, else
+    nvidia-smi)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU")]
+
+
+def register_study(spec: Spec, db: str | Path, options: RunOptions | None = None,
+                   retry_failed: bool = False) -> int:
+    options = options or RunOptions()
+    with Store(db) as store:
+        facts = runtime.environment_facts()
+        facts["pack_size"] = options.pack_size
+        study_id = store.create_study(spec.name, spec.to_dict(), spec.cells(), facts)
+        if retry_failed:
+            store.reset_failed(study_id)
+    return study_id
+
+
+def run_study(spec: Spec, db: str | Path, options: RunOptions | None = None,
+              workers: int = 1, progress: bool | str = "auto",
+              retry_failed: bool = False) -> dict:
+    """Train every cell of ``spec`` into the store at ``db``; resumable; returns the
+    counts by status when the study is complete."""
+    options = options or RunOptions()
+    if workers < 1:
+        raise StudyError(f"workers must be >= 1. Received: workers={workers!r}")
+    if options.pack_size < 1:
+        raise StudyError(f"pack_size must be >= 1. Received: pack_size={options.pack_size!r}")
+    db = Path(db)
+    check_datasets(spec, options)
+    study_id = register_study(spec, db, options, retry_failed)
+    monitor = None
+    if progress:
+        from kerasgen.display import ProgressMonitor
+
+        monitor = ProgressMonitor(db, spec.name, mode=progress)
+        monitor.start()
+    try:
+        if workers == 1:
+            worker_loop(db, spec.name, options)
+        else:
+            _run_processes(db, spec.name, options, workers)
+    finally:
+        if monitor is not None:
+            monitor.stop()
+    with Store(db) as store:
+        return store.counts(study_id)
+
+
+def _run_processes(db: Path, study: str, options: RunOptions, workers: int) -> None:
+    gpus = local_gpu_ids()
+    ctx = multiprocessing.get_context("spawn")
+    procs = []
+    for i in range(workers):
+        gpu = gpus[i % len(gpus)] if gpus else None
+        proc = ctx.Process(target=_worker_process, name=f"kerasgen-worker-{i}",
+                           args=(str(db), study, asdict(options), gpu))
+        proc.start()
+        procs.append(proc)
+    try:
+        for proc in procs:
+            proc.join()
+    except KeyboardInterrupt:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.join()
+        raise
+    bad = [p.name for p in procs if p.exitcode not in (0, None)]
+    if bad:
+        # A worker that died mid-pack left it running; finish it here.
+        worker_loop(db, study, options)
+
+
+__all__ = ["StudyError", "check_datasets", "local_gpu_ids", "register_study", "run_study",
+           "worker_loop"]
+
