@@ -35,6 +35,7 @@ from __future__ import annotations
 import os
 import socket
 import tarfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -387,10 +388,13 @@ def read_cifar_archive(path: Path, name: str):
         )
 
     def parse(files):
+        # Check each file on its own: a short file followed by a long one can add up to a
+        # whole number of records, and every record after the short one would be misread.
+        for f in files:
+            if len(found[f]) % record:
+                raise DataError(f"{path}: {f} is truncated or corrupt ({len(found[f])} "
+                                f"bytes is not a multiple of the record size {record}).")
         blob = b"".join(found[f] for f in files)
-        if len(blob) % record:
-            raise DataError(f"{path}: {'/'.join(files)} is truncated "
-                            f"({len(blob)} bytes is not a multiple of {record}).")
         raw = np.frombuffer(blob, np.uint8).reshape(-1, record)
         labels = raw[:, label_bytes - 1].astype(np.int64)
         images = raw[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
@@ -403,11 +407,25 @@ def read_cifar_archive(path: Path, name: str):
 
 def _network_reachable(host: str = "www.cs.toronto.edu", port: int = 443,
                        timeout: float = 3.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    """Whether ``host:port`` accepts a connection within ``timeout`` seconds in all.
+
+    The socket timeout does not bound the name lookup (``getaddrinfo`` can block for
+    many seconds on a machine without a resolver), so the attempt runs in a daemon thread
+    and is abandoned after ``timeout``.
+    """
+    result: list[bool] = []
+
+    def attempt():
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=attempt, name="kerasgen-network-check", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result) and result[0]
 
 
 def _load_cifar_tfds(name: str, data_dir: Path, archive: Path, url: str, download: bool):
@@ -428,12 +446,28 @@ def _load_cifar_tfds(name: str, data_dir: Path, archive: Path, url: str, downloa
         if not _network_reachable():
             raise DataError(hint + " The network is unreachable, so it cannot be downloaded.")
         builder.download_and_prepare()
-    splits = tfds.as_numpy(builder.as_dataset(split=["train", "test"], batch_size=-1))
-    (train, test) = splits
-    x_train = train["image"].astype(np.float32) / 255.0
-    x_test = test["image"].astype(np.float32) / 255.0
-    return (x_train, train["label"].astype(np.int64), x_test, test["label"].astype(np.int64),
-            f"tensorflow-datasets:{tfds_dir}")
+    x_train, y_train = _tfds_split(tfds, builder, "train")
+    x_test, y_test = _tfds_split(tfds, builder, "test")
+    return x_train, y_train, x_test, y_test, f"tensorflow-datasets:{tfds_dir}"
+
+
+def _tfds_split(tfds, builder, split: str, chunk: int = 10_000):
+    """A split as (float32 images in [0, 1], int64 labels), read in fixed-size batches.
+
+    Not ``batch_size=-1``: that batches by the split sizes recorded in the builder's
+    metadata, and where they are unknown (a mocked builder) TFDS batches by
+    ``sys.maxsize``, which aborts the process.
+    """
+    images, labels = [], []
+    for batch in tfds.as_numpy(builder.as_dataset(split=split, batch_size=chunk,
+                                                  shuffle_files=False)):
+        images.append(batch["image"])
+        labels.append(batch["label"])
+    if not images:
+        raise DataError(f"The tensorflow-datasets copy of {builder.name} has no {split!r} examples.")
+    x = np.concatenate(images).astype(np.float32) / 255.0
+    y = np.concatenate(labels).astype(np.int64)
+    return x, y
 
 
 def _tfds_prepared(builder) -> bool:

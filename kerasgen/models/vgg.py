@@ -36,7 +36,8 @@ def vgg(depth: int = 19, num_classes: int = 10, input_shape=(32, 32, 3),
     last two pools are skipped. On 32x32 inputs all five pools apply and the classifier
     sees 512 features, exactly as in the paper's code.
     """
-    if depth not in CONFIGS:
+    # The type check rejects 19.0 and True (which would otherwise match the keys 19 and 1).
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth not in CONFIGS:
         raise ValueError(
             f"VGG depth must be one of {sorted(CONFIGS)}. Received: depth={depth!r}"
         )
