@@ -14,10 +14,11 @@ so nothing is missing and nothing is written twice.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
-import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,11 +29,10 @@ import numpy as np
 
 from kerasgen import data as data_lib
 from kerasgen.callbacks import SQLiteLogger
-from kerasgen.models import build_model, copy_name, packed
+from kerasgen.models import build_model, copies_of, copy_name, packed
 from kerasgen.spec import Spec
 from kerasgen.store import Claim, ClaimLost, Store
 
-_COPY_PATH = re.compile(r"(?:^|/)copy_(\d+)_net/")
 
 
 @dataclass
@@ -111,36 +111,53 @@ class PackedSGD(keras.optimizers.SGD):
     """SGD for a packed model: ``learning_rate`` 1.0 (the cells' learning rates are the
     loss weights), and coupled weight decay ``g += weight_decay * w`` scaled by each
     copy's learning rate (PyTorch's semantics; Keras's own ``weight_decay`` is
-    decoupled and would ignore the per-copy learning rates)."""
+    decoupled and would ignore the per-copy learning rates).
 
-    def __init__(self, decay_by_copy: list[float] | None = None, **kwargs):
+    ``decay_by_variable`` maps ``id(variable)`` of each trainable variable to its
+    copy's ``learning_rate * weight_decay`` (variable paths do not name the copy).
+    """
+
+    def __init__(self, decay_by_variable: dict[int, float] | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.decay_by_copy = list(decay_by_copy or [])
+        self.decay_by_variable = dict(decay_by_variable or {})
+        self._decay_by_index: list[float] = []
+
+    def build(self, variables):
+        super().build(variables)
+        self._decay_by_index = [self.decay_by_variable.get(id(v), 0.0) for v in variables]
+        if self.decay_by_variable and not any(self._decay_by_index):
+            raise RuntimeError("weight decay is set but matches none of the variables")
 
     def update_step(self, gradient, variable, learning_rate):
-        if self.decay_by_copy:
-            match = _COPY_PATH.search(variable.path)
-            decay = self.decay_by_copy[int(match.group(1))] if match else 0.0
+        if self._decay_by_index:
+            decay = self._decay_by_index[self._get_variable_index(variable)]
             if decay:
                 gradient = keras.ops.add(
                     gradient, keras.ops.multiply(variable, keras.ops.cast(decay, variable.dtype)))
         super().update_step(gradient, variable, learning_rate)
 
-    def get_config(self):
-        return {**super().get_config(), "decay_by_copy": self.decay_by_copy}
-
 
 def build_pack(model: str, ds: data_lib.Dataset, learning_rates: list[float],
                weights: list, momentum: float = 0.0, weight_decay: float = 0.0,
-               jit_compile: bool = False, steps_per_execution: int = 1) -> keras.Model:
-    """A compiled packed model: one copy per learning rate, all from ``weights``."""
+               jit_compile: bool = False, steps_per_execution: int = 1,
+               synchronized_bn: bool = False) -> keras.Model:
+    """A compiled packed model: one copy per learning rate, all from ``weights``.
+
+    ``synchronized_bn``: batch statistics all-reduced across replicas (for a
+    MirroredStrategy), so they are those of the global batch, as on one device.
+    """
     net = packed(lambda: build_model(model, ds.num_classes, ds.input_shape),
                  len(learning_rates), initial_weights=weights, name=f"pack_{model}")
+    if synchronized_bn:
+        for layer in net._flatten_layers(include_self=False, recursive=True):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = True  # read at call time by BatchNormalization._moments
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    optimizer = PackedSGD(
-        learning_rate=1.0, momentum=float(momentum),
-        decay_by_copy=[lr * weight_decay for lr in learning_rates] if weight_decay else None,
-    )
+    decay = {}
+    if weight_decay:
+        for net_k, lr in zip(copies_of(net), learning_rates):
+            decay.update({id(v): lr * weight_decay for v in net_k.trainable_variables})
+    optimizer = PackedSGD(learning_rate=1.0, momentum=float(momentum), decay_by_variable=decay)
     net.compile(
         optimizer=optimizer,
         loss={copy_name(k): loss for k in range(len(learning_rates))},
@@ -150,6 +167,20 @@ def build_pack(model: str, ds: data_lib.Dataset, learning_rates: list[float],
         steps_per_execution=steps_per_execution,
     )
     return net
+
+
+def mirrored_strategy():
+    """One cell on all local devices: every GPU, or (for tests) every logical CPU."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        return tf.distribute.MirroredStrategy()
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    if len(cpus) < 2:
+        raise RuntimeError("--mirrored needs at least two devices (GPUs); this machine has "
+                           f"{len(cpus)} CPU device and no GPU.")
+    return tf.distribute.MirroredStrategy(devices=cpus)
 
 
 def resolve_jit_compile(option: bool | str) -> bool:
@@ -339,10 +370,15 @@ def train_pack(store: Store, claim: Claim, spec: Spec, ds: data_lib.Dataset,
     weights = initial_weights(model_name, ds, seed, root)
     training = spec.training
     jit = resolve_jit_compile(options.jit_compile)
-    model = build_pack(model_name, ds, learning_rates, weights, training.momentum,
-                       training.weight_decay, jit, options.steps_per_execution)
-    if meta is not None:
-        checkpoint.restore(model, meta)
+    strategy = mirrored_strategy() if options.mirrored else None
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = build_pack(model_name, ds, learning_rates, weights, training.momentum,
+                           training.weight_decay, jit, options.steps_per_execution,
+                           synchronized_bn=strategy is not None)
+        if meta is not None:
+            checkpoint.restore(model, meta)
+            print(f"kerasgen: resuming pack {claim.pack_id} ({model_name}, batch {batch_size}) "
+                  f"from epoch {initial_epoch}", file=sys.stderr, flush=True)
 
     augment = ds.augment if training.augment == "default" else bool(training.augment)
     copies = len(cell_ids)

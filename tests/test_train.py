@@ -1,0 +1,238 @@
+"""Packed training is plain SGD, cell by cell; divergence and stopping rules per cell."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from kerasgen import data  # noqa: E402
+from kerasgen.models import build_model, copies_of  # noqa: E402
+from kerasgen.spec import Spec, Stop, Training  # noqa: E402
+from kerasgen.store import Store, load_epochs, load_results  # noqa: E402
+from kerasgen.train import PackedSGD, RunOptions, build_pack, configure_determinism  # noqa: E402
+from kerasgen.worker import run_study  # noqa: E402
+
+N_TRAIN, BATCH, EPOCHS = 64, 16, 2
+
+
+def tiny_dataset(dtype: str = "float32") -> data.Dataset:
+    ds = data.load_synthetic(size=8, channels=1, n_train=N_TRAIN)
+    ds.x_train = ds.x_train.astype(dtype)
+    ds.x_test = ds.x_test.astype(dtype)
+    return ds
+
+
+@pytest.fixture
+def floatx():
+    """Set Keras's float type (and dtype policy) for one test, restore it afterwards."""
+    old_floatx, old_policy = keras.config.floatx(), keras.config.dtype_policy()
+
+    def set_float(dtype):
+        keras.config.set_floatx(dtype)
+        keras.config.set_dtype_policy(dtype)
+
+    yield set_float
+    keras.config.set_floatx(old_floatx)
+    keras.config.set_dtype_policy(old_policy)
+
+
+def fit_packed(ds, learning_rates, init, momentum=0.0):
+    pack = build_pack("resnet8", ds, learning_rates, init, momentum=momentum)
+    k = len(learning_rates)
+    history = pack.fit(
+        data.train_dataset(ds, 0, BATCH, 0, EPOCHS, copies=k),
+        steps_per_epoch=data.steps_per_epoch(N_TRAIN, BATCH), epochs=EPOCHS,
+        validation_data=data.test_dataset(ds, copies=k), verbose=0, shuffle=False,
+    ).history
+    return pack, history
+
+
+def fit_separately(ds, learning_rate, init, momentum=0.0):
+    """The reference: an ordinary model with ``SGD(learning_rate)``, no packing."""
+    model = build_model("resnet8", ds.num_classes, ds.input_shape)
+    model.set_weights(init)
+    model.compile(keras.optimizers.SGD(learning_rate, momentum=momentum),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    history = model.fit(
+        data.train_dataset(ds, 0, BATCH, 0, EPOCHS),
+        steps_per_epoch=data.steps_per_epoch(N_TRAIN, BATCH), epochs=EPOCHS,
+        validation_data=data.test_dataset(ds), verbose=0, shuffle=False,
+    ).history
+    return model, history
+
+
+def assert_pack_matches(pack, history, ds, learning_rates, init, atol, momentum=0.0):
+    for k, lr in enumerate(learning_rates):
+        model, ref = fit_separately(ds, lr, init, momentum)
+        packed_weights = pack.get_layer(f"copy_{k}_net").get_weights()
+        assert len(packed_weights) == len(model.get_weights())
+        for got, want in zip(packed_weights, model.get_weights()):
+            np.testing.assert_allclose(got, want, rtol=0, atol=atol)
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            packed_key = key.replace("val_", "val_copy_%d_" % k) if key.startswith("val_") \
+                else f"copy_{k}_{key}"
+            np.testing.assert_allclose(history[packed_key], ref[key], rtol=0, atol=atol)
+
+
+def test_packed_run_matches_separate_runs_bit_for_bit_with_power_of_two_learning_rates():
+    # Multiplying by a power of two is exact in floating point, so lr * grad computed
+    # through the loss weight equals lr * grad computed by the optimizer, bit for bit.
+    ds = tiny_dataset()
+    configure_determinism(0)
+    init = build_model("resnet8", ds.num_classes, ds.input_shape).get_weights()
+    learning_rates = [0.0625, 0.125, 0.25]
+    pack, history = fit_packed(ds, learning_rates, init)
+    assert_pack_matches(pack, history, ds, learning_rates, init, atol=0.0)
+
+
+def test_packed_run_matches_separate_runs_in_float64(floatx):
+    floatx("float64")
+    ds = tiny_dataset("float64")
+    configure_determinism(0)
+    init = build_model("resnet8", ds.num_classes, ds.input_shape).get_weights()
+    learning_rates = [0.05, 0.1, 0.3]
+    pack, history = fit_packed(ds, learning_rates, init)
+    assert_pack_matches(pack, history, ds, learning_rates, init, atol=1e-12)
+
+
+def test_packed_momentum_matches_separate_momentum_sgd():
+    ds = tiny_dataset()
+    configure_determinism(1)
+    init = build_model("resnet8", ds.num_classes, ds.input_shape).get_weights()
+    learning_rates = [0.03125, 0.0625]
+    pack, history = fit_packed(ds, learning_rates, init, momentum=0.5)
+    assert_pack_matches(pack, history, ds, learning_rates, init, atol=0.0, momentum=0.5)
+
+
+def test_packed_weight_decay_is_coupled_and_scaled_by_each_copys_learning_rate():
+    # PyTorch's SGD(weight_decay=wd): w <- w - lr * (g + wd * w), per copy.
+    ds = tiny_dataset()
+    configure_determinism(2)
+    init = build_model("resnet8", ds.num_classes, ds.input_shape).get_weights()
+    learning_rates, wd = [0.1, 0.4], 0.05
+    pack = build_pack("resnet8", ds, learning_rates, init, weight_decay=wd)
+    x, y = next(iter(data.train_dataset(ds, 0, BATCH, 0, 1, copies=2)))
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        outputs = pack(x, training=True)
+        losses = [keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y[k], outputs[k])
+                  for k in range(2)]
+    variables = pack.trainable_variables
+    grads = tape.gradient(losses, variables)  # unweighted sum: copies share nothing
+    before = [v.numpy().copy() for v in variables]
+    owner = {id(v): lr for net, lr in zip(copies_of(pack), learning_rates)
+             for v in net.trainable_variables}
+    pack.optimizer.apply([g * owner[id(v)] for g, v in zip(grads, variables)], variables)
+    for v, g, w in zip(variables, grads, before):
+        lr = owner[id(v)]
+        np.testing.assert_allclose(v.numpy(), w - lr * (g.numpy() + wd * w), rtol=1e-5, atol=1e-7)
+    assert isinstance(pack.optimizer, PackedSGD)
+
+
+def study(tmp_path, learning_rates, epochs=3, stop=None, name="t"):
+    return Spec(name=name, models=("resnet8",), datasets=("synthetic-8-1-10-64",),
+                batch_sizes=(BATCH,), learning_rates=tuple(learning_rates), epochs=epochs,
+                stop=stop or Stop())
+
+
+def rows_by_cell(db):
+    epochs = load_epochs(db)
+    cols = ["learning_rate", "epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy"]
+    return epochs[cols].sort_values(["learning_rate", "epoch"]).reset_index(drop=True)
+
+
+def test_diverged_cell_does_not_disturb_its_pack(tmp_path):
+    sane = [0.0625, 0.125]
+    absurd = 1.0e6
+    with_absurd = tmp_path / "with.db"
+    alone = tmp_path / "alone.db"
+    counts = run_study(study(tmp_path, sane + [absurd]), with_absurd,
+                       RunOptions(pack_size=3, data_dir=str(tmp_path)), progress=False)
+    assert counts == {"pending": 0, "running": 0, "done": 2, "diverged": 1, "failed": 0}
+    run_study(study(tmp_path, sane), alone, RunOptions(pack_size=2, data_dir=str(tmp_path)),
+              progress=False)
+    results = load_results(with_absurd).set_index("learning_rate")
+    assert results.loc[absurd, "status"] == "diverged"
+    assert results.loc[absurd, "diverged_epoch"] >= 0
+    # The diverged cell has no rows at or after the epoch it diverged.
+    epochs = load_epochs(with_absurd)
+    assert (epochs.loc[epochs.learning_rate == absurd, "epoch"]
+            < results.loc[absurd, "diverged_epoch"]).all()
+    got = rows_by_cell(with_absurd)
+    got = got[got.learning_rate != absurd].reset_index(drop=True)
+    want = rows_by_cell(alone)
+    # The sane cells trained as if the absurd one had never been in their pack.
+    assert got.equals(want), (got, want)
+
+
+def test_train_loss_rule_stops_each_cell_at_its_threshold(tmp_path):
+    threshold = 1.9
+    spec = study(tmp_path, [0.02, 0.5], epochs=6, stop=Stop(rule="train_loss", threshold=threshold))
+    run_study(spec, tmp_path / "s.db", RunOptions(pack_size=2, data_dir=str(tmp_path)),
+              progress=False)
+    results = load_results(tmp_path / "s.db").set_index("learning_rate")
+    epochs = load_epochs(tmp_path / "s.db")
+    for lr, row in results.iterrows():
+        assert row["status"] == "done"
+        losses = epochs.loc[epochs.learning_rate == lr].sort_values("epoch")["train_loss"].tolist()
+        below = [i for i, loss in enumerate(losses) if loss < threshold]
+        if below:  # stopped at the first epoch below the threshold, not later
+            assert len(losses) == below[0] + 1
+        else:  # never reached it: trained to the cap
+            assert len(losses) == spec.epochs
+    # The fast learner stopped early, the slow one did not: the rule is per cell.
+    assert results.loc[0.5, "epochs_done"] < results.loc[0.02, "epochs_done"]
+
+
+def test_each_cell_of_a_group_starts_from_the_same_initial_weights(tmp_path):
+    from kerasgen.train import group_weights_path, initial_weights
+
+    ds = tiny_dataset()
+    first = initial_weights("resnet8", ds, 5, tmp_path)
+    # Drawn once: a later call (another pack, process or restart) loads, never redraws.
+    keras.utils.set_random_seed(123)
+    again = initial_weights("resnet8", ds, 5, tmp_path)
+    assert group_weights_path(tmp_path, "resnet8", ds.name, 5).exists()
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    other_seed = initial_weights("resnet8", ds, 6, tmp_path)
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other_seed))
+
+
+def test_rerunning_a_finished_study_trains_nothing_and_changes_nothing(tmp_path):
+    spec = study(tmp_path, [0.0625], epochs=2)
+    options = RunOptions(pack_size=1, data_dir=str(tmp_path))
+    run_study(spec, tmp_path / "s.db", options, progress=False)
+    before = load_epochs(tmp_path / "s.db")
+    counts = run_study(spec, tmp_path / "s.db", options, progress=False)
+    assert counts["done"] == 1
+    assert load_epochs(tmp_path / "s.db").equals(before)
+    with Store(tmp_path / "s.db") as store:
+        assert store.cell(1)["attempts"] == 1
+
+
+def test_the_same_cell_trained_twice_gives_the_same_numbers(tmp_path):
+    spec = study(tmp_path, [0.1], epochs=2)
+    for name in ("a.db", "b.db"):
+        run_study(spec, tmp_path / name, RunOptions(pack_size=1, data_dir=str(tmp_path)),
+                  progress=False)
+    assert rows_by_cell(tmp_path / "a.db").equals(rows_by_cell(tmp_path / "b.db"))
+
+
+def test_spec_training_options_reach_the_optimizer(tmp_path):
+    spec = study(tmp_path, [0.05], epochs=1).replace(
+        training={**Training().__dict__, "momentum": 0.9, "weight_decay": 5e-4})
+    run_study(spec, tmp_path / "s.db", RunOptions(pack_size=1, data_dir=str(tmp_path)),
+              progress=False)
+    with Store(tmp_path / "s.db") as store:
+        stored = store.study("t")
+    import json
+
+    recorded = json.loads(stored["spec_json"])["training"]
+    assert recorded["momentum"] == 0.9 and recorded["weight_decay"] == 5e-4
