@@ -35,12 +35,15 @@ ACCURACY_ALIASES = ("accuracy", "acc", "sparse_categorical_accuracy",
 _COPY = re.compile(r"^copy_(\d+)_(.+)$")
 
 
-def split_logs(logs: dict, copies: int, accuracy_name: str | None = None) -> list[dict]:
+def split_logs(logs: dict, copies: int, accuracy_name: str | None = None,
+               loss_weight: float = 1.0) -> list[dict]:
     """Keras epoch logs -> one dict per copy with ``train_``/``test_`` keys.
 
     ``copies`` = 1 for an ordinary model (unprefixed names); for a packed model the
     ``copy_<k>_`` prefix picks the copy and unprefixed totals (the weighted sum of
-    losses) are dropped.
+    losses) are dropped. ``loss_weight``: a single-output model compiled with
+    ``loss_weights=[w]`` logs ``w * loss`` as its loss (Keras names per-output losses
+    only when there are several outputs); it is divided out here.
     """
     rows: list[dict] = [{} for _ in range(copies)]
     for key, value in logs.items():
@@ -62,6 +65,8 @@ def split_logs(logs: dict, copies: int, accuracy_name: str | None = None) -> lis
             number = float(value)
         except (TypeError, ValueError):
             continue
+        if copies == 1 and name == "loss" and loss_weight != 1.0:
+            number = number / loss_weight
         rows[index][f"{split}_{name}"] = number
     for row in rows:
         _alias_accuracy(row, accuracy_name)
@@ -96,17 +101,20 @@ class SQLiteLogger(keras.callbacks.Callback):
         accuracy_name: the metric that fills the ``*_accuracy`` columns, if not one of
             the usual names.
         finish: mark the cells ``done`` when training ends (default True).
+        loss_weight: for a single-output model compiled with ``loss_weights=[w]``,
+            the weight to divide out of the logged loss.
         claim: a worker's claim; writes are refused once the claim is lost.
     """
 
     def __init__(self, db, cell, accuracy_name: str | None = None, finish: bool = True,
-                 claim: Claim | None = None):
+                 claim: Claim | None = None, loss_weight: float = 1.0):
         super().__init__()
         self.db = db
         self.cell_spec = list(cell) if isinstance(cell, (list, tuple)) else [cell]
         self.accuracy_name = accuracy_name
         self.finish = finish
         self.claim = claim
+        self.loss_weight = loss_weight
         self.store: Store | None = None
         self.cell_ids: list[int] = []
         self.active: list[bool] = []
@@ -140,7 +148,7 @@ class SQLiteLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         wall = time.perf_counter() - self._epoch_started
-        rows = split_logs(logs or {}, len(self.cell_ids), self.accuracy_name)
+        rows = split_logs(logs or {}, len(self.cell_ids), self.accuracy_name, self.loss_weight)
         diverged = [self.active[k] and is_diverged(rows[k]) for k in range(len(rows))]
         self.before_write(epoch, rows, diverged)
         assert self.store is not None

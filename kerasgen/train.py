@@ -251,7 +251,9 @@ class PackLogger(SQLiteLogger):
     def __init__(self, store: Store, claim: Claim, cell_ids: list[int], spec: Spec,
                  checkpoint: PackCheckpoint, active: list[bool], history: dict,
                  lost: threading.Event):
-        super().__init__(store, cell=cell_ids, claim=claim)
+        # A pack of one logs lr * loss as "loss" (see split_logs): divide lr out.
+        lr = store.cell(cell_ids[0])["learning_rate"] if len(cell_ids) == 1 else 1.0
+        super().__init__(store, cell=cell_ids, claim=claim, loss_weight=float(lr))
         self.spec = spec
         self.checkpoint = checkpoint
         self.active = list(active)
