@@ -138,8 +138,16 @@ class SQLiteLogger(keras.callbacks.Callback):
             self._owns_store = True
         self.cell_ids = [self._resolve(c) for c in self.cell_spec]
         if not self.active:
-            self.active = [self.store.cell(i)["status"] in ("pending", "running")
-                           for i in self.cell_ids]
+            statuses = [self.store.cell(i)["status"] for i in self.cell_ids]
+            self.active = [s in ("pending", "running") for s in statuses]
+            finished = [(i, s) for i, s in zip(self.cell_ids, statuses)
+                        if s not in ("pending", "running")]
+            if finished and self.claim is None:
+                cells = ", ".join(f"cell {i} is {s}" for i, s in finished)
+                raise ValueError(
+                    f"SQLiteLogger will not append epochs to a finished cell ({cells}) in "
+                    f"{self.store.path}: its results would mix two trainings. Log to a new "
+                    "cell (another study name or seed).")
         if self.claim is None:
             self._mark_running()
 
