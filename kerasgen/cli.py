@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from kerasgen import __version__
@@ -75,6 +76,82 @@ def cmd_run(args) -> int:
     print(f"  look:  kerasgen status --db {args.db}    kerasgen report --db {args.db}    "
           f"kerasgen tui --db {args.db}")
     return 1 if counts["failed"] else 0
+
+
+# ---------------------------------------------------------------- demo
+
+def cmd_demo(args) -> int:
+    """What `make demo` runs: the demo study (live in the dashboard when a terminal is
+    attached), then the report and figures."""
+    from kerasgen import runtime
+    from kerasgen.spec import preset
+
+    db = Path(args.db)
+    figures = Path(args.figures or db.with_name(db.stem + "-figures"))
+    spec = preset("demo")
+    live = args.dashboard == "on" or (args.dashboard == "auto" and sys.stdout.isatty()
+                                      and sys.stdin.isatty())
+    started = time.monotonic()
+    if live:
+        code = _demo_with_dashboard(db, args)
+        if code:
+            return code
+    else:
+        runtime.quiet_tensorflow()
+        from kerasgen.train import RunOptions
+        from kerasgen.worker import run_study
+
+        run_study(spec, db, RunOptions(data_dir=args.data_dir), progress=args.progress)
+    minutes = (time.monotonic() - started) / 60
+    from kerasgen.report import render_report, write_figures
+    from kerasgen.store import load_results
+
+    frame = load_results(db, study=spec.name)
+    print(render_report(frame))
+    paths = write_figures(frame, figures)
+    print(f"\nDemo finished in {minutes:.1f} min. Results: {db}  Figures: {figures}/ "
+          f"({len(paths)} PNG files)")
+    print(f"  next:  kerasgen tui --db {db}    kerasgen report --db {db} --format latex    "
+          f"sqlite3 {db} 'SELECT * FROM best LIMIT 5'")
+    return 0
+
+
+def _demo_with_dashboard(db: Path, args) -> int:
+    """Train in a child process while the dashboard shows the store live; quitting the
+    dashboard leaves the training to finish with plain progress."""
+    import subprocess
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    log = db.with_suffix(".log")
+    with open(log, "a") as out:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "kerasgen", "run", "--preset", "demo", "--db", str(db),
+             "--data-dir", args.data_dir, "--progress", "plain"], stdout=out, stderr=out)
+        try:
+            # Let the child register the study so the dashboard opens on it.
+            for _ in range(600):
+                if child.poll() is not None or db.exists():
+                    break
+                time.sleep(0.1)
+            from tui.app import run_dashboard
+
+            run_dashboard(db, study="demo", interval=1.0)
+            if child.poll() is None:
+                print("Dashboard closed; the demo study keeps training (progress below).")
+                from kerasgen.display import ProgressMonitor
+
+                monitor = ProgressMonitor(db, "demo", mode=args.progress)
+                monitor.start()
+                child.wait()
+                monitor.stop()
+        except KeyboardInterrupt:
+            child.terminate()
+            child.wait()
+            raise
+    if child.returncode:
+        print(f"The demo study failed (exit {child.returncode}); see {log}.", file=sys.stderr)
+        return child.returncode
+    return 0
 
 
 # ---------------------------------------------------------------- status
@@ -215,6 +292,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--gpus-per-pack", type=float, default=None,
                      help="default: 1 where the cluster has GPUs, else 0")
     run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="the offline demo study, then its report (make demo)")
+    demo.add_argument("--db", default="data/demo.db")
+    demo.add_argument("--data-dir", default="data")
+    demo.add_argument("--figures", help="default: <db>-figures next to the store")
+    demo.add_argument("--dashboard", choices=("auto", "on", "off"), default="auto",
+                      help="show the study live in the dashboard (auto: on a terminal)")
+    demo.add_argument("--progress", choices=("auto", "live", "plain"), default="auto")
+    demo.set_defaults(func=cmd_demo)
 
     status = sub.add_parser("status", help="progress per model/dataset, workers, ETA")
     status.add_argument("--db", default=DEFAULT_DB)

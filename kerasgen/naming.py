@@ -8,17 +8,24 @@ import re
 VGG_DEPTHS = (11, 13, 16, 19)
 MODEL_NAME_HELP = (
     "resnet<depth> with depth = 6n + 2 (resnet8, resnet20, resnet32, resnet56, resnet110, ...) "
-    "or vgg<depth>[_nobn] with depth in 11/13/16/19 (vgg19 has batch norm; vgg19_nobn has not)"
+    "or vgg<depth>[_nobn][_w<width>] with depth in 11/13/16/19 (vgg19 has batch norm, "
+    "vgg19_nobn has not; _w16 narrows the first stage from 64 to 16 filters)"
 )
-_PATTERN = re.compile(r"^(resnet|vgg)(\d+)(_nobn)?$")
+_PATTERN = re.compile(r"^(resnet|vgg)(\d+)(_nobn)?(?:_w(\d+))?$")
 
 
 def check_model_name(name: str) -> tuple[str, int, bool]:
-    """Parse a registry name into (family, depth, batch_norm); raise ValueError naming it."""
+    """Parse a registry name into (family, depth, batch_norm); raise ValueError naming it.
+    See ``model_width`` for the VGG width suffix."""
     match = _PATTERN.match(name) if isinstance(name, str) else None
     if match is None:
         raise ValueError(f"Unknown model {name!r}: expected {MODEL_NAME_HELP}.")
     family, depth, nobn = match.group(1), int(match.group(2)), bool(match.group(3))
+    if match.group(4) is not None:
+        if family != "vgg":
+            raise ValueError(f"Unknown model {name!r}: only VGG takes a _w<width> suffix.")
+        if int(match.group(4)) < 1:
+            raise ValueError(f"Unknown model {name!r}: the width must be >= 1.")
     if family == "resnet":
         if nobn:
             raise ValueError(f"Unknown model {name!r}: ResNets always use batch norm.")
@@ -32,3 +39,9 @@ def check_model_name(name: str) -> tuple[str, int, bool]:
             f"Unknown model {name!r}: VGG depth must be one of {list(VGG_DEPTHS)}."
         )
     return family, depth, not nobn
+
+
+def model_width(name: str) -> int:
+    """The base width of a VGG name (``vgg11_w16`` -> 16; 64, the paper's, by default)."""
+    match = _PATTERN.match(name)
+    return int(match.group(4)) if match and match.group(4) else 64

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import keras
 
-from kerasgen.naming import MODEL_NAME_HELP, check_model_name
+from kerasgen.naming import MODEL_NAME_HELP, check_model_name, model_width
 from kerasgen.models.packed import copies_of, copy_name, packed
 from kerasgen.models.resnet import resnet
 from kerasgen.models.vgg import vgg
@@ -25,4 +25,4 @@ def build_model(name: str, num_classes: int = 10, input_shape=(32, 32, 3)) -> ke
     if family == "resnet":
         return resnet(depth, num_classes=num_classes, input_shape=input_shape, name=name)
     return vgg(depth, num_classes=num_classes, input_shape=input_shape,
-               batch_norm=batch_norm, name=name)
+               batch_norm=batch_norm, width=model_width(name), name=name)
