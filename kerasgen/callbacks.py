@@ -131,8 +131,8 @@ class SQLiteLogger(keras.callbacks.Callback):
 
     # -- Keras callbacks
     def on_train_begin(self, logs=None):
-        if isinstance(self.db, Store):
-            self.store = self.db
+        if isinstance(self.db, Store) or hasattr(self.db, "record_epoch"):
+            self.store = self.db  # a Store, or a store-like proxy (the Ray backend's)
         else:
             self.store = Store(self.db)
             self._owns_store = True

@@ -28,7 +28,7 @@ def _run_options(args):
         extra["onednn"] = args.onednn == "on"
     return RunOptions(
         pack_size=args.pack_size, data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir,
-        jit_compile=jit, stale_seconds=args.stale_seconds, max_attempts=args.max_attempts,
+        jit_compile=jit, layout=args.layout, stale_seconds=args.stale_seconds, max_attempts=args.max_attempts,
         steps_per_execution=args.steps_per_execution, mirrored=args.mirrored, extra=extra,
     )
 
@@ -275,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-dir", help="default: <db>.checkpoints")
     run.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto",
                      help="XLA: auto = off on CPU (measured slower), on with a GPU")
+    run.add_argument("--layout", choices=("auto", "branches", "fused"), default="auto",
+                     help="packed layout: K branches, or copies fused into grouped layers "
+                          "(auto: the measured winner for the device)")
     run.add_argument("--onednn", choices=("default", "on", "off"), default="default",
                      help="TF_ENABLE_ONEDNN_OPTS for the training processes")
     run.add_argument("--steps-per-execution", type=int, default=1)

@@ -618,6 +618,12 @@ class Store:
                 if owner is not None:
                     raise ClaimLost(f"pack {claim.pack_id} was taken over by {owner[0]}")
 
+    def heartbeat_sender(self, claim: Claim):
+        """(beat, close) for a heartbeat thread: a connection of its own, so the thread
+        never shares this one with the trainer."""
+        other = Store(self.path)
+        return (lambda: other.heartbeat(claim)), other.close
+
     def release(self, claim: Claim, error: str,
                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, count_failure: bool = True) -> str:
         """Give a pack back after an error: pending again (kept together, to resume from

@@ -30,6 +30,7 @@ import numpy as np
 from kerasgen import data as data_lib
 from kerasgen.callbacks import SQLiteLogger
 from kerasgen.models import build_model, copies_of, copy_name, packed
+from kerasgen.models.fused import fused, unfuse_weights
 from kerasgen.spec import Spec
 from kerasgen.store import Claim, ClaimLost, Store
 
@@ -43,6 +44,7 @@ class RunOptions:
     data_dir: str = "data"
     checkpoint_dir: str | None = None  # default: <db>.checkpoints next to the store
     jit_compile: bool | str = "auto"  # "auto": off on CPU (measured slower), on for GPU
+    layout: str = "auto"  # packed layout: "branches", "fused"; "auto" per device
     stale_seconds: float = 600.0
     heartbeat_seconds: float | None = None  # default: stale_seconds / 4
     max_attempts: int = 3
@@ -114,59 +116,111 @@ class PackedSGD(keras.optimizers.SGD):
     decoupled and would ignore the per-copy learning rates).
 
     ``decay_by_variable`` maps ``id(variable)`` of each trainable variable to its
-    copy's ``learning_rate * weight_decay`` (variable paths do not name the copy).
+    copy's ``learning_rate * weight_decay`` (variable paths do not name the copy) — a
+    number, or for the fused layout an array broadcastable to the variable (each copy's
+    slice scaled by its own learning rate).
     """
 
-    def __init__(self, decay_by_variable: dict[int, float] | None = None, **kwargs):
+    def __init__(self, decay_by_variable: dict | None = None, **kwargs):
         super().__init__(**kwargs)
         self.decay_by_variable = dict(decay_by_variable or {})
-        self._decay_by_index: list[float] = []
+        self._decay_by_index: list = []
 
     def build(self, variables):
         super().build(variables)
-        self._decay_by_index = [self.decay_by_variable.get(id(v), 0.0) for v in variables]
-        if self.decay_by_variable and not any(self._decay_by_index):
+        self._decay_by_index = [self.decay_by_variable.get(id(v)) for v in variables]
+        if self.decay_by_variable and all(d is None for d in self._decay_by_index):
             raise RuntimeError("weight decay is set but matches none of the variables")
 
     def update_step(self, gradient, variable, learning_rate):
         if self._decay_by_index:
             decay = self._decay_by_index[self._get_variable_index(variable)]
-            if decay:
+            if decay is not None:
                 gradient = keras.ops.add(
                     gradient, keras.ops.multiply(variable, keras.ops.cast(decay, variable.dtype)))
         super().update_step(gradient, variable, learning_rate)
 
 
+LAYOUTS = ("branches", "fused")
+
+
 def build_pack(model: str, ds: data_lib.Dataset, learning_rates: list[float],
                weights: list, momentum: float = 0.0, weight_decay: float = 0.0,
                jit_compile: bool = False, steps_per_execution: int = 1,
-               synchronized_bn: bool = False) -> keras.Model:
+               synchronized_bn: bool = False, layout: str = "branches") -> keras.Model:
     """A compiled packed model: one copy per learning rate, all from ``weights``.
 
-    ``synchronized_bn``: batch statistics all-reduced across replicas (for a
-    MirroredStrategy), so they are those of the global batch, as on one device.
+    ``layout``: "branches" (K sub-networks in one graph) or "fused" (one network of
+    grouped layers, see ``kerasgen.models.fused``); both train every copy exactly as
+    plain SGD would. ``synchronized_bn``: batch statistics all-reduced across replicas
+    (for a MirroredStrategy), so they are those of the global batch, as on one device.
     """
-    net = packed(lambda: build_model(model, ds.num_classes, ds.input_shape),
-                 len(learning_rates), initial_weights=weights, name=f"pack_{model}")
+    import numpy as np
+
+    k = len(learning_rates)
+    if layout == "fused":
+        net = fused(model, k, ds.num_classes, ds.input_shape, initial_weights=weights)
+    elif layout == "branches":
+        net = packed(lambda: build_model(model, ds.num_classes, ds.input_shape), k,
+                     initial_weights=weights, name=f"pack_{model}")
+    else:
+        raise ValueError(f"layout must be one of {LAYOUTS}. Received: layout={layout!r}")
     if synchronized_bn:
         for layer in net._flatten_layers(include_self=False, recursive=True):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.synchronized = True  # read at call time by BatchNormalization._moments
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    decay = {}
+    decay: dict = {}
     if weight_decay:
-        for net_k, lr in zip(copies_of(net), learning_rates):
-            decay.update({id(v): lr * weight_decay for v in net_k.trainable_variables})
+        rates = [lr * weight_decay for lr in learning_rates]
+        if layout == "branches":
+            for net_k, rate in zip(copies_of(net), rates):
+                decay.update({id(v): rate for v in net_k.trainable_variables})
+        else:
+            classifier = {id(v) for v in net.get_layer("classifier").trainable_variables}
+            for v in net.trainable_variables:
+                if id(v) in classifier:  # (K, ...) arrays: copy k is index k
+                    decay[id(v)] = np.asarray(rates).reshape((k,) + (1,) * (len(v.shape) - 1))
+                else:  # channels: copy k owns the k-th block of the last axis
+                    decay[id(v)] = np.repeat(rates, v.shape[-1] // k)
     optimizer = PackedSGD(learning_rate=1.0, momentum=float(momentum), decay_by_variable=decay)
     net.compile(
         optimizer=optimizer,
-        loss={copy_name(k): loss for k in range(len(learning_rates))},
-        loss_weights={copy_name(k): float(lr) for k, lr in enumerate(learning_rates)},
-        metrics={copy_name(k): ["accuracy"] for k in range(len(learning_rates))},
+        loss={copy_name(i): loss for i in range(k)},
+        loss_weights={copy_name(i): float(lr) for i, lr in enumerate(learning_rates)},
+        metrics={copy_name(i): ["accuracy"] for i in range(k)},
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
     )
     return net
+
+
+def cell_weights(net: keras.Model, layout: str) -> list[list]:
+    """Each copy's weights in the single network's order, whatever the layout."""
+    if layout == "fused":
+        return unfuse_weights(net, len(net.outputs))
+    return [c.get_weights() for c in copies_of(net)]
+
+
+def resolve_layout(option: str) -> str:
+    """``"auto"``: what scripts/bench_train.py measured fastest on this kind of device."""
+    if option in LAYOUTS:
+        return option
+    if option != "auto":
+        raise ValueError(f"layout must be auto, branches or fused. Received: {option!r}")
+    return "fused" if _has_accelerator() else "branches"
+
+
+def _has_accelerator() -> bool:
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    return False
 
 
 def mirrored_strategy():
@@ -190,15 +244,7 @@ def resolve_jit_compile(option: bool | str) -> bool:
         return option
     if option != "auto":
         raise ValueError(f"jit_compile must be true, false or 'auto'. Received: {option!r}")
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return jax.default_backend() != "cpu"
-    return False
+    return _has_accelerator()
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -250,11 +296,12 @@ class PackLogger(SQLiteLogger):
 
     def __init__(self, store: Store, claim: Claim, cell_ids: list[int], spec: Spec,
                  checkpoint: PackCheckpoint, active: list[bool], history: dict,
-                 lost: threading.Event):
+                 lost: threading.Event, layout: str = "branches"):
         # A pack of one logs lr * loss as "loss" (see split_logs): divide lr out.
         lr = store.cell(cell_ids[0])["learning_rate"] if len(cell_ids) == 1 else 1.0
         super().__init__(store, cell=cell_ids, claim=claim, loss_weight=float(lr))
         self.spec = spec
+        self.layout = layout
         self.checkpoint = checkpoint
         self.active = list(active)
         self.history = history  # cell_id -> list of [epoch, row, wall_seconds]
@@ -294,6 +341,7 @@ class PackLogger(SQLiteLogger):
         self.checkpoint.save(self.model, {
             "epoch": epoch, "cell_ids": self.cell_ids, "statuses": self.statuses,
             "history": self.history, "pack_id": self.claim.pack_id if self.claim else None,
+            "layout": self.layout,
         })
 
     def copy_finished(self, index: int, epoch: int, row: dict) -> bool:
@@ -304,25 +352,30 @@ class PackLogger(SQLiteLogger):
 
 class Heartbeat(threading.Thread):
     """Refreshes a claim from a thread of its own (an epoch can outlast the stale limit);
-    sets ``lost`` when another worker has taken the pack over."""
+    sets ``lost`` when another worker has taken the pack over.
 
-    def __init__(self, db_path: Path, claim: Claim, interval: float):
+    ``store`` is the trainer's store-like object; its ``heartbeat_sender(claim)`` gives a
+    callable safe to use from this thread (a connection of its own for a local store, a
+    message to the store's owner for the Ray backend) and a closer.
+    """
+
+    def __init__(self, store, claim: Claim, interval: float):
         super().__init__(daemon=True, name=f"heartbeat-{claim.pack_id}")
-        self.db_path, self.claim, self.interval = db_path, claim, interval
+        self.store, self.claim, self.interval = store, claim, interval
         self.lost = threading.Event()
         self._halt = threading.Event()
 
     def run(self) -> None:
-        store = Store(self.db_path)
+        beat, close = self.store.heartbeat_sender(self.claim)
         try:
             while not self._halt.wait(self.interval):
                 try:
-                    store.heartbeat(self.claim)
+                    beat()
                 except ClaimLost:
                     self.lost.set()
                     return
         finally:
-            store.close()
+            close()
 
     def stop(self) -> None:
         self._halt.set()
@@ -372,11 +425,13 @@ def train_pack(store: Store, claim: Claim, spec: Spec, ds: data_lib.Dataset,
     weights = initial_weights(model_name, ds, seed, root)
     training = spec.training
     jit = resolve_jit_compile(options.jit_compile)
+    # A resumed pack keeps the layout its checkpoint was written in.
+    layout = meta.get("layout", "branches") if meta is not None else resolve_layout(options.layout)
     strategy = mirrored_strategy() if options.mirrored else None
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = build_pack(model_name, ds, learning_rates, weights, training.momentum,
                            training.weight_decay, jit, options.steps_per_execution,
-                           synchronized_bn=strategy is not None)
+                           synchronized_bn=strategy is not None, layout=layout)
         if meta is not None:
             checkpoint.restore(model, meta)
             print(f"kerasgen: resuming pack {claim.pack_id} ({model_name}, batch {batch_size}) "
@@ -387,10 +442,10 @@ def train_pack(store: Store, claim: Claim, spec: Spec, ds: data_lib.Dataset,
     train = data_lib.train_dataset(ds, seed, batch_size, initial_epoch, spec.epochs,
                                    copies=copies, augment=augment)
     test = data_lib.test_dataset(ds, copies=copies)
-    heartbeat = Heartbeat(store.path, claim,
+    heartbeat = Heartbeat(store, claim,
                           options.heartbeat_seconds or max(1.0, options.stale_seconds / 4))
     logger = PackLogger(store, claim, cell_ids, spec, checkpoint, active, history,
-                        heartbeat.lost)
+                        heartbeat.lost, layout)
     logger.statuses = dict(statuses)
     heartbeat.start()
     started = time.perf_counter()

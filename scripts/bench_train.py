@@ -1,0 +1,291 @@
+"""Training throughput of packed cells, measured side by side in one run.
+
+For one network and batch size: model-images per second (K copies x images per second)
+for K = 1, 2, 4, 8, 20, in both packed layouts (K branches in one graph, or the copies
+fused into grouped convolutions), with XLA (jit_compile) on and off; each figure's min
+and median over repeats and its ratio to K = 1 of the same layout and compile mode.
+Then the input pipeline alone (augmentation included) next to the step it feeds, the
+share of epoch time spent in the runner's callbacks (checkpoint + SQLite), and a
+projection of the paper preset's device-hours from the measured FLOP rates.
+
+    .venv/bin/python scripts/bench_train.py --model resnet20 --batch-size 16
+    .venv/bin/python scripts/bench_train.py --model resnet110 --batch-size 16 --copies 1,20 \
+        --layouts branches,fused --jit on          # on a GPU (KERAS_BACKEND=jax works too)
+
+Everything runs in this one process, one configuration after another, so the ratios
+compare like with like; absolute numbers on a shared 2-core machine are noisy (say so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PAPER_IMAGES = 50_000
+PAPER_EPOCHS = 200
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--copies", default="1,2,4,8,20")
+    p.add_argument("--layouts", default="branches,fused")
+    p.add_argument("--jit", default="off,on", help="off, on, or off,on")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per repeat")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--input-shape", default="32,32,3")
+    p.add_argument("--skip-pipeline", action="store_true")
+    p.add_argument("--skip-overhead", action="store_true")
+    p.add_argument("--skip-projection", action="store_true")
+    return p.parse_args()
+
+
+def machine_lines() -> list[str]:
+    import keras
+
+    from kerasgen.runtime import describe_device, environment_facts
+
+    facts = environment_facts()
+    lines = [
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        f"device: {describe_device()}",
+        f"python {facts['python']}, keras {facts['keras']} (backend {keras.backend.backend()}), "
+        f"tensorflow {facts['tensorflow']}",
+        f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(unset)')}",
+    ]
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        lines.append(f"threads: intra_op={tf.config.threading.get_intra_op_parallelism_threads()}"
+                     f" inter_op={tf.config.threading.get_inter_op_parallelism_threads()}"
+                     " (0 = TensorFlow chooses)")
+    return lines
+
+
+def build(model: str, layout: str, copies: int, shape, jit: bool):
+    import keras
+
+    from kerasgen.data import Dataset
+    from kerasgen.models import build_model
+    from kerasgen.train import build_pack
+
+    keras.utils.set_random_seed(0)
+    single = build_model(model, 10, shape)
+    ds = Dataset("bench", None, None, None, None, 10, (0.0,), (1.0,))
+    ds.x_train = __import__("numpy").zeros((1, *shape), "float32")
+    lrs = [0.01 * (k + 1) for k in range(copies)]
+    return build_pack(model, ds, lrs, single.get_weights(), jit_compile=jit, layout=layout)
+
+
+def time_training(net, batch_size: int, steps: int, repeats: int, copies: int, shape):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.random((batch_size * steps, *shape), dtype=np.float32)
+    y = rng.integers(0, 10, batch_size * steps)
+    ys = [y] * copies if copies > 1 else y
+    warm = batch_size * 2
+    net.fit(x[:warm], [t[:warm] for t in ys] if copies > 1 else ys[:warm],
+            batch_size=batch_size, epochs=1, verbose=0, shuffle=False)  # compile
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        net.fit(x, ys, batch_size=batch_size, epochs=1, verbose=0, shuffle=False)
+        rates.append(copies * batch_size * steps / (time.perf_counter() - started))
+    return rates
+
+
+def train_flops_per_image(model: str, shape) -> float:
+    """Forward multiply-adds of a single network, x2 FLOP, x3 for forward + backward."""
+    from kerasgen.models import build_model
+
+    net = build_model(model, 10, shape)
+    macs = 0
+    for layer in net.layers:
+        cls = type(layer).__name__
+        if cls == "Conv2D":
+            _, h, w, c_out = layer.output.shape
+            kh, kw, c_in, _ = layer.kernel.shape
+            macs += h * w * kh * kw * c_in * c_out
+        elif cls == "Dense":
+            macs += layer.kernel.shape[0] * layer.kernel.shape[1]
+    return 3 * 2 * macs
+
+
+def bench_training(args, shape):
+    import keras
+
+    copies = [int(k) for k in args.copies.split(",")]
+    layouts = args.layouts.split(",")
+    jits = [j == "on" for j in args.jit.split(",")]
+    results = {}
+    print(f"\n## training: {args.model}, batch {args.batch_size}, {args.steps} steps x "
+          f"{args.repeats} repeats (model-images/s = copies x images/s)")
+    print(f"{'layout':9s} {'jit':4s} {'K':>3s} {'min':>9s} {'median':>9s} {'x K=1':>7s}")
+    for layout in layouts:
+        for jit in jits:
+            base = None
+            for k in copies:
+                try:
+                    net = build(args.model, layout, k, shape, jit)
+                    rates = time_training(net, args.batch_size, args.steps, args.repeats, k, shape)
+                except Exception as exc:  # report and go on (e.g. a layout a backend lacks)
+                    print(f"{layout:9s} {'on' if jit else 'off':4s} {k:3d}  failed: "
+                          f"{type(exc).__name__}: {str(exc)[:120]}")
+                    continue
+                finally:
+                    keras.backend.clear_session()
+                med = statistics.median(rates)
+                base = med if k == 1 or base is None else base
+                results[(layout, jit, k)] = med
+                print(f"{layout:9s} {'on' if jit else 'off':4s} {k:3d} {min(rates):9.1f} "
+                      f"{med:9.1f} {med / base:7.2f}", flush=True)
+    return results
+
+
+def bench_pipeline(args, shape, step_rate: float | None):
+    import numpy as np
+
+    from kerasgen import data
+
+    n = 10_000
+    rng = np.random.default_rng(0)
+    ds = data.Dataset("bench", rng.random((n, *shape), dtype=np.float32),
+                      rng.integers(0, 10, n), rng.random((100, *shape), dtype=np.float32),
+                      rng.integers(0, 10, 100), 10, (0.5,) * shape[2], (0.25,) * shape[2],
+                      augment=True)
+    print(f"\n## input pipeline alone: {n} images of {shape}, pad-4 crop + flip, "
+          f"batch {args.batch_size}")
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        stream = data.train_dataset(ds, 0, args.batch_size, 0, 1, copies=1)
+        for _ in stream.take(2):
+            pass
+        started = time.perf_counter()
+        count = sum(int(x.shape[0]) for x, _ in data.train_dataset(ds, 0, args.batch_size, 1, 2))
+        rate = count / (time.perf_counter() - started)
+        print(f"tf.data pipeline:  {rate:10.0f} images/s")
+    started = time.perf_counter()
+    count = sum(len(y) for _, y in data.numpy_batches(ds, 0, 0, args.batch_size))
+    numpy_rate = count / (time.perf_counter() - started)
+    print(f"numpy reference:   {numpy_rate:10.0f} images/s")
+    if step_rate:
+        print(f"training step it feeds (fastest K=1 config): {step_rate:.0f} images/s -> the "
+              f"pipeline delivers {(rate if keras.backend.backend() == 'tensorflow' else numpy_rate) / step_rate:.0f}x "
+              "what the step consumes")
+
+
+def bench_overhead(args):
+    """Share of epoch time in the runner's callbacks (checkpoint + SQLite rows)."""
+    from kerasgen import train as train_lib
+    from kerasgen.runtime import environment_facts, worker_name
+    from kerasgen.spec import Spec
+    from kerasgen.store import Store
+
+    spent = {"callback": 0.0}
+    original = train_lib.PackLogger.on_epoch_end
+
+    def timed(self, epoch, logs=None):
+        started = time.perf_counter()
+        try:
+            return original(self, epoch, logs)
+        finally:
+            spent["callback"] += time.perf_counter() - started
+
+    train_lib.PackLogger.on_epoch_end = timed
+    print("\n## store and logging overhead: the runner's real pack training "
+          "(resnet8, synthetic 8x8, 1,024 images, batch 32, K=8, 5 epochs)")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            spec = Spec(name="overhead", models=("resnet8",), datasets=("synthetic-8-3-10-1024",),
+                        batch_sizes=(32,), learning_rates=tuple(0.01 * (i + 1) for i in range(8)),
+                        epochs=5)
+            options = train_lib.RunOptions(pack_size=8, data_dir=tmp)
+            store = Store(Path(tmp) / "o.db")
+            study = store.create_study(spec.name, spec.to_dict(), spec.cells(), environment_facts())
+            ds = train_lib.prepare_dataset(spec.datasets[0], options)
+            claim = store.claim_pack(study, worker_name(), 8)
+            started = time.perf_counter()
+            train_lib.train_pack(store, claim, spec, ds, options)
+            total = time.perf_counter() - started
+            walls = [r["wall_seconds"] for r in store.epochs_of(claim.cell_ids[0])]
+            store.close()
+    finally:
+        train_lib.PackLogger.on_epoch_end = original
+    epoch_time = sum(walls)
+    print(f"epochs: {epoch_time:.2f} s in all; callbacks (checkpoint + 8 rows/epoch): "
+          f"{spent['callback']:.3f} s = {100 * spent['callback'] / epoch_time:.1f} % of epoch "
+          f"time; whole pack incl. build/compile: {total:.2f} s")
+
+
+def projection(results, args, shape):
+    from kerasgen.spec import preset
+
+    if not results:
+        return
+    flops = train_flops_per_image(args.model, shape)
+    jit_best = {}
+    for (layout, jit, k), rate in results.items():
+        jit_best[k] = max(jit_best.get(k, 0.0), rate)
+    unpacked = jit_best.get(1)
+    packed_k = max(jit_best)
+    packed = jit_best[packed_k]
+    if unpacked is None:
+        return
+    spec = preset("paper")
+    print(f"\n## projection: the paper preset ({spec.cell_count} cells x {PAPER_EPOCHS} epochs x "
+          f"{PAPER_IMAGES:,} images) on this device")
+    print(f"measured on {args.model}: {flops / 1e9:.3f} GFLOP per training image; "
+          f"{unpacked * flops / 1e9:.1f} GFLOP/s unpacked (K=1), "
+          f"{packed * flops / 1e9:.1f} GFLOP/s packed (K={packed_k}); other networks scaled "
+          "by FLOPs (an extrapolation: small batches and deep narrow nets run below it)")
+    cells_per_model = spec.cell_count // len(spec.models)
+    print(f"{'network':10s} {'GFLOP/img':>10s} {'cells':>6s} {'PFLOP':>9s} "
+          f"{'unpacked h':>11s} {'packed h':>9s}")
+    total_flop = total_unpacked = total_packed = 0.0
+    for model in spec.models:
+        f = train_flops_per_image(model, (32, 32, 3))
+        flop = f * PAPER_IMAGES * PAPER_EPOCHS * cells_per_model
+        hours_unpacked = flop / (unpacked * flops) / 3600
+        hours_packed = flop / (packed * flops) / 3600
+        total_flop += flop
+        total_unpacked += hours_unpacked
+        total_packed += hours_packed
+        print(f"{model:10s} {f / 1e9:10.3f} {cells_per_model:6d} {flop / 1e15:9.0f} "
+              f"{hours_unpacked:11.0f} {hours_packed:9.0f}")
+    steps = sum(-(-PAPER_IMAGES // b) for b in spec.batch_sizes) * PAPER_EPOCHS * \
+        len(spec.learning_rates) * len(spec.models) * len(spec.datasets)
+    print(f"{'total':10s} {'':10s} {spec.cell_count:6d} {total_flop / 1e15:9.0f} "
+          f"{total_unpacked:11.0f} {total_packed:9.0f}   ({total_flop:.1e} FLOP, "
+          f"{steps / 1e6:.0f} million SGD steps unpacked)")
+
+
+def main() -> int:
+    args = parse_args()
+    shape = tuple(int(s) for s in args.input_shape.split(","))
+    for line in machine_lines():
+        print(f"# {line}")
+    results = bench_training(args, shape)
+    if not args.skip_pipeline:
+        k1 = [r for (layout, jit, k), r in results.items() if k == 1]
+        bench_pipeline(args, shape, max(k1) if k1 else None)
+    if not args.skip_overhead:
+        bench_overhead(args)
+    if not args.skip_projection:
+        projection(results, args, shape)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
