@@ -746,14 +746,22 @@ class Store:
 
 def _dead_local_pack(conn: sqlite3.Connection, study_id: int) -> tuple | None:
     """A running pack whose worker was a process on this host that no longer exists
-    (killed, crashed): reclaimable at once instead of after the stale limit."""
+    (killed, crashed): reclaimable at once instead of after the stale limit.
+
+    Worker names end in ``<host>:<pid>`` (``runtime.worker_name``), possibly after a
+    role prefix (``ray-driver:<host>:<pid>``).
+    """
     host = socket.gethostname()
     rows = conn.execute("SELECT DISTINCT pack_id, worker FROM cells WHERE study_id = ? "
-                        "AND status = 'running' AND worker LIKE ?", (study_id, f"{host}:%"))
+                        "AND status = 'running' AND pack_id IS NOT NULL AND worker LIKE ?",
+                        (study_id, f"%{host}:%"))
     for pack_id, worker in rows.fetchall():
+        head, _, pid_text = worker.rpartition(":")
+        if head.rpartition(":")[2] != host:
+            continue
         try:
-            pid = int(worker.rsplit(":", 1)[1].split("/")[0])
-        except (ValueError, IndexError):
+            pid = int(pid_text)
+        except ValueError:
             continue
         if pid == os.getpid():
             continue

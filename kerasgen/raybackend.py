@@ -1,0 +1,241 @@
+"""Running a study on a Ray cluster: ``kerasgen run ... --backend ray [--address ADDR]``.
+
+- Each pack is a Ray task with a resource requirement (one GPU per pack where the
+  cluster has GPUs, ``--cpus-per-pack`` CPUs otherwise).
+- The store stays one SQLite file on the driver's machine. A single ``StoreWriter``
+  actor, pinned to the driver's node, owns it: tasks send it their epochs, status
+  changes and heartbeats as they happen (so ``kerasgen status`` and the dashboard stay
+  live) and never open the file themselves.
+- Checkpoints go to ``--checkpoint-dir``, which every node must reach (a shared file
+  system; on a single-node cluster the default next to the store is fine). A task whose
+  worker dies is retried by Ray and resumes its pack from the last checkpoint; retries
+  are bounded (``--max-attempts``), and a pack that keeps failing is marked ``failed``
+  with the error while the study goes on.
+- The driver can be stopped and started again: it reattaches to the store (the same
+  study), and only unfinished packs are submitted; packs left ``running`` by a dead
+  driver are reclaimed at once (their owner process is gone) and resumed.
+
+Ray is optional: ``pip install 'kerasgen[ray]'``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from kerasgen import runtime
+from kerasgen.spec import Spec, from_dict
+from kerasgen.store import Claim, ClaimLost, Store
+from kerasgen.train import RunOptions
+
+RAY_MISSING = ("The Ray backend needs Ray, which is not installed. Install it with "
+               "`pip install 'kerasgen[ray]'` (or `pip install 'ray[default]'`), or run "
+               "without --backend ray.")
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError as exc:
+        from kerasgen.worker import StudyError
+
+        raise StudyError(RAY_MISSING) from exc
+    return ray
+
+
+class StoreWriter:
+    """The only process that writes the SQLite file (a Ray actor on the driver's node).
+
+    Its methods mirror the ``Store`` calls a trainer makes; each returns only after the
+    write is committed, so a task's "checkpoint, then commit" order holds across
+    processes and machines.
+    """
+
+    def __init__(self, db_path: str):
+        self.store = Store(db_path)
+        self.pids: dict[str, int] = {}
+
+    def cell(self, cell_id: int) -> dict:
+        return self.store.cell(cell_id)
+
+    def record_epoch(self, cell_id, epoch, logs, wall_seconds=None, claim=None) -> bool:
+        return self.store.record_epoch(cell_id, epoch, logs, wall_seconds, claim=claim)
+
+    def finish_cell(self, cell_id, status="done", diverged_epoch=None, error=None, claim=None):
+        self.store.finish_cell(cell_id, status, diverged_epoch=diverged_epoch, error=error,
+                               claim=claim)
+
+    def heartbeat(self, claim: Claim) -> None:
+        self.store.heartbeat(claim)
+
+    def report_pid(self, pack_id: str, pid: int) -> None:
+        """Tasks say which process trains them (tests kill it; operators find it)."""
+        self.pids[pack_id] = pid
+
+    def pids_of(self) -> dict[str, int]:
+        return dict(self.pids)
+
+    def epoch_count(self) -> int:
+        return self.store.conn.execute("SELECT COUNT(*) FROM epochs").fetchone()[0]
+
+
+class RemoteStore:
+    """What ``train_pack`` needs of a store, forwarded to the ``StoreWriter`` actor."""
+
+    def __init__(self, writer, path: str):
+        self.writer = writer
+        self.path = Path(path)
+
+    def _call(self, method, *args, **kwargs):
+        import ray
+
+        try:
+            return ray.get(getattr(self.writer, method).remote(*args, **kwargs))
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.as_instanceof_cause()
+            if isinstance(cause, ClaimLost):
+                raise ClaimLost(str(cause)) from None
+            raise
+
+    def cell(self, cell_id):
+        return self._call("cell", cell_id)
+
+    def record_epoch(self, cell_id, epoch, logs, wall_seconds=None, claim=None):
+        return self._call("record_epoch", cell_id, epoch, logs, wall_seconds, claim=claim)
+
+    def finish_cell(self, cell_id, status="done", diverged_epoch=None, error=None, claim=None):
+        return self._call("finish_cell", cell_id, status, diverged_epoch=diverged_epoch,
+                          error=error, claim=claim)
+
+    def heartbeat_sender(self, claim: Claim):
+        return (lambda: self._call("heartbeat", claim)), (lambda: None)
+
+
+def _train_pack_task(writer, db_path: str, spec_dict: dict, claim: Claim, options_dict: dict):
+    """A Ray task: train (or resume) one pack, talking to the store through ``writer``."""
+    runtime.set_onednn(options_dict.get("extra", {}).get("onednn"))
+    runtime.quiet_tensorflow()
+    import ray
+
+    from kerasgen.train import prepare_dataset, train_pack
+
+    spec = from_dict(spec_dict)
+    options = RunOptions(**options_dict)
+    ray.get(writer.report_pid.remote(claim.pack_id, os.getpid()))
+    ds = prepare_dataset(claim.cells[0]["dataset"], options, spec.training.dtype)
+    return train_pack(RemoteStore(writer, db_path), claim, spec, ds, options)
+
+
+def _task_slots(resources: dict, cpus_per_pack: float, gpus_per_pack: float) -> int:
+    """How many packs the cluster can train at once."""
+    slots = []
+    if cpus_per_pack > 0:
+        slots.append(int(resources.get("CPU", 0) // cpus_per_pack))
+    if gpus_per_pack > 0:
+        slots.append(int(resources.get("GPU", 0) // gpus_per_pack))
+    return max(min(slots) if slots else 1, 1)
+
+
+def run_study_ray(spec: Spec, db, options: RunOptions | None = None, address: str | None = None,
+                  cpus_per_pack: float = 1.0, gpus_per_pack: float | None = None,
+                  progress: bool | str = "auto", retry_failed: bool = False,
+                  num_cpus: int | None = None, on_submitted=None) -> dict:
+    """Train every cell of ``spec`` on a Ray cluster; the store stays at ``db`` here.
+
+    ``address``: an existing cluster ("auto", "ray://host:10001", "host:6379"); None
+    starts a local one (``num_cpus`` CPUs). Returns the counts by status.
+    """
+    ray = _import_ray()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from kerasgen.worker import check_datasets, register_study
+
+    options = options or RunOptions()
+    db = Path(db).resolve()
+    if options.checkpoint_dir is None:
+        options.checkpoint_dir = str(Path(str(db) + ".checkpoints"))
+    check_datasets(spec, options)
+    study_id = register_study(spec, db, options, retry_failed)
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, num_cpus=num_cpus if address is None else None,
+                 include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+                 ignore_reinit_error=True)
+    monitor = None
+    try:
+        if gpus_per_pack is None:
+            gpus_per_pack = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+        here = ray.get_runtime_context().get_node_id()
+        writer = ray.remote(num_cpus=0)(StoreWriter).options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
+            max_concurrency=16,
+        ).remote(str(db))
+        task = ray.remote(_train_pack_task).options(
+            num_cpus=cpus_per_pack, num_gpus=gpus_per_pack,
+            # A dead worker process is retried (and resumes from its checkpoint); an
+            # exception raised by training is retried too, up to the same bound.
+            max_retries=max(options.max_attempts - 1, 0), retry_exceptions=True,
+        )
+        if progress:
+            from kerasgen.display import ProgressMonitor
+
+            monitor = ProgressMonitor(db, spec.name, mode=progress)
+            monitor.start()
+        driver = f"ray-driver:{runtime.worker_name()}"
+        store = Store(db)
+        pending: dict = {}
+        options_dict = asdict(options)
+        slots = _task_slots(ray.cluster_resources(), cpus_per_pack, gpus_per_pack)
+        try:
+            while True:
+                # Claim only what can start now: a claim queued behind others would
+                # get no heartbeat and look abandoned.
+                while len(pending) < slots:
+                    claim = store.claim_pack(study_id, driver, options.pack_size,
+                                             options.stale_seconds, device="ray")
+                    if claim is None:
+                        break
+                    ref = task.remote(writer, str(db), spec.to_dict(), claim, options_dict)
+                    pending[ref] = claim
+                # The driver vouches for its in-flight packs: Ray retries a task whose
+                # worker dies, and reports to us when it gives up.
+                for claim in pending.values():
+                    try:
+                        store.heartbeat(claim)
+                    except ClaimLost:
+                        pass
+                if on_submitted is not None:
+                    on_submitted(writer, dict(pending))
+                if not pending:
+                    if store.counts(study_id)["running"] == 0:
+                        break
+                    time.sleep(min(5.0, options.stale_seconds / 4))  # others' packs
+                    continue
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
+                for ref in ready:
+                    claim = pending.pop(ref)
+                    try:
+                        ray.get(ref)
+                    except Exception as exc:  # retries exhausted: the study goes on
+                        error = f"{type(exc).__name__}: {exc}"
+                        store.release(claim, error, max_attempts=1)
+                        print(f"kerasgen: pack {claim.pack_id} failed on Ray after "
+                              f"{options.max_attempts} attempts: {error.splitlines()[0]}",
+                              file=sys.stderr)
+        finally:
+            store.close()
+            ray.kill(writer)
+    finally:
+        if monitor is not None:
+            monitor.stop()
+        if started_here:
+            ray.shutdown()
+    with Store(db) as store:
+        return store.counts(study_id)
+
+
+__all__ = ["RAY_MISSING", "RemoteStore", "StoreWriter", "run_study_ray"]
