@@ -181,10 +181,38 @@ def _migration_2(conn: sqlite3.Connection) -> None:
     run_script(conn, "CREATE INDEX epochs_by_cell_time ON epochs(cell_id, recorded_at);")
 
 
+def _migration_3(conn: sqlite3.Connection) -> None:
+    # The PAC-Bayes bound terms of Theorems 1-2, estimated per finished cell
+    # (`kerasgen bound`); one row per cell and parameter set.
+    run_script(conn, """
+        CREATE TABLE bounds (
+            cell_id           INTEGER NOT NULL REFERENCES cells(cell_id) ON DELETE CASCADE,
+            params            TEXT NOT NULL,
+            estimator         TEXT NOT NULL,
+            n_params          INTEGER NOT NULL,
+            n_examples        INTEGER NOT NULL,
+            delta             REAL NOT NULL,
+            trace_ca_inv      REAL,
+            logdet_sigma      REAL,
+            kl                REAL,
+            theorem1          REAL,
+            theorem1_discrete REAL,
+            theorem2          REAL,
+            commutator        REAL,
+            assumption2       INTEGER,
+            critical_ratio    REAL,
+            report_json       TEXT,
+            computed_at       TEXT NOT NULL,
+            PRIMARY KEY (cell_id, params)
+        );
+    """)
+
+
 # Numbered migrations: MIGRATIONS[i] takes the schema from version i to i + 1.
 MIGRATIONS: list[tuple[str, Any]] = [
     ("studies, cells, epochs; views best and progress", _migration_1),
     ("index epochs by (cell_id, recorded_at)", _migration_2),
+    ("bounds: PAC-Bayes bound terms per cell", _migration_3),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

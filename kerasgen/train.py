@@ -202,6 +202,23 @@ def cell_weights(net: keras.Model, layout: str) -> list[list]:
     return [c.get_weights() for c in copies_of(net)]
 
 
+def cell_weights_path(study_dir: Path, cell_id: int) -> Path:
+    return Path(study_dir) / "cells" / f"cell-{cell_id}.weights.npz"
+
+
+def save_cell_weights(study_dir: Path, cell_id: int, weights: list) -> None:
+    """A finished cell's final weights (single-network order), saved atomically."""
+    _atomic_savez(cell_weights_path(study_dir, cell_id), {f"w{i}": w for i, w in enumerate(weights)})
+
+
+def load_cell_weights(study_dir: Path, cell_id: int) -> list:
+    path = cell_weights_path(study_dir, cell_id)
+    if not path.exists():
+        raise FileNotFoundError(f"no final weights for cell {cell_id} at {path}")
+    with np.load(path) as saved:
+        return [saved[f"w{i}"] for i in range(len(saved.files))]
+
+
 def resolve_layout(option: str) -> str:
     """``"auto"``: what scripts/bench_train.py measured fastest on this kind of device."""
     if option in LAYOUTS:
@@ -338,6 +355,13 @@ class PackLogger(SQLiteLogger):
             else:
                 statuses.append(None)
         self.statuses = {str(c): s for c, s in zip(self.cell_ids, statuses)}
+        finishing = [k for k, f in enumerate(self._finishing) if f]
+        if finishing:
+            # A finished copy keeps training with its pack-mates; keep the weights it
+            # finished with (the theory's estimates of A and C are taken at them).
+            weights = cell_weights(self.model, self.layout)
+            for k in finishing:
+                save_cell_weights(self.checkpoint.directory.parent, self.cell_ids[k], weights[k])
         self.checkpoint.save(self.model, {
             "epoch": epoch, "cell_ids": self.cell_ids, "statuses": self.statuses,
             "history": self.history, "pack_id": self.claim.pack_id if self.claim else None,
