@@ -47,6 +47,11 @@ def parse_args():
     p.add_argument("--skip-pipeline", action="store_true")
     p.add_argument("--skip-overhead", action="store_true")
     p.add_argument("--skip-projection", action="store_true")
+    p.add_argument("--skip-autotune", action="store_true")
+    p.add_argument("--onednn-ab", action="store_true",
+                   help="also rerun the K=1 and K=8 branch figures in subprocesses with "
+                        "TF_ENABLE_ONEDNN_OPTS=0 and =1 (it is read once, at import)")
+    p.add_argument("--training-only", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args()
 
 
@@ -229,6 +234,84 @@ def bench_overhead(args):
           f"time; whole pack incl. build/compile: {total:.2f} s")
 
 
+def bench_autotune(args):
+    """How long model.fit takes to return after its last batch, with tf.data autotuning
+    on (TensorFlow's default) and off (kerasgen's pipeline_options)."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from kerasgen import data
+    from kerasgen.models import build_model
+
+    if keras.backend.backend() != "tensorflow":
+        return
+    n, batch, epochs = 2048, 32, 3
+    rng = np.random.default_rng(0)
+    ds = data.Dataset("bench", rng.random((n, 8, 8, 3), dtype=np.float32),
+                      rng.integers(0, 10, n), rng.random((256, 8, 8, 3), dtype=np.float32),
+                      rng.integers(0, 10, 256), 10, (0.5,) * 3, (0.25,) * 3, augment=True)
+
+    class LastBatch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            self.at = time.perf_counter()
+
+    print(f"\n## model.fit with tf.data autotuning on vs off: ResNet-8, {n} images 8x8, "
+          f"batch {batch}, {epochs} epochs, test set each epoch; 'tail' = fit's return "
+          "after its last training batch")
+    print(f"{'autotune':9s} {'fit s (median)':>15s} {'tail s (median)':>16s}  runs")
+    results: dict = {True: [], False: []}
+    for repeat in range(3):
+        for autotune in (True, False):
+            keras.utils.set_random_seed(0)
+            model = build_model("resnet8", 10, (8, 8, 3))
+            model.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True), metrics=["accuracy"], jit_compile=False)
+            options = data.pipeline_options()
+            options.autotune.enabled = autotune
+            train = data.train_dataset(ds, 0, batch, 0, epochs).with_options(options)
+            test = data.test_dataset(ds).with_options(options)
+            marker = LastBatch()
+            started = time.perf_counter()
+            model.fit(train, steps_per_epoch=data.steps_per_epoch(n, batch), epochs=epochs,
+                      validation_data=test, verbose=0, shuffle=False, callbacks=[marker])
+            ended = time.perf_counter()
+            results[autotune].append((ended - started, ended - marker.at))
+            keras.backend.clear_session()
+    for autotune in (True, False):
+        fits = [f for f, _ in results[autotune]]
+        tails = [t for _, t in results[autotune]]
+        print(f"{'on' if autotune else 'off':9s} {statistics.median(fits):15.2f} "
+              f"{statistics.median(tails):16.2f}  " + ", ".join(f"{f:.2f}" for f in fits))
+    on = statistics.median(f for f, _ in results[True])
+    off = statistics.median(f for f, _ in results[False])
+    print(f"off / on = {off / on:.2f} (fit time)")
+    _ = tf
+
+
+def onednn_ab(args):
+    import re
+    import subprocess
+
+    print("\n## oneDNN: TF_ENABLE_ONEDNN_OPTS=0 vs =1 (fresh processes, branches, jit off)")
+    figures = {}
+    for value in ("0", "1"):
+        env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": value}
+        out = subprocess.run(
+            [sys.executable, __file__, "--model", args.model, "--batch-size",
+             str(args.batch_size), "--copies", "1,8", "--layouts", "branches", "--jit", "off",
+             "--steps", str(args.steps), "--repeats", str(args.repeats), "--input-shape",
+             args.input_shape, "--training-only"], env=env, capture_output=True, text=True)
+        for line in out.stdout.splitlines():
+            match = re.match(r"branches\s+off\s+(\d+)\s+([\d.]+)\s+([\d.]+)", line)
+            if match:
+                figures[(value, int(match.group(1)))] = float(match.group(3))
+    for k in (1, 8):
+        if ("0", k) in figures and ("1", k) in figures:
+            print(f"K={k}: {figures[('0', k)]:.1f} (off) vs {figures[('1', k)]:.1f} (on) "
+                  f"model-images/s -> on/off = {figures[('1', k)] / figures[('0', k)]:.2f}")
+
+
 def projection(results, args, shape):
     from kerasgen.spec import preset
 
@@ -277,6 +360,12 @@ def main() -> int:
     for line in machine_lines():
         print(f"# {line}")
     results = bench_training(args, shape)
+    if args.training_only:
+        return 0
+    if args.onednn_ab:
+        onednn_ab(args)
+    if not args.skip_autotune:
+        bench_autotune(args)
     if not args.skip_pipeline:
         k1 = [r for (layout, jit, k), r in results.items() if k == 1]
         bench_pipeline(args, shape, max(k1) if k1 else None)
