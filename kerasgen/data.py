@@ -153,6 +153,22 @@ def numpy_batches(ds: Dataset, seed: int, epoch: int, batch_size: int,
         yield ds.normalize(images), ds.y_train[idx]
 
 
+def batch_generator(ds: Dataset, seed: int, batch_size: int, initial_epoch: int, epochs: int,
+                    copies: int = 1, augment: bool | None = None):
+    """The same stream as ``train_dataset``, as a Python generator of numpy batches: the
+    input pipeline for Keras backends without TensorFlow (JAX on a GPU machine)."""
+    for epoch in range(initial_epoch, epochs):
+        for x, y in numpy_batches(ds, seed, epoch, batch_size, augment):
+            y = y.astype(np.int32)
+            yield x, ((y,) * copies if copies > 1 else y)
+
+
+def test_arrays(ds: Dataset, copies: int = 1):
+    """The normalized test set as (x, y) arrays, labels repeated for a packed model."""
+    y = ds.y_test.astype(np.int32)
+    return ds.normalize(ds.x_test), ((y,) * copies if copies > 1 else y)
+
+
 # ---------------------------------------------------------------- tf.data pipeline
 
 def _tf():

@@ -463,9 +463,14 @@ def train_pack(store: Store, claim: Claim, spec: Spec, ds: data_lib.Dataset,
 
     augment = ds.augment if training.augment == "default" else bool(training.augment)
     copies = len(cell_ids)
-    train = data_lib.train_dataset(ds, seed, batch_size, initial_epoch, spec.epochs,
-                                   copies=copies, augment=augment)
-    test = data_lib.test_dataset(ds, copies=copies)
+    if keras.backend.backend() == "tensorflow":
+        train = data_lib.train_dataset(ds, seed, batch_size, initial_epoch, spec.epochs,
+                                       copies=copies, augment=augment)
+        test = data_lib.test_dataset(ds, copies=copies)
+    else:  # JAX (or another backend): the same batches, from numpy
+        train = data_lib.batch_generator(ds, seed, batch_size, initial_epoch, spec.epochs,
+                                         copies=copies, augment=augment)
+        test = data_lib.test_arrays(ds, copies=copies)
     heartbeat = Heartbeat(store, claim,
                           options.heartbeat_seconds or max(1.0, options.stale_seconds / 4))
     logger = PackLogger(store, claim, cell_ids, spec, checkpoint, active, history,
@@ -478,7 +483,7 @@ def train_pack(store: Store, claim: Claim, spec: Spec, ds: data_lib.Dataset,
             train, steps_per_epoch=data_lib.steps_per_epoch(ds.train_size, batch_size),
             initial_epoch=initial_epoch, epochs=spec.epochs, validation_data=test,
             validation_freq=training.test_every, callbacks=[logger], verbose=options.verbose,
-            shuffle=False,
+            shuffle=False, validation_batch_size=1000,
         )
     finally:
         heartbeat.stop()
