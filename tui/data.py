@@ -1,0 +1,620 @@
+"""The dashboard's data layer: what the screens show, read from a store. No Textual here.
+
+``DashboardData(path, study=None).refresh(now)`` returns a :class:`Snapshot`, an
+immutable picture of the store made of plain Python values, ready to render: the
+screens never touch SQL, pandas or scipy, so the interface thread never waits on them.
+
+Each refresh, inside one read transaction of a long-lived read-only connection:
+
+- re-reads the cells table (small: one row per trained model) and the progress counts;
+- reads only the epoch rows written since the last refresh (``rowid`` above a marker:
+  rows are only ever inserted) and appends them to the per-cell curves kept in memory;
+- computes the Spearman tables (Tables 1-3, direction verdicts, premise check) of the
+  grid and metric on screen (``wanted``), and again only when one of its cells
+  finished; a paper-size grid costs ~0.15 s per metric, so nothing else is computed.
+
+A missing file is "waiting" (a study about to start, as in ``kerasgen demo``); a store
+that cannot be read (empty, foreign, corrupt, newer) gives its message. Either way the
+next refresh tries again, so the dashboard recovers as soon as the store is usable. A
+file replaced under the same name (a new inode) is read again from scratch.
+
+Imports pandas (through ``kerasgen.store``): the dashboard imports this module from
+its polling thread, never at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from kerasgen import analysis
+from kerasgen.report import display_name
+from kerasgen.progress import format_duration, study_progress
+from kerasgen.store import StoreError, connect_readonly, inspect_store
+from tui.view import METRICS
+
+ALPHA = 0.005  # the paper's significance level
+TABLES = (1, 2, 3)
+
+# Per-epoch columns kept for the curves, in this order.
+CURVE_COLUMNS = ("epoch", "train_accuracy", "test_accuracy", "train_loss", "test_loss")
+
+GroupKey = tuple[str, str, str]  # (study, model, dataset): one progress bar, one Spearman set
+GridKey = tuple[str, str, str, int]  # (study, model, dataset, seed): one heatmap
+
+
+# ---------------------------------------------------------------- the snapshot
+
+@dataclass(frozen=True)
+class CellView:
+    """One cell as the heatmap and the detail panel show it."""
+
+    cell_id: int
+    batch_size: int
+    learning_rate: float
+    ratio: float
+    status: str
+    epochs_done: int
+    best_epoch: int | None
+    best_test_accuracy: float | None
+    final_train_accuracy: float | None
+    final_test_accuracy: float | None
+    diverged_epoch: int | None
+    worker: str | None
+    error: str | None
+
+    @property
+    def gap(self) -> float | None:
+        if self.final_train_accuracy is None or self.best_test_accuracy is None:
+            return None
+        return self.final_train_accuracy - self.best_test_accuracy
+
+    def value(self, metric: str) -> float | None:
+        return self.gap if metric == "gap" else getattr(self, metric)
+
+
+@dataclass(frozen=True)
+class GridView:
+    """The batch size x learning rate grid of one (study, model, dataset, seed)."""
+
+    key: GridKey
+    batch_sizes: tuple[int, ...]
+    learning_rates: tuple[float, ...]
+    cells: Mapping[tuple[int, float], CellView]
+    epochs: int  # the study's epoch cap (0 when the spec names none)
+    several_seeds: bool
+
+    @property
+    def group(self) -> GroupKey:
+        return self.key[:3]
+
+    def cell_at(self, row: int, col: int) -> CellView | None:
+        if 0 <= row < len(self.batch_sizes) and 0 <= col < len(self.learning_rates):
+            return self.cells.get((self.batch_sizes[row], self.learning_rates[col]))
+        return None
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Per-epoch values of one cell (numpy arrays of equal length, by epoch)."""
+
+    epoch: np.ndarray
+    train_accuracy: np.ndarray
+    test_accuracy: np.ndarray
+    train_loss: np.ndarray
+    test_loss: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+
+@dataclass(frozen=True)
+class RunningCell:
+    study: str
+    model: str
+    dataset: str
+    batch_size: int
+    learning_rate: float
+    epochs_done: int
+
+
+@dataclass(frozen=True)
+class ProgressView:
+    """One (study, model, dataset): its progress bar and counts."""
+
+    key: GroupKey
+    cells: int
+    counts: Mapping[str, int]  # pending, running, done, diverged, failed
+    fraction: float  # epochs done / epochs the study needs at most
+    epochs_done: int
+    epochs_total: int
+    epochs_per_second: float
+    eta: str  # "1h05m", "0m00s" when finished, "?" when nothing runs
+
+
+@dataclass(frozen=True)
+class StudyView:
+    name: str
+    epochs: int
+    cells: int
+    created_at: str
+
+
+@dataclass(frozen=True)
+class SpearmanRow:
+    """One Spearman test of Tables 1-3, formatted."""
+
+    table: int
+    group_value: float | int | None  # the fixed learning rate (1) / batch size (2)
+    scc: float | None
+    p_text: str
+    n: int  # finished cells behind the coefficient
+    n_total: int  # cells of the group, whatever their status
+    n_diverged: int
+    significant: bool
+    agrees: bool | None  # coefficient has the paper's sign (None: no coefficient)
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class DirectionView:
+    table: int
+    variable: str
+    verdict: str
+    holds: bool
+    tested: int
+    groups: int
+    significant_expected: int
+    significant_against: int
+    summary: str
+
+
+@dataclass(frozen=True)
+class SpearmanView:
+    """Tables 1-3, the direction verdicts and the premise warnings of one group/metric."""
+
+    key: GroupKey
+    metric: str
+    alpha: float
+    rows: tuple[SpearmanRow, ...]
+    directions: tuple[DirectionView, ...]
+    premise_warnings: tuple[str, ...]
+    finished: int
+    total: int
+    small_n: tuple[int, ...] = ()  # n of tested rows below small_reliable_n
+    small_reliable_n: int = 10  # kerasgen.analysis.SMALL_N
+    error: str | None = None  # the analysis failed on this grid (the rest is empty)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the dashboard shows, as of one refresh."""
+
+    state: str  # "ok", "waiting" (no store or study yet), "error" (unusable store)
+    message: str
+    path: str
+    taken_at: datetime
+    generation: int = 0
+    studies: tuple[StudyView, ...] = ()
+    progress: tuple[ProgressView, ...] = ()
+    running: Mapping[str, tuple[RunningCell, ...]] = field(default_factory=dict)
+    grids: tuple[GridView, ...] = ()
+    curves: Mapping[int, Curve] = field(default_factory=dict)
+    spearman: Mapping[tuple[str, str, str, str], SpearmanView] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)  # resnet110 -> ResNet-110
+    seconds: float = 0.0  # how long the refresh took
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "ok"
+
+    @property
+    def workers(self) -> tuple[str, ...]:
+        return tuple(sorted(self.running))
+
+    def grid(self, key: GridKey | None) -> GridView | None:
+        for grid in self.grids:
+            if grid.key == key:
+                return grid
+        return None
+
+    def spearman_for(self, group: GroupKey, metric: str) -> SpearmanView | None:
+        return self.spearman.get((*group, metric))
+
+
+# ---------------------------------------------------------------- plain reads
+
+def read_epoch_rows(conn: sqlite3.Connection, after: int, upto: int,
+                    study: str | None = None) -> np.ndarray:
+    """Epoch rows with ``after < rowid <= upto`` as a float array, columns
+    (cell_id, epoch, train_accuracy, test_accuracy, train_loss, test_loss); NULL -> NaN.
+
+    A leaner cousin of ``kerasgen.store.read_new_epochs`` (no join, no text columns, no
+    DataFrame): the first read of a paper-size store is 320,000 rows.
+    """
+    sql = ("SELECT cell_id, epoch, train_accuracy, test_accuracy, train_loss, test_loss "
+           "FROM epochs WHERE rowid > ? AND rowid <= ?")
+    params: list = [int(after), int(upto)]
+    if study is not None:
+        sql += (" AND cell_id IN (SELECT cell_id FROM cells WHERE study_id = "
+                "(SELECT study_id FROM studies WHERE name = ?))")
+        params.append(study)
+    rows = conn.execute(sql, params).fetchall()
+    if not rows:
+        return np.empty((0, 6))
+    return np.array(rows, dtype=float)
+
+
+def merge_curves(curves: dict[int, Curve], rows: np.ndarray) -> set[int]:
+    """Append epoch rows (from :func:`read_epoch_rows`) to the per-cell curves, in
+    place; returns the cells that changed. A cell's arrays are replaced, never mutated,
+    so a snapshot that holds the old ones is unaffected."""
+    if not len(rows):
+        return set()
+    order = np.lexsort((rows[:, 1], rows[:, 0]))
+    rows = rows[order]
+    ids, starts = np.unique(rows[:, 0], return_index=True)
+    touched = set()
+    for cell_id, part in zip(ids.astype(int).tolist(), np.split(rows, starts[1:])):
+        columns = part[:, 1:].T  # epoch, train_acc, test_acc, train_loss, test_loss
+        old = curves.get(cell_id)
+        if old is not None:
+            merged = np.concatenate([np.vstack([old.epoch, old.train_accuracy,
+                                                old.test_accuracy, old.train_loss,
+                                                old.test_loss]), columns], axis=1)
+            if np.any(np.diff(merged[0]) < 0):
+                merged = merged[:, np.argsort(merged[0], kind="stable")]
+            columns = merged
+        curves[cell_id] = Curve(*(np.ascontiguousarray(c) for c in columns))
+        touched.add(cell_id)
+    return touched
+
+
+def _num(value) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _int(value) -> int | None:
+    value = _num(value)
+    return None if value is None else int(value)
+
+
+def _text(value) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+CELL_COLUMNS = ("study", "cell_id", "model", "dataset", "seed", "batch_size",
+                "learning_rate", "ratio", "status", "epochs_done", "best_epoch",
+                "best_test_accuracy", "final_train_accuracy", "final_train_loss",
+                "final_test_accuracy", "diverged_epoch", "worker", "error")
+_CELLS_SQL = (
+    "SELECT s.name, c.cell_id, c.model, c.dataset, c.seed, c.batch_size, c.learning_rate, "
+    "c.batch_size / c.learning_rate, c.status, c.epochs_done, c.best_epoch, "
+    "c.best_test_accuracy, c.final_train_accuracy, c.final_train_loss, "
+    "c.final_test_accuracy, c.diverged_epoch, c.worker, c.error "
+    "FROM cells c JOIN studies s USING (study_id)")
+
+
+def read_cells(conn: sqlite3.Connection, study: str | None = None) -> list[tuple]:
+    """The cells table as tuples (columns :data:`CELL_COLUMNS`), ordered by study,
+    model, dataset, seed. The same facts as ``kerasgen.store.load_results`` minus the
+    volatile ones (heartbeats), without a DataFrame: this runs on every refresh."""
+    sql, params = _CELLS_SQL, ()
+    if study is not None:
+        sql, params = sql + " WHERE s.name = ?", (study,)
+    return conn.execute(sql + " ORDER BY s.study_id, c.model, c.dataset, c.seed, c.cell_id",
+                        params).fetchall()
+
+
+def cells_frame(rows: list[tuple]) -> pd.DataFrame:
+    """Rows of :func:`read_cells` as the frame ``kerasgen.analysis`` expects."""
+    frame = pd.DataFrame(rows, columns=list(CELL_COLUMNS))
+    for col in ("study", "model", "dataset", "status"):
+        frame[col] = frame[col].astype(object)
+    for col in ("best_epoch", "best_test_accuracy", "final_train_accuracy",
+                "final_train_loss", "final_test_accuracy", "diverged_epoch"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+    return frame
+
+
+def _cell_view(row: tuple) -> CellView:
+    (_study, cell_id, _model, _dataset, _seed, bs, lr, ratio, status, epochs_done,
+     best_epoch, best, train, _train_loss, test, diverged_epoch, worker, error) = row
+    return CellView(int(cell_id), int(bs), analysis.round_sig(lr), float(ratio), str(status),
+                    int(epochs_done or 0), _int(best_epoch), _num(best), _num(train),
+                    _num(test), _int(diverged_epoch), _text(worker), _text(error))
+
+
+def split_rows(rows: list[tuple], index: tuple[int, ...]) -> dict[tuple, list[tuple]]:
+    """Rows grouped by the columns at ``index`` (rows come sorted by them)."""
+    out: dict[tuple, list[tuple]] = {}
+    for row in rows:
+        out.setdefault(tuple(row[i] for i in index), []).append(row)
+    return out
+
+
+_GRID_INDEX = (0, 2, 3, 4)  # study, model, dataset, seed
+_GROUP_INDEX = (0, 2, 3)  # study, model, dataset
+
+
+def build_grids(rows: list[tuple], epochs_by_study: Mapping[str, int],
+                previous: Mapping[GridKey, tuple[list[tuple], GridView]] | None = None,
+                ) -> dict[GridKey, tuple[list[tuple], GridView]]:
+    """One :class:`GridView` per (study, model, dataset, seed), keyed and with the rows
+    it was built from; a grid whose rows did not change is the previous object (so the
+    interface can skip redrawing it)."""
+    previous = previous or {}
+    seeds: dict[GroupKey, set] = {}
+    for study, model, dataset, seed in split_rows(rows, _GRID_INDEX):
+        seeds.setdefault((study, model, dataset), set()).add(seed)
+    out = {}
+    for raw_key, part in split_rows(rows, _GRID_INDEX).items():
+        key = (str(raw_key[0]), str(raw_key[1]), str(raw_key[2]), int(raw_key[3]))
+        several = len(seeds[key[:3]]) > 1
+        old = previous.get(key)
+        epochs = int(epochs_by_study.get(key[0], 0) or 0)
+        if old is not None and old[0] == part and old[1].epochs == epochs \
+                and old[1].several_seeds == several:
+            out[key] = old
+            continue
+        mapping = {}
+        for row in part:
+            cell = _cell_view(row)
+            mapping[(cell.batch_size, cell.learning_rate)] = cell
+        out[key] = (part, GridView(
+            key=key,
+            batch_sizes=tuple(sorted({bs for bs, _ in mapping})),
+            learning_rates=tuple(sorted({lr for _, lr in mapping})),
+            cells=mapping, epochs=epochs, several_seeds=several))
+    return out
+
+
+def build_spearman(cells: pd.DataFrame, metric: str, alpha: float = ALPHA,
+                   premise: tuple[str, ...] | None = None) -> SpearmanView:
+    """Tables 1-3, direction verdicts and premise warnings of one (study, model, dataset)
+    (``cells``: its rows, as from :func:`cells_frame` or ``load_results``) for one
+    metric. ``premise`` reuses warnings already computed (they do not depend on the
+    metric)."""
+    study, model, dataset = (str(cells[c].iloc[0]) for c in ("study", "model", "dataset"))
+    frame = analysis.add_derived_metrics(cells)
+    tests = analysis.spearman_tests(frame, metric=metric, alpha=alpha)
+    directions = analysis.direction_summary(tests)
+    if premise is None:
+        premise = premise_warnings(frame, alpha)
+    rows = []
+    for t in tests.itertuples(index=False):
+        scc = _num(t.scc)
+        sign = analysis.expected_sign(metric, t.variable)
+        rows.append(SpearmanRow(
+            table=int(t.table),
+            group_value=t.group_value,
+            scc=scc,
+            p_text=analysis.format_p(t.p_value) if t.reason is None else "n/a",
+            n=int(t.n), n_total=int(t.n_total), n_diverged=int(t.n_diverged),
+            significant=bool(t.significant),
+            agrees=None if scc is None else bool(np.sign(scc) == sign),
+            reason=t.reason if isinstance(t.reason, str) else None,
+        ))
+    views = tuple(DirectionView(
+        table=int(d.table), variable=str(d.variable), verdict=str(d.verdict),
+        holds=bool(d.holds), tested=int(d.tested), groups=int(d.groups),
+        significant_expected=int(d.significant_expected),
+        significant_against=int(d.significant_against), summary=str(d.summary))
+        for d in directions.itertuples(index=False))
+    finished = int(cells["status"].isin(analysis.FINISHED_STATUSES).sum())
+    small = tuple(sorted({r.n for r in rows if r.scc is not None and r.n < analysis.SMALL_N}))
+    return SpearmanView((study, model, dataset), metric, alpha, tuple(rows), views,
+                        tuple(premise), finished, int(len(cells)), small, analysis.SMALL_N)
+
+
+def premise_warnings(frame: pd.DataFrame, alpha: float = ALPHA) -> tuple[str, ...]:
+    """``kerasgen.analysis.premise_check``'s warnings for one (study, model, dataset)."""
+    premise = analysis.premise_check(frame, alpha=alpha)
+    return tuple(premise["warnings"].iloc[0]) if len(premise) else ()
+
+
+def finished_signature(rows: list[tuple]) -> tuple:
+    """What the Spearman tables of a group depend on: its cells' coordinates (all of
+    them define the groups) and the values of the finished ones."""
+    return tuple(row[:9] + row[11:15] if row[8] in analysis.FINISHED_STATUSES else row[:7]
+                 for row in rows)
+
+def _progress_views(conn, now: datetime, study: str | None):
+    groups = study_progress(conn, now=now)
+    if study is not None:
+        groups = [g for g in groups if g.study == study]
+    views = tuple(ProgressView(
+        key=(g.study, g.model, g.dataset), cells=g.cells, counts=dict(g.counts),
+        fraction=min(max(g.fraction, 0.0), 1.0), epochs_done=g.epochs_done,
+        epochs_total=g.epochs_total, epochs_per_second=g.epochs_per_second,
+        eta="done" if g.eta_seconds == 0 else format_duration(g.eta_seconds)) for g in groups)
+    running: dict[str, list[RunningCell]] = {}
+    for g in groups:
+        for worker, _cell_id, bs, lr, done in g.running:
+            running.setdefault(worker or "?", []).append(
+                RunningCell(g.study, g.model, g.dataset, int(bs), float(lr), int(done or 0)))
+    return views, {w: tuple(sorted(cs, key=lambda c: (c.batch_size, c.learning_rate)))
+                   for w, cs in sorted(running.items())}
+
+
+def _studies(conn, study: str | None) -> tuple[StudyView, ...]:
+    rows = conn.execute(
+        "SELECT s.name, s.spec_json, s.created_at, COUNT(c.cell_id) FROM studies s "
+        "LEFT JOIN cells c USING (study_id) GROUP BY s.study_id ORDER BY s.study_id").fetchall()
+    out = []
+    for name, spec_json, created_at, count in rows:
+        if study is not None and name != study:
+            continue
+        try:
+            epochs = int(json.loads(spec_json).get("epochs") or 0)
+        except (ValueError, TypeError, AttributeError):
+            epochs = 0
+        out.append(StudyView(name, epochs, int(count), str(created_at or "")))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------- the reader
+
+class DashboardData:
+    """Reads a store for the dashboard, incrementally. One refresh at a time (the
+    dashboard polls from one worker thread).
+
+    ``wanted`` names the Spearman tables to keep up to date, as (study, model, dataset,
+    metric) keys: those of the grid on screen (they cost ~0.1-0.2 s per grid and
+    metric on a paper-size grid, so they are computed only when shown and only again
+    when one of the grid's cells finished). The others in the snapshot are the last
+    ones computed that are still current.
+    """
+
+    def __init__(self, path: str | os.PathLike, study: str | None = None,
+                 alpha: float = ALPHA):
+        self.path = Path(path)
+        self.study = study
+        self.alpha = alpha
+        self.wanted: set[tuple[str, str, str, str]] = set()
+        self.generation = 0
+        self._conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.marker = 0
+        self.curves: dict[int, Curve] = {}
+        self._grids: dict[GridKey, tuple[list[tuple], GridView]] = {}
+        # (study, model, dataset, metric) -> (signature, view); group -> (signature, warnings)
+        self._spearman: dict[tuple[str, str, str, str], tuple[tuple, SpearmanView]] = {}
+        self._premise: dict[GroupKey, tuple[tuple, tuple[str, ...]]] = {}
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+                self._identity = None
+
+    # -- one refresh
+    def refresh(self, now: datetime | None = None) -> Snapshot:
+        """Read what changed since the last refresh; never raises for a store problem
+        (the snapshot's ``state`` and ``message`` say what is wrong)."""
+        now = now or datetime.now(timezone.utc)
+        started = time.perf_counter()
+        self.generation += 1
+        try:
+            snapshot = self._refresh(now)
+        except (StoreError, sqlite3.Error) as exc:
+            self.close()
+            self._reset()
+            snapshot = self._problem("error", _store_message(self.path, exc), now)
+        return replace(snapshot, seconds=time.perf_counter() - started)
+
+    def _problem(self, state: str, message: str, now: datetime) -> Snapshot:
+        return Snapshot(state=state, message=message, path=str(self.path), taken_at=now,
+                        generation=self.generation)
+
+    def _connect(self) -> str | None:
+        """Open (or keep) the connection; a reason to wait instead, or None."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            self.close()
+            self._reset()
+            return "missing"
+        identity = (stat.st_dev, stat.st_ino)
+        if self._conn is not None and identity != self._identity:
+            # Replaced under the same name (a new study run into a fresh file).
+            self.close()
+            self._reset()
+        if self._conn is None:
+            info = inspect_store(self.path)  # raises for foreign/corrupt/newer files
+            if info["empty"]:
+                return "empty"
+            self._conn = connect_readonly(self.path)
+            self._identity = identity
+        return None
+
+    def _refresh(self, now: datetime) -> Snapshot:
+        wait = self._connect()
+        if wait == "missing":
+            return self._problem("waiting", f"Waiting for the study… {self.path} does not "
+                                 "exist yet (it appears when a study starts).", now)
+        if wait == "empty":
+            return self._problem("waiting", f"Waiting for the study… {self.path} is empty: "
+                                 "no study has been run into it yet.", now)
+        conn = self._conn
+        assert conn is not None
+        conn.execute("BEGIN")  # one snapshot of the store for all the reads below
+        try:
+            studies = _studies(conn, self.study)
+            rows = read_cells(conn, self.study)
+            progress, running = _progress_views(conn, now, self.study)
+            upto = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM epochs").fetchone()[0]
+            if upto < self.marker:  # rows vanished: not the same store any more
+                self._reset()
+            epoch_rows = read_epoch_rows(conn, self.marker, upto, self.study)
+        finally:
+            conn.rollback()
+        merge_curves(self.curves, epoch_rows)
+        self.marker = max(self.marker, int(upto))
+        if not studies or not rows:
+            what = f"the study {self.study!r}" if self.study else "a study"
+            return self._problem("waiting", f"Waiting for the study… {self.path} holds no "
+                                 f"cells of {what} yet.", now)
+        self._grids = build_grids(rows, {s.name: s.epochs for s in studies}, self._grids)
+        spearman = self._update_spearman(rows)
+        return Snapshot(state="ok", message="", path=str(self.path), taken_at=now,
+                        generation=self.generation, studies=studies, progress=progress,
+                        running=running, grids=tuple(g for _, g in self._grids.values()),
+                        curves=dict(self.curves), spearman=spearman,
+                        labels={name: display_name(name) for name in
+                                {r[2] for r in rows} | {r[3] for r in rows}})
+
+    def _update_spearman(self, rows: list[tuple]) -> dict:
+        """Recompute the wanted Spearman views whose grid changed; return the current
+        ones (stale views of grids not on screen are left out)."""
+        current = {}
+        for raw_key, part in split_rows(rows, _GROUP_INDEX).items():
+            group = (str(raw_key[0]), str(raw_key[1]), str(raw_key[2]))
+            signature = finished_signature(part)
+            frame = None
+            for metric in METRICS:
+                key = (*group, metric)
+                cached = self._spearman.get(key)
+                if cached is not None and cached[0] == signature:
+                    current[key] = cached[1]
+                    continue
+                if key not in self.wanted:
+                    continue
+                try:
+                    if frame is None:
+                        frame = cells_frame(part)
+                    premise = self._premise.get(group)
+                    if premise is None or premise[0] != signature:
+                        premise = (signature, premise_warnings(frame, self.alpha))
+                        self._premise[group] = premise
+                    view = build_spearman(frame, metric, self.alpha, premise=premise[1])
+                except Exception as exc:  # noqa: BLE001 - shown on screen, not fatal
+                    view = SpearmanView(group, metric, self.alpha, (), (), (), 0, len(part),
+                                        error=f"{type(exc).__name__}: {exc}")
+                self._spearman[key] = (signature, view)
+                current[key] = view
+        return current
+
+
+def _store_message(path: Path, exc: Exception) -> str:
+    if isinstance(exc, StoreError):
+        return str(exc)
+    return f"{path} cannot be read right now ({exc})."

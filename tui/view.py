@@ -1,0 +1,59 @@
+"""What the user is looking at: the snapshot, the grid and the metric. Light to import
+(no pandas, no Textual): the app and every screen share it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tui.data import GridKey, GridView, Snapshot, SpearmanView
+
+METRICS: tuple[str, ...] = ("best_test_accuracy", "final_train_accuracy", "gap")
+"""What the heatmap and the Spearman screen show; ``m`` cycles through them."""
+
+METRIC_LABELS: dict[str, str] = {
+    "best_test_accuracy": "best test accuracy",
+    "final_train_accuracy": "final train accuracy",
+    "gap": "gap (final train − best test accuracy)",
+}
+
+
+@dataclass(frozen=True)
+class ViewState:
+    """The app's state as the screens render it; replaced, never mutated."""
+
+    snapshot: Snapshot | None = None
+    grid_key: GridKey | None = None
+    metric: str = METRICS[0]
+
+    @property
+    def grid(self) -> GridView | None:
+        return self.snapshot.grid(self.grid_key) if self.snapshot is not None else None
+
+    @property
+    def spearman(self) -> SpearmanView | None:
+        if self.snapshot is None or self.grid_key is None:
+            return None
+        return self.snapshot.spearman_for(self.grid_key[:3], self.metric)
+
+    def with_(self, **changes) -> "ViewState":
+        return replace(self, **changes)
+
+
+def next_metric(metric: str) -> str:
+    return METRICS[(METRICS.index(metric) + 1) % len(METRICS)] if metric in METRICS else METRICS[0]
+
+
+def grid_title(snapshot: Snapshot | None, key: GridKey | None) -> str:
+    """``ResNet-110 · CIFAR-10`` (+ ``· seed 1`` when the study has several seeds,
+    + ``· study s`` when the store holds several studies)."""
+    if snapshot is None or key is None:
+        return ""
+    study, model, dataset, seed = key
+    label = snapshot.labels.get
+    text = f"{label(model, model)} · {label(dataset, dataset)}"
+    grid = snapshot.grid(key)
+    if grid is not None and grid.several_seeds:
+        text += f" · seed {seed}"
+    return f"{text} · study {study}" if len(snapshot.studies) > 1 else text
