@@ -76,8 +76,8 @@ METRIC_LABELS: dict[str, str] = {
 }
 
 FINISHED_STATUSES: tuple[str, ...] = ("done", "diverged")
-PVALUE_METHODS: tuple[str, ...] = ("asymptotic", "exact", "permutation")
-PValueMethod = Literal["asymptotic", "exact", "permutation"]
+PVALUE_METHODS: tuple[str, ...] = ("auto", "asymptotic", "exact", "permutation")
+PValueMethod = Literal["auto", "asymptotic", "exact", "permutation"]
 
 MAX_EXACT_N = 8
 """Largest n for which ``pvalue="exact"`` enumerates all n! permutations (8! = 40320)."""
@@ -315,7 +315,7 @@ def _permutation_pvalue(
 def spearman(
     x: Sequence[float],
     y: Sequence[float],
-    pvalue: PValueMethod = "asymptotic",
+    pvalue: PValueMethod = "auto",
     min_cells: int = 3,
     permutations: int = 9999,
     seed_parts: Iterable[int] = (0,),
@@ -325,6 +325,9 @@ def spearman(
     The coefficient is always ``scipy.stats.spearmanr(x, y).statistic`` (average
     ranks for ties).  The p-value:
 
+    - ``"auto"`` (default): asymptotic for n >= :data:`SMALL_N` (the paper's groups
+      have 20 and 400 cells, so the paper's own method), exact below it — the
+      t-approximation gives p = 0 to a perfect rank agreement of three cells;
     - ``"asymptotic"``: scipy's t-distribution approximation;
     - ``"exact"``: enumeration of all n! pairings when n <= :data:`MAX_EXACT_N`
       (:func:`exact_spearman_pvalue`), else Monte Carlo with ``permutations``
@@ -352,6 +355,8 @@ def spearman(
 
     res = stats.spearmanr(xa, ya)
     scc = float(res.statistic)
+    if pvalue == "auto":
+        pvalue = "asymptotic" if n >= SMALL_N else "exact"
     if pvalue == "asymptotic":
         return SpearmanResult(scc, float(res.pvalue), n, "asymptotic")
     if pvalue == "exact" and n <= MAX_EXACT_N:
@@ -394,7 +399,7 @@ def spearman_tests(
     frame: pd.DataFrame,
     metric: str = PAPER_METRIC,
     alpha: float = 0.005,
-    pvalue: PValueMethod = "asymptotic",
+    pvalue: PValueMethod = "auto",
     include_diverged: bool = True,
     min_cells: int = 3,
     permutations: int = 9999,

@@ -317,8 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--metric", default="best_test_accuracy",
                         choices=("best_test_accuracy", "final_test_accuracy", "gap"))
     report.add_argument("--alpha", type=float, default=0.005, help="significance level")
-    report.add_argument("--pvalue", choices=("asymptotic", "exact", "permutation"),
-                        default="asymptotic")
+    report.add_argument("--pvalue", choices=("auto", "asymptotic", "exact", "permutation"),
+                        default="auto",
+                        help="auto: asymptotic (the paper's) for groups of 10+ cells, exact "
+                             "below (the t-approximation gives p=0 to 3 perfectly ranked cells)")
     report.add_argument("--exclude-diverged", action="store_true")
     report.add_argument("--figures", help="write PNG figures into this directory")
     report.add_argument("--bounds", action="store_true",

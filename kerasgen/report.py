@@ -7,7 +7,7 @@ Public API (stable; what ``kerasgen report`` wires to)
 ------------------------------------------------------
 - ``FORMATS = ("markdown", "csv", "latex")``
 - ``render_report(frame, fmt="markdown", metric="best_test_accuracy", alpha=0.005,
-  pvalue="asymptotic", include_diverged=True, min_cells=3, permutations=9999,
+  pvalue="auto", include_diverged=True, min_cells=3, permutations=9999,
   seed=0, train_accuracy_threshold=0.99) -> str``
     markdown: settings, cell counts, Tables 1-3, direction summary, beyond-paper
     metrics, premise check; csv: the tidy tests table (all metrics, ``metric`` first);
@@ -429,7 +429,7 @@ def render_report(
     fmt: str = "markdown",
     metric: str = A.PAPER_METRIC,
     alpha: float = 0.005,
-    pvalue: A.PValueMethod = "asymptotic",
+    pvalue: A.PValueMethod = "auto",
     include_diverged: bool = True,
     min_cells: int = 3,
     permutations: int = 9999,

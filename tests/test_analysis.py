@@ -70,7 +70,7 @@ def _rows(tests: pd.DataFrame, table: int) -> pd.DataFrame:
 
 def test_paper_grid_2_models_2_datasets_20x20_yields_164_tests():
     frame = make_grid(PAPER_BS, PAPER_LR, models=("resnet110", "vgg19"), datasets=("cifar10", "cifar100"))
-    tests = A.spearman_tests(frame)
+    tests = A.spearman_tests(frame, pvalue="asymptotic")
     assert len(tests) == 164 == A.expected_test_count(frame)
     assert (tests["table"].value_counts().sort_index().tolist()) == [80, 80, 4]
     assert tests["reason"].isna().all() and tests["n"].groupby(tests["table"]).max().tolist() == [20, 20, 400]
@@ -78,7 +78,7 @@ def test_paper_grid_2_models_2_datasets_20x20_yields_164_tests():
 
 def test_3x4_grid_gives_one_test_per_lr_per_bs_plus_ratio():
     frame = make_grid([32, 64, 128], [0.01, 0.05, 0.1, 0.2], models=("a", "b"))
-    tests = A.spearman_tests(frame)
+    tests = A.spearman_tests(frame, pvalue="asymptotic")
     assert len(tests) == 2 * (4 + 3 + 1) == A.expected_test_count(frame)
     assert sorted(_rows(tests, 1)["group_value"].unique()) == [0.01, 0.05, 0.1, 0.2]
     assert sorted(_rows(tests, 2)["group_value"].unique()) == [32, 64, 128]
@@ -88,14 +88,14 @@ def test_3x4_grid_gives_one_test_per_lr_per_bs_plus_ratio():
 def test_learning_rates_differing_only_by_float_noise_form_one_group():
     frame = make_grid([32, 64, 128], [0.1, 0.2])
     frame.loc[frame["batch_size"] == 64, "learning_rate"] = frame["learning_rate"] + 1e-14
-    tests = A.spearman_tests(frame)
+    tests = A.spearman_tests(frame, pvalue="asymptotic")
     t1 = _rows(tests, 1)
     assert len(t1) == 2 and set(t1["n"]) == {3}
     assert sorted(t1["group_value"]) == [0.1, 0.2]
 
 
 def test_batch_size_group_values_stay_ints_and_table3_has_none():
-    tests = A.spearman_tests(make_grid([32, 64, 128], [0.1, 0.2, 0.3]))
+    tests = A.spearman_tests(make_grid([32, 64, 128], [0.1, 0.2, 0.3]), pvalue="asymptotic")
     assert all(type(v) is int for v in _rows(tests, 2)["group_value"])
     assert all(type(v) is float for v in _rows(tests, 1)["group_value"])
     t3 = _rows(tests, 3).iloc[0]
@@ -107,7 +107,7 @@ def test_batch_size_group_values_stay_ints_and_table3_has_none():
 
 def test_perfect_monotone_grid_gives_scc_minus_one_for_bs_plus_one_for_lr():
     frame = make_grid([16, 32, 64, 128], [0.01, 0.02, 0.04], accuracy=lambda bs, lr, rng: 1.0 - bs / 1000 + lr)
-    tests = A.spearman_tests(frame)
+    tests = A.spearman_tests(frame, pvalue="asymptotic")
     assert np.allclose(_rows(tests, 1)["scc"], -1.0)
     assert np.allclose(_rows(tests, 2)["scc"], 1.0)
     assert _rows(tests, 3)["scc"].iloc[0] < -0.8
@@ -121,7 +121,7 @@ def test_every_coefficient_and_pvalue_equals_scipy_spearmanr_on_the_same_cells()
         accuracy=lambda bs, lr, rng: round(0.9 - 0.001 * bs + lr + rng.normal(0, 0.02), 2),
         models=("m1", "m2"),
     )
-    tests = A.spearman_tests(frame)
+    tests = A.spearman_tests(frame, pvalue="asymptotic")
     assert len(tests) == 2 * (4 + 5 + 1)
     for row in tests.itertuples():
         cells = frame[frame["model"] == row.model]
@@ -148,7 +148,7 @@ def test_ratio_ties_are_treated_as_ties_despite_float_rounding():
     frame = make_grid([16 * i for i in steps], [0.01 * i for i in steps], accuracy=lambda bs, lr, rng: rng.normal())
     exact = [float(Fraction(100 * bs) / Fraction(round(lr * 100))) for bs, lr in zip(frame["batch_size"], frame["learning_rate"])]
     assert frame["ratio"].nunique() > len(set(exact))  # the noise is really there
-    t3 = _rows(A.spearman_tests(frame), 3).iloc[0]
+    t3 = _rows(A.spearman_tests(frame, pvalue="asymptotic"), 3).iloc[0]
     expected = stats.spearmanr(exact, frame["best_test_accuracy"])
     assert t3["scc"] == pytest.approx(expected.statistic, abs=1e-12)
     assert t3["p_value"] == pytest.approx(expected.pvalue, rel=1e-9)
@@ -156,7 +156,7 @@ def test_ratio_ties_are_treated_as_ties_despite_float_rounding():
 
 def test_constant_metric_group_has_nan_coefficient_and_a_reason():
     frame = make_grid([16, 32, 64], [0.01, 0.02], accuracy=lambda bs, lr, rng: 0.5 if lr == 0.01 else bs / 100)
-    tests = A.spearman_tests(frame)
+    tests = A.spearman_tests(frame, pvalue="asymptotic")
     row = _rows(tests, 1).set_index("group_value").loc[0.01]
     assert math.isnan(row["scc"]) and math.isnan(row["p_value"])
     assert row["reason"] == "metric is constant" and not row["significant"]
@@ -165,33 +165,33 @@ def test_constant_metric_group_has_nan_coefficient_and_a_reason():
 
 def test_group_with_one_batch_size_over_seeds_reports_variable_is_constant():
     frame = make_grid([32], [0.01, 0.02, 0.03], seeds=(0, 1, 2))
-    t1 = _rows(A.spearman_tests(frame), 1)
+    t1 = _rows(A.spearman_tests(frame, pvalue="asymptotic"), 1)
     assert set(t1["reason"]) == {"variable is constant"}
     assert t1["scc"].isna().all() and set(t1["n"]) == {3}
 
 
 def test_groups_smaller_than_min_cells_report_fewer_than_3_with_n():
     frame = make_grid([32, 64], [0.01, 0.02, 0.03])
-    tests = A.spearman_tests(frame)
+    tests = A.spearman_tests(frame, pvalue="asymptotic")
     t1 = _rows(tests, 1)
     assert set(t1["reason"]) == {"fewer than 3 finished cells (n=2)"}
     assert t1["scc"].isna().all() and t1["p_value"].isna().all() and not t1["significant"].any()
     assert _rows(tests, 2)["reason"].isna().all()
-    assert A.spearman_tests(frame, min_cells=4)["reason"].str.contains("fewer than 4").sum() == len(t1) + 2
+    assert A.spearman_tests(frame, min_cells=4, pvalue="asymptotic")["reason"].str.contains("fewer than 4").sum() == len(t1) + 2
 
 
 def test_no_coefficient_is_ever_a_bare_nan():
     frame = make_grid([16, 32, 64], [0.01, 0.02, 0.03])
     frame.loc[:4, "status"] = "pending"
     frame.loc[frame["learning_rate"] == 0.03, "best_test_accuracy"] = 0.7
-    tests = A.spearman_tests(frame)
+    tests = A.spearman_tests(frame, pvalue="asymptotic")
     assert (tests["scc"].isna() == tests["reason"].notna()).all()
     assert (tests["p_value"].isna() == tests["reason"].notna()).all()
 
 
 def test_significance_is_p_strictly_below_alpha():
     frame = make_grid([16, 32, 48, 64, 80, 96], [0.01, 0.02, 0.03, 0.04, 0.05, 0.06])
-    tests = A.spearman_tests(frame, alpha=0.05)
+    tests = A.spearman_tests(frame, alpha=0.05, pvalue="asymptotic")
     ok = tests["reason"].isna()
     assert (tests.loc[ok, "significant"] == (tests.loc[ok, "p_value"] < 0.05)).all()
     assert (tests["alpha"] == 0.05).all()
@@ -204,8 +204,8 @@ def test_diverged_cells_count_with_best_accuracy_and_can_be_excluded():
     frame = make_grid([16, 32, 64, 128], [0.01, 0.02, 0.04, 0.08])
     div = (frame["learning_rate"] == 0.08) & (frame["batch_size"] <= 32)
     frame.loc[div, ["status", "diverged_epoch"]] = ["diverged", 3.0]
-    included = A.spearman_tests(frame)
-    excluded = A.spearman_tests(frame, include_diverged=False)
+    included = A.spearman_tests(frame, pvalue="asymptotic")
+    excluded = A.spearman_tests(frame, include_diverged=False, pvalue="asymptotic")
     g_in = _rows(included, 1).set_index("group_value").loc[0.08]
     g_ex = _rows(excluded, 1).set_index("group_value").loc[0.08]
     assert (g_in["n"], g_in["n_diverged"]) == (4, 2)
@@ -223,7 +223,7 @@ def test_partial_grid_ignores_pending_running_failed_and_keeps_the_test_count():
     frame.loc[2, "status"] = "failed"
     frame.loc[[0, 1], "best_test_accuracy"] = np.nan
     frame.loc[3, "best_test_accuracy"] = np.nan  # done but never finished an epoch
-    tests = A.spearman_tests(frame)
+    tests = A.spearman_tests(frame, pvalue="asymptotic")
     assert len(tests) == 3 + 4 + 1
     t3 = _rows(tests, 3).iloc[0]
     assert (t3["n"], t3["n_total"]) == (12 - 4, 12)
@@ -237,21 +237,21 @@ def test_frame_with_only_pending_cells_yields_reasons_not_errors():
     frame = make_grid([16, 32, 64], [0.01, 0.02, 0.03])
     frame["status"] = "pending"
     frame["best_test_accuracy"] = np.nan
-    tests = A.spearman_tests(frame)
+    tests = A.spearman_tests(frame, pvalue="asymptotic")
     assert len(tests) == 7 and tests["reason"].str.startswith("fewer than 3 finished cells (n=0)").all()
 
 
 def test_empty_frame_gives_empty_results_with_the_documented_columns():
     empty = make_grid([16], [0.1]).iloc[0:0]
-    assert list(A.spearman_tests(empty).columns) == A.TEST_COLUMNS
-    assert list(A.direction_summary(A.spearman_tests(empty)).columns) == A.DIRECTION_COLUMNS
+    assert list(A.spearman_tests(empty, pvalue="asymptotic").columns) == A.TEST_COLUMNS
+    assert list(A.direction_summary(A.spearman_tests(empty, pvalue="asymptotic")).columns) == A.DIRECTION_COLUMNS
     assert list(A.premise_check(empty).columns) == A.PREMISE_COLUMNS
 
 
 def test_studies_are_analysed_separately():
     a = make_grid([16, 32, 64], [0.01, 0.02], study="a")
     b = make_grid([16, 32, 64], [0.01, 0.02], study="b", rng_seed=1)
-    tests = A.spearman_tests(pd.concat([a, b], ignore_index=True))
+    tests = A.spearman_tests(pd.concat([a, b], ignore_index=True), pvalue="asymptotic")
     assert len(tests) == 2 * (2 + 3 + 1)
     assert set(_rows(tests, 3)["n"]) == {6}
 
@@ -321,7 +321,7 @@ def test_monte_carlo_pvalues_are_deterministic_for_a_seed_and_close_to_asymptoti
     big = one["n"] > 6  # 7! > 2000 resamples: Monte Carlo; 3 cells: 3! = 6 enumerated
     assert one.loc[big, "pvalue_method"].eq("monte-carlo (2000 resamples)").all()
     assert one.loc[~big, "pvalue_method"].eq("exact (6 permutations)").all()
-    asym = A.spearman_tests(frame)
+    asym = A.spearman_tests(frame, pvalue="asymptotic")
     t1 = _rows(one, 1)["p_value"].to_numpy()
     assert np.allclose(t1, _rows(asym, 1)["p_value"].to_numpy(), atol=0.06)
 
@@ -430,3 +430,20 @@ def test_results_are_deterministic_and_do_not_mutate_the_input():
     two = A.spearman_tests_all(frame.sample(frac=1.0, random_state=1), pvalue="exact", permutations=500)
     pd.testing.assert_frame_equal(one, two)
     pd.testing.assert_frame_equal(frame, before)
+
+
+def test_auto_pvalues_are_exact_for_small_groups_and_asymptotic_for_large_ones():
+    from scipy import stats
+
+    small_x, small_y = [16, 32, 64], [0.9, 0.8, 0.7]
+    small = A.spearman(small_x, small_y)  # the default is "auto"
+    # A perfect ranking of three cells: asymptotic p is 0, the exact one is 2/6.
+    assert stats.spearmanr(small_x, small_y).pvalue == 0.0
+    assert small.p_value == pytest.approx(2 / 6)
+    assert small.method.startswith("exact")
+    rng = np.random.default_rng(0)
+    big_x = np.arange(20)
+    big_y = big_x + rng.normal(0, 5, 20)
+    big = A.spearman(big_x, big_y)
+    assert big.method == "asymptotic"
+    assert big.p_value == pytest.approx(stats.spearmanr(big_x, big_y).pvalue, rel=1e-12)

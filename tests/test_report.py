@@ -87,7 +87,7 @@ def test_display_names_match_the_paper():
 
 
 def test_markdown_table1_has_a_row_per_learning_rate_and_scc_p_n_per_grid(frame):
-    text = R.table_markdown(A.spearman_tests(frame), 1)
+    text = R.table_markdown(A.spearman_tests(frame, pvalue="asymptotic"), 1)
     header = text.splitlines()[2]
     assert header.count(" SCC |") == 4 and header.startswith("| LR |")
     assert "ResNet-110 on CIFAR-100 SCC" in header
@@ -98,14 +98,14 @@ def test_markdown_table1_has_a_row_per_learning_rate_and_scc_p_n_per_grid(frame)
 
 
 def test_markdown_table2_has_a_row_per_batch_size_and_table3_one_row(frame):
-    tests = A.spearman_tests(frame)
+    tests = A.spearman_tests(frame, pvalue="asymptotic")
     rows2 = _table_block(R.table_markdown(tests, 2), 2)
     assert [r.split("|")[1].strip() for r in rows2] == ["32", "64", "128", "256"]
     assert len(_table_block(R.table_markdown(tests, 3), 3)) == 1
 
 
 def test_markdown_cells_show_the_tests_values_and_bold_only_significant_p(frame):
-    tests = A.spearman_tests(frame, alpha=0.05)
+    tests = A.spearman_tests(frame, alpha=0.05, pvalue="asymptotic")
     rows = _table_block(R.table_markdown(tests, 1), 1)
     t1 = tests[(tests["table"] == 1) & (tests["model"] == "resnet110") & (tests["dataset"] == "cifar10")]
     for line, row in zip(rows, t1.itertuples()):
@@ -116,21 +116,21 @@ def test_markdown_cells_show_the_tests_values_and_bold_only_significant_p(frame)
 
 
 def test_markdown_n_goes_to_a_footnote_when_all_equal():
-    tests = A.spearman_tests(make_grid([16, 32, 64, 128], [0.01, 0.02, 0.03], models=("a", "b")))
+    tests = A.spearman_tests(make_grid([16, 32, 64, 128], [0.01, 0.02, 0.03], models=("a", "b")), pvalue="asymptotic")
     text = R.table_markdown(tests, 1)
     assert "| n |" not in text and "n = 4 cells" in text
     assert len(_table_block(text, 1)) == 3
 
 
 def test_markdown_groups_without_coefficient_show_na_and_the_reason(frame):
-    text = R.table_markdown(A.spearman_tests(frame), 2)
+    text = R.table_markdown(A.spearman_tests(frame, pvalue="asymptotic"), 2)
     row256 = [r for r in _table_block(text, 2) if r.startswith("| 256 |")][0]
     assert "n/a (a)" in row256
     assert "(a) fewer than 3 finished cells: 1 group(s)." in text
 
 
 def test_markdown_report_has_tables_directions_other_metrics_and_premise(frame):
-    text = R.render_report(frame)
+    text = R.render_report(frame, pvalue="asymptotic")
     for heading in ("## Cells", "## Tables 1-3", "## Direction of the correlations",
                     "## Beyond the paper", "### final test accuracy", "### generalization gap",
                     "## Premise"):
@@ -144,9 +144,9 @@ def test_markdown_report_has_tables_directions_other_metrics_and_premise(frame):
 def test_markdown_report_warns_when_train_loss_tracks_the_ratio(frame):
     f = frame.copy()
     f["final_train_loss"] = 1e-5 * f["ratio"]
-    text = R.render_report(f)
+    text = R.render_report(f, pvalue="asymptotic")
     assert "**Warning (ResNet-110 on CIFAR-10)**: final train loss rises" in text
-    quiet = R.render_report(frame)
+    quiet = R.render_report(frame, pvalue="asymptotic")
     assert "final train loss rises" not in quiet
 
 
@@ -154,13 +154,13 @@ def test_markdown_report_of_a_study_with_nothing_finished_still_renders():
     f = make_grid([16, 32], [0.1, 0.2])
     f["status"] = "pending"
     f[["best_test_accuracy", "final_train_accuracy", "final_test_accuracy"]] = np.nan
-    text = R.render_report(f)
+    text = R.render_report(f, pvalue="asymptotic")
     assert "fewer than 3 finished cells" in text and "no finished cells" in text
 
 
 def test_exclude_diverged_changes_the_rendered_n(frame):
-    inc = R.render_report(frame, fmt="csv")
-    exc = R.render_report(frame, fmt="csv", include_diverged=False)
+    inc = R.render_report(frame, fmt="csv", pvalue="asymptotic")
+    exc = R.render_report(frame, fmt="csv", include_diverged=False, pvalue="asymptotic")
     a, b = pd.read_csv(io.StringIO(inc)), pd.read_csv(io.StringIO(exc))
     key = (a["model"] == "vgg19") & (a["table"] == 3) & (a["metric"] == "best_test_accuracy")
     assert (a.loc[key, "n"] - b.loc[key, "n"]).tolist() == [1, 1]
@@ -170,23 +170,23 @@ def test_exclude_diverged_changes_the_rendered_n(frame):
 
 
 def test_csv_is_the_tidy_tests_table_of_all_metrics(frame):
-    out = pd.read_csv(io.StringIO(R.render_report(frame, fmt="csv")))
+    out = pd.read_csv(io.StringIO(R.render_report(frame, fmt="csv", pvalue="asymptotic")))
     assert list(out.columns) == A.TEST_COLUMNS
     assert len(out) == 3 * A.expected_test_count(frame)
     assert out["metric"].iloc[0] == "best_test_accuracy"
-    direct = A.spearman_tests(frame)
+    direct = A.spearman_tests(frame, pvalue="asymptotic")
     first = out[out["metric"] == "best_test_accuracy"].reset_index(drop=True)
     assert np.allclose(first["scc"], direct["scc"], equal_nan=True)
     assert np.allclose(first["p_value"], direct["p_value"], equal_nan=True, rtol=1e-12)
 
 
 def test_csv_leads_with_the_chosen_metric(frame):
-    out = pd.read_csv(io.StringIO(R.render_report(frame, fmt="csv", metric="gap")))
+    out = pd.read_csv(io.StringIO(R.render_report(frame, fmt="csv", metric="gap", pvalue="asymptotic")))
     assert out["metric"].iloc[0] == "gap"
 
 
 def test_latex_renders_three_booktabs_tables_laid_out_like_the_paper(frame):
-    text = R.render_report(frame, fmt="latex")
+    text = R.render_report(frame, fmt="latex", pvalue="asymptotic")
     assert text.count(r"\begin{tabular}") == 3
     assert text.count(r"\toprule") == text.count(r"\midrule") == text.count(r"\bottomrule") == 3
     assert text.count(r"\multicolumn") == 3 * 4
@@ -199,7 +199,7 @@ def test_latex_renders_three_booktabs_tables_laid_out_like_the_paper(frame):
 
 def test_unknown_format_is_rejected(frame):
     with pytest.raises(ValueError):
-        R.render_report(frame, fmt="html")
+        R.render_report(frame, fmt="html", pvalue="asymptotic")
 
 
 # --------------------------------------------------------------------------- figures

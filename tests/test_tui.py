@@ -441,10 +441,11 @@ async def test_spearman_screen_shows_tables_counts_highlights_and_the_premise_wa
         assert "Table 3" in side and "8/16" in side and "✕1" in side
         assert "Does the paper's direction hold?" in side
         assert "under-trained" in content_of(app.screen, "#spearman-premise")
-        # A significant coefficient in the paper's direction is highlighted.
+        # Four perfectly ranked cells: the exact p-value (2/4! = 0.083) is not significant
+        # at the paper's 0.005 (the t-approximation would have said p = 0).
         bs16 = next(r for r in app.view.spearman.rows if r.table == 2 and r.group_value == 16)
-        assert bs16.significant and bs16.agrees
-        assert value_cells(bs16)[0].style == "bold green"
+        assert not bs16.significant and bs16.agrees
+        assert value_cells(bs16)[0].style != "bold green"
         await pilot.press("m")
         await wait_for(pilot, lambda: app.view.spearman is not None
                        and app.view.spearman.metric == "final_train_accuracy")
@@ -576,3 +577,16 @@ def test_python_dash_m_tui_and_run_dashboard_share_one_signature():
     proc = subprocess.run([sys.executable, "-m", "tui", "--help"], env=child_env(), cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "--study" in proc.stdout and "--interval" in proc.stdout
+
+
+@drive
+async def test_a_significant_coefficient_in_the_papers_direction_is_highlighted(store_path):
+    from tui.screens.spearman import value_cells
+
+    app = make_app(store_path, mode="spearman", alpha=0.1)  # 2/4! = 0.083 < 0.1
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.view.spearman is not None)
+        await pilot.pause()
+        bs16 = next(r for r in app.view.spearman.rows if r.table == 2 and r.group_value == 16)
+        assert bs16.significant and bs16.agrees
+        assert value_cells(bs16)[0].style == "bold green"

@@ -57,9 +57,11 @@ class DashboardApp(App[int]):
     view: reactive[ViewState] = reactive(ViewState, init=False, always_update=True)
 
     def __init__(self, db: str | Path, study: str | None = None, interval: float = 2.0,
-                 clock: Callable[[], datetime] = utc_now, mode: str = "overview") -> None:
+                 clock: Callable[[], datetime] = utc_now, mode: str = "overview",
+                 alpha: float | None = None) -> None:
         super().__init__()
         self.db = Path(db)
+        self.alpha = alpha
         self.study = study
         self.interval = float(interval)
         self.clock = clock
@@ -107,7 +109,8 @@ class DashboardApp(App[int]):
         if self._data is None:
             from tui.data import DashboardData  # pandas and the store, off the UI thread
 
-            self._data = DashboardData(self.db, study=self.study)
+            kwargs = {} if self.alpha is None else {"alpha": self.alpha}
+            self._data = DashboardData(self.db, study=self.study, **kwargs)
         self._data.wanted = wanted
         return self._data.refresh(now)
 

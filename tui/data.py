@@ -415,7 +415,11 @@ def build_spearman(cells: pd.DataFrame, metric: str, alpha: float = ALPHA,
         significant_against=int(d.significant_against), summary=str(d.summary))
         for d in directions.itertuples(index=False))
     finished = int(cells["status"].isin(analysis.FINISHED_STATUSES).sum())
-    small = tuple(sorted({r.n for r in rows if r.scc is not None and r.n < analysis.SMALL_N}))
+    # Only asymptotic p-values of small groups deserve the caution ("auto" gives them
+    # exact p-values).
+    small = tuple(sorted({int(t.n) for t in tests.itertuples(index=False)
+                          if t.reason is None and t.pvalue_method == "asymptotic"
+                          and t.n < analysis.SMALL_N}))
     return SpearmanView((study, model, dataset), metric, alpha, tuple(rows), views,
                         tuple(premise), finished, int(len(cells)), small, analysis.SMALL_N)
 

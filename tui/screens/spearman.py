@@ -113,7 +113,7 @@ def premise(view: SpearmanView) -> Text:
 def summary_line(view: SpearmanView) -> Text:
     text = Text()
     text.append(f"{view.finished} of {view.total} cells finished", style="bold")
-    text.append(f" · α = {view.alpha:g} (asymptotic p) · ")
+    text.append(f" · α = {view.alpha:g} (p: exact below n = 10, asymptotic above) · ")
     text.append("green", style="bold green")
     text.append(" significant as the paper predicts · ")
     text.append("red", style="bold red")
