@@ -194,6 +194,7 @@ def cmd_report(args) -> int:
 
         text += "\n" + render_bounds_section(args.db, study=args.study)
     if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(text)
         print(f"wrote {args.output}")
     else:

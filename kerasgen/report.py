@@ -57,9 +57,12 @@ def display_name(name: str) -> str:
     """Human name of a model or data set: ``resnet110`` -> ``ResNet-110``,
     ``vgg19`` -> ``VGG-19``, ``cifar100`` -> ``CIFAR-100``; others unchanged."""
     lowered = str(name).lower()
+    m = re.fullmatch(r"vgg[-_]?(\d+)(_nobn)?(?:_w(\d+))?", lowered)
+    if m:
+        extras = (["no BN"] if m.group(2) else []) + ([f"width {m.group(3)}"] if m.group(3) else [])
+        return f"VGG-{m.group(1)}" + (f" ({', '.join(extras)})" if extras else "")
     for pattern, pretty in (
         (r"resnet[-_]?(\d+)", "ResNet-{}"),
-        (r"vgg[-_]?(\d+)", "VGG-{}"),
         (r"cifar[-_]?(\d+)", "CIFAR-{}"),
     ):
         m = re.fullmatch(pattern, lowered)
