@@ -30,7 +30,7 @@ import numpy as np
 from kerasgen import data as data_lib
 from kerasgen.callbacks import SQLiteLogger
 from kerasgen.models import build_model, copies_of, copy_name, packed
-from kerasgen.models.fused import fused, unfuse_weights
+from kerasgen.models.fused import fused, fused_weights, unfuse_weights
 from kerasgen.spec import Spec
 from kerasgen.store import Claim, ClaimLost, Store
 
@@ -110,38 +110,81 @@ def _atomic_write_text(path: Path, text: str) -> None:
 # ---------------------------------------------------------------- the packed model
 
 class PackedSGD(keras.optimizers.SGD):
-    """SGD for a packed model: ``learning_rate`` 1.0 (the cells' learning rates are the
-    loss weights), and coupled weight decay ``g += weight_decay * w`` scaled by each
-    copy's learning rate (PyTorch's semantics; Keras's own ``weight_decay`` is
-    decoupled and would ignore the per-copy learning rates).
+    """Plain SGD for K independent copies, each with its own learning rate.
 
-    ``decay_by_variable`` maps ``id(variable)`` of each trainable variable to its
-    copy's ``learning_rate * weight_decay`` (variable paths do not name the copy) — a
-    number, or for the fused layout an array broadcastable to the variable (each copy's
-    slice scaled by its own learning rate).
+    The copies' losses are summed unweighted, so the gradient of copy k's variables is
+    its own ``grad loss_k``; this optimizer then applies ``w -= lr_k * g`` (Keras's SGD
+    update, momentum included) with ``lr_k`` the learning rate of the copy that owns
+    the variable. That is the update of ``SGD(learning_rate=lr_k)`` on copy k alone,
+    the same operation on the same numbers, so a pack matches separate runs bit for bit
+    for any learning rates. (DESIGN.md's formulation, loss ``sum_k lr_k * loss_k`` with
+    ``SGD(1.0)``, computes the same update but rounds differently except for
+    power-of-two rates.) The learning rates are optimizer state (``copy_learning_rates``),
+    so one compiled pack is reused for the next pack of the same shape: Keras/TensorFlow
+    leak ~40 MB for every model built and compiled in a process.
+
+    Weight decay (off by default) is coupled, as PyTorch's: ``g += weight_decay * w``
+    before the copy's learning rate applies (Keras's own ``weight_decay`` is decoupled).
+
+    ``copy_of_variable`` maps ``id(variable)`` to the copy that owns it: an int, or for
+    the fused layout an integer array broadcastable to the variable (copy index per
+    slice).
     """
 
-    def __init__(self, decay_by_variable: dict | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.decay_by_variable = dict(decay_by_variable or {})
-        self._decay_by_index: list = []
+    def __init__(self, learning_rates: list[float], copy_of_variable: dict,
+                 momentum: float = 0.0, weight_decay: float = 0.0, **kwargs):
+        super().__init__(learning_rate=1.0, momentum=momentum, **kwargs)
+        self.initial_learning_rates = [float(lr) for lr in learning_rates]
+        self.copy_of_variable = dict(copy_of_variable)
+        self.coupled_weight_decay = float(weight_decay)
+        self._copy_by_index: list = []
 
     def build(self, variables):
         super().build(variables)
-        self._decay_by_index = [self.decay_by_variable.get(id(v)) for v in variables]
-        if self.decay_by_variable and all(d is None for d in self._decay_by_index):
-            raise RuntimeError("weight decay is set but matches none of the variables")
+        missing = [v.path for v in variables if id(v) not in self.copy_of_variable]
+        if missing:
+            raise RuntimeError(f"variables of no copy in a packed model: {missing[:3]}")
+        self._copy_by_index = [self.copy_of_variable[id(v)] for v in variables]
+        # An initializer, not an assign: Keras may build the optimizer symbolically,
+        # where assignments are not applied.
+        rates = list(self.initial_learning_rates)
+        self.copy_learning_rates = self.add_variable(
+            shape=(len(rates),),
+            initializer=lambda shape, dtype=None: keras.ops.convert_to_tensor(rates, dtype=dtype),
+            dtype=variables[0].dtype if variables else None, name="copy_learning_rates")
+
+    def set_learning_rates(self, learning_rates: list[float]) -> None:
+        import numpy as np
+
+        self.copy_learning_rates.assign(
+            np.asarray(learning_rates, dtype=self.copy_learning_rates.dtype))
 
     def update_step(self, gradient, variable, learning_rate):
-        if self._decay_by_index:
-            decay = self._decay_by_index[self._get_variable_index(variable)]
-            if decay is not None:
-                gradient = keras.ops.add(
-                    gradient, keras.ops.multiply(variable, keras.ops.cast(decay, variable.dtype)))
-        super().update_step(gradient, variable, learning_rate)
+        owner = self._copy_by_index[self._get_variable_index(variable)]
+        rate = keras.ops.cast(keras.ops.take(self.copy_learning_rates, owner), variable.dtype)
+        if self.coupled_weight_decay:
+            gradient = keras.ops.add(gradient, keras.ops.multiply(
+                variable, keras.ops.cast(self.coupled_weight_decay, variable.dtype)))
+        super().update_step(gradient, variable, rate)
 
 
 LAYOUTS = ("branches", "fused")
+
+
+def _copy_owners(net: keras.Model, layout: str, k: int) -> dict:
+    """id(variable) -> the copy that owns it (an int, or per-slice indices when fused)."""
+    import numpy as np
+
+    if layout == "branches":
+        return {id(v): i for i, net_i in enumerate(copies_of(net)) for v in net_i.trainable_variables}
+    owners = {}
+    classifier = {id(v) for v in net.get_layer("classifier").trainable_variables}
+    for v in net.trainable_variables:
+        if id(v) in classifier:  # (K, ...) arrays: copy i is index i
+            owners[id(v)] = np.arange(k).reshape((k,) + (1,) * (len(v.shape) - 1))
+        else:  # channels: copy i owns the i-th block of the last axis
+            owners[id(v)] = np.repeat(np.arange(k), v.shape[-1] // k)
+    return owners
 
 
 def build_pack(model: str, ds: data_lib.Dataset, learning_rates: list[float],
@@ -155,8 +198,6 @@ def build_pack(model: str, ds: data_lib.Dataset, learning_rates: list[float],
     plain SGD would. ``synchronized_bn``: batch statistics all-reduced across replicas
     (for a MirroredStrategy), so they are those of the global batch, as on one device.
     """
-    import numpy as np
-
     k = len(learning_rates)
     if layout == "fused":
         net = fused(model, k, ds.num_classes, ds.input_shape, initial_weights=weights)
@@ -170,29 +211,65 @@ def build_pack(model: str, ds: data_lib.Dataset, learning_rates: list[float],
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.synchronized = True  # read at call time by BatchNormalization._moments
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    decay: dict = {}
-    if weight_decay:
-        rates = [lr * weight_decay for lr in learning_rates]
-        if layout == "branches":
-            for net_k, rate in zip(copies_of(net), rates):
-                decay.update({id(v): rate for v in net_k.trainable_variables})
-        else:
-            classifier = {id(v) for v in net.get_layer("classifier").trainable_variables}
-            for v in net.trainable_variables:
-                if id(v) in classifier:  # (K, ...) arrays: copy k is index k
-                    decay[id(v)] = np.asarray(rates).reshape((k,) + (1,) * (len(v.shape) - 1))
-                else:  # channels: copy k owns the k-th block of the last axis
-                    decay[id(v)] = np.repeat(rates, v.shape[-1] // k)
-    optimizer = PackedSGD(learning_rate=1.0, momentum=float(momentum), decay_by_variable=decay)
+    optimizer = PackedSGD(learning_rates, _copy_owners(net, layout, k),
+                          momentum=float(momentum), weight_decay=float(weight_decay))
     net.compile(
         optimizer=optimizer,
         loss={copy_name(i): loss for i in range(k)},
-        loss_weights={copy_name(i): float(lr) for i, lr in enumerate(learning_rates)},
         metrics={copy_name(i): ["accuracy"] for i in range(k)},
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
     )
+    net.pack_layout = layout  # read by reset_pack / cell_weights callers
     return net
+
+
+def reset_pack(net: keras.Model, weights: list, learning_rates: list[float]) -> None:
+    """Make a compiled pack start over: every copy at ``weights``, optimizer state
+    (iterations, momentum) zero, the given learning rates. Equivalent to a new
+    ``build_pack`` without building or compiling anything."""
+    import numpy as np
+
+    k = len(learning_rates)
+    if net.pack_layout == "fused":
+        net.set_weights(fused_weights([weights] * k, net))
+    else:
+        for net_i in copies_of(net):
+            net_i.set_weights(weights)
+    optimizer = net.optimizer
+    if optimizer.built:
+        optimizer.iterations.assign(0)
+        for momentum in getattr(optimizer, "momentums", None) or []:
+            momentum.assign(np.zeros(momentum.shape, dtype=momentum.dtype))
+        optimizer.set_learning_rates(learning_rates)
+    else:
+        optimizer.initial_learning_rates = [float(lr) for lr in learning_rates]
+
+
+class PackCache:
+    """One compiled pack kept for the next pack of the same shape (model, data, K,
+    layout, compile options): reset instead of rebuilt (see ``PackedSGD``)."""
+
+    def __init__(self):
+        self.key = None
+        self.net = None
+
+    def get(self, key, build, weights, learning_rates) -> keras.Model:
+        if self.key == key and self.net is not None:
+            reset_pack(self.net, weights, learning_rates)
+            return self.net
+        self.clear()
+        self.net, self.key = build(), key
+        return self.net
+
+    def clear(self) -> None:
+        if self.net is not None:
+            self.net, self.key = None, None
+            keras.backend.clear_session(free_memory=True)
+            gc.collect()
+
+
+PACKS = PackCache()
 
 
 def cell_weights(net: keras.Model, layout: str) -> list[list]:
@@ -314,9 +391,7 @@ class PackLogger(SQLiteLogger):
     def __init__(self, store: Store, claim: Claim, cell_ids: list[int], spec: Spec,
                  checkpoint: PackCheckpoint, active: list[bool], history: dict,
                  lost: threading.Event, layout: str = "branches"):
-        # A pack of one logs lr * loss as "loss" (see split_logs): divide lr out.
-        lr = store.cell(cell_ids[0])["learning_rate"] if len(cell_ids) == 1 else 1.0
-        super().__init__(store, cell=cell_ids, claim=claim, loss_weight=float(lr))
+        super().__init__(store, cell=cell_ids, claim=claim)
         self.spec = spec
         self.layout = layout
         self.checkpoint = checkpoint
@@ -452,10 +527,20 @@ def train_pack(store: Store, claim: Claim, spec: Spec, ds: data_lib.Dataset,
     # A resumed pack keeps the layout its checkpoint was written in.
     layout = meta.get("layout", "branches") if meta is not None else resolve_layout(options.layout)
     strategy = mirrored_strategy() if options.mirrored else None
+    def build():
+        return build_pack(model_name, ds, learning_rates, weights, training.momentum,
+                          training.weight_decay, jit, options.steps_per_execution,
+                          synchronized_bn=strategy is not None, layout=layout)
+
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        model = build_pack(model_name, ds, learning_rates, weights, training.momentum,
-                           training.weight_decay, jit, options.steps_per_execution,
-                           synchronized_bn=strategy is not None, layout=layout)
+        if strategy is not None:
+            PACKS.clear()
+            model = build()
+        else:
+            key = (keras.backend.backend(), keras.config.floatx(), model_name, ds.name,
+                   ds.input_shape, ds.num_classes, len(learning_rates), layout, jit,
+                   options.steps_per_execution, training.momentum, training.weight_decay)
+            model = PACKS.get(key, build, weights, learning_rates)
         if meta is not None:
             checkpoint.restore(model, meta)
             print(f"kerasgen: resuming pack {claim.pack_id} ({model_name}, batch {batch_size}) "
@@ -487,9 +572,10 @@ def train_pack(store: Store, claim: Claim, spec: Spec, ds: data_lib.Dataset,
         )
     finally:
         heartbeat.stop()
-        del model
-        keras.backend.clear_session(free_memory=True)
-        gc.collect()
+        if strategy is not None:
+            del model
+            keras.backend.clear_session(free_memory=True)
+            gc.collect()
     if heartbeat.lost.is_set():
         raise ClaimLost(f"pack {claim.pack_id} was taken over by another worker")
     return {"pack_id": claim.pack_id, "epochs": spec.epochs - initial_epoch,

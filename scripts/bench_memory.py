@@ -26,6 +26,9 @@ def main() -> int:
     parser.add_argument("--packs", type=int, default=50)
     parser.add_argument("--copies", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--same-batch-size", action="store_true",
+                        help="every pack at batch size 16 (more learning rates instead); "
+                             "by default each pack has its own batch size, the worst case")
     args = parser.parse_args()
 
     import psutil
@@ -36,11 +39,15 @@ def main() -> int:
     from kerasgen.train import RunOptions, prepare_dataset, train_pack
 
     process = psutil.Process()
-    lrs = tuple(0.01 * (i + 1) for i in range(args.copies))
-    # One batch size per pack: every pack is a new model, a new graph, a new fit.
+    if args.same_batch_size:
+        batch_sizes = (16,)
+        lrs = tuple(round(0.001 * (i + 1), 6) for i in range(args.copies * args.packs))
+    else:
+        # One batch size per pack: every pack a new input shape for the compiled step.
+        batch_sizes = tuple(range(8, 8 + args.packs))
+        lrs = tuple(0.01 * (i + 1) for i in range(args.copies))
     spec = Spec(name="memory", models=("resnet8",), datasets=("synthetic-8-1-10-128",),
-                batch_sizes=tuple(range(8, 8 + args.packs)), learning_rates=lrs,
-                epochs=args.epochs)
+                batch_sizes=batch_sizes, learning_rates=lrs, epochs=args.epochs)
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "memory.db"
         options = RunOptions(pack_size=args.copies, data_dir=tmp)
