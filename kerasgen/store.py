@@ -25,6 +25,7 @@ import math
 import os
 import socket
 import sqlite3
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -244,6 +245,56 @@ INSPECT_ATTEMPTS = 5
 INSPECT_RETRY_SECONDS = 0.02
 
 
+# Store files this process has SQLite connections to (resolved path -> count).
+# SQLite's locks are POSIX advisory locks, which belong to the process: closing ANY file
+# descriptor on the database file drops all of them (SQLite's "how to corrupt a
+# database", section 2.2). So the raw header read below must never happen while this
+# process has the file open through SQLite: a dashboard thread or a heartbeat opening
+# a second connection would silently release the worker's locks (seen as "disk I/O
+# error" in readers). While a connection is open here, the file was already inspected,
+# and it is looked at through SQLite only.
+_OPEN_HERE: dict[str, int] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def _key(path: Path) -> str:
+    return os.path.realpath(path)
+
+
+def _track(path: Path, delta: int) -> None:
+    with _OPEN_LOCK:
+        key = _key(path)
+        count = _OPEN_HERE.get(key, 0) + delta
+        if count > 0:
+            _OPEN_HERE[key] = count
+        else:
+            _OPEN_HERE.pop(key, None)
+
+
+def _open_here(path: Path) -> bool:
+    with _OPEN_LOCK:
+        return _key(path) in _OPEN_HERE
+
+
+class TrackedConnection(sqlite3.Connection):
+    """A connection that tells ``inspect_store`` while it holds the file open."""
+
+    def close(self) -> None:
+        tracked = getattr(self, "_tracked_path", None)
+        super().close()
+        if tracked is not None:
+            self._tracked_path = None
+            _track(tracked, -1)
+
+
+def _connect(path: Path, uri: str | None = None, **kwargs) -> sqlite3.Connection:
+    conn = sqlite3.connect(uri or path, uri=uri is not None, factory=TrackedConnection,
+                           timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, **kwargs)
+    conn._tracked_path = Path(path)
+    _track(Path(path), +1)
+    return conn
+
+
 def inspect_store(path: str | os.PathLike) -> dict:
     """Look at a file without changing it: {"exists", "empty", "user_version", ...}.
 
@@ -252,6 +303,8 @@ def inspect_store(path: str | os.PathLike) -> dict:
     beside the file (no -wal/-shm) when nobody has it open.
     """
     path = Path(path)
+    if path.exists() and _open_here(path):
+        return _inspect_through_sqlite(path)
     for attempt in range(INSPECT_ATTEMPTS):
         try:
             return _inspect_once(path)
@@ -260,6 +313,30 @@ def inspect_store(path: str | os.PathLike) -> dict:
                 raise StoreError(str(exc)) from exc.__cause__
             time.sleep(INSPECT_RETRY_SECONDS * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _inspect_through_sqlite(path: Path) -> dict:
+    """Inspection of a file this process already has open through SQLite (so it was
+    inspected when first opened): version and application id, no raw file access."""
+    conn = sqlite3.connect(_ro_uri(path), uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        user_version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} cannot be read ({exc}).") from exc
+    finally:
+        conn.close()
+    if application_id == 0 and user_version == 0:
+        return {"exists": True, "empty": True, "user_version": 0}
+    if application_id != APPLICATION_ID:
+        raise StoreError(f"{path} is a SQLite database of another application, not a "
+                         "kerasgen store. Use a new file name for the store.")
+    if user_version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} was written by a newer kerasgen (schema version {user_version}; this "
+            f"kerasgen understands up to {SCHEMA_VERSION}). Upgrade kerasgen "
+            "(pip install -U kerasgen); the file has not been modified.")
+    return {"exists": True, "empty": False, "user_version": user_version}
 
 
 def _inspect_once(path: Path) -> dict:
@@ -397,8 +474,7 @@ def connect_readonly(path: str | os.PathLike) -> sqlite3.Connection:
     if info["user_version"] < SCHEMA_VERSION:
         # Readers never migrate; the views they use exist since version 1.
         pass
-    conn = sqlite3.connect(_ro_uri(Path(path)), uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
-                           check_same_thread=False)
+    conn = _connect(Path(path), uri=_ro_uri(Path(path)))
     _configure(conn)
     return conn
 
@@ -429,8 +505,7 @@ class Store:
             raise StoreError(f"{self.path} does not exist.")
         if not info["exists"]:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
-                                    isolation_level=None, check_same_thread=False)
+        self.conn = _connect(self.path, isolation_level=None)
         _configure(self.conn)
         _enable_wal(self.conn, self.path)
         self.conn.execute("PRAGMA synchronous = NORMAL")

@@ -962,3 +962,36 @@ def test_cells_running_outside_any_pack_are_never_handed_out_as_an_empty_stale_c
     claim = store.claim_pack(study_id, ELSEWHERE_A, pack_size=4, stale_seconds=1)
     assert claim is not None and claim.cell_ids == [2] and not claim.resumed
     assert store.claim_pack(study_id, ELSEWHERE_B, pack_size=4, stale_seconds=1) is None
+
+
+def test_a_second_connection_opened_and_closed_in_the_same_process_leaves_the_wal_alone(
+        tmp_path):
+    # SQLite's locks are POSIX locks owned by the process: closing any descriptor on the
+    # file drops them all. If opening a second Store (a heartbeat thread, the progress
+    # display) read the file behind SQLite's back, the writer's shared lock would vanish;
+    # the second connection's close would then believe it was the last one, checkpoint
+    # and delete the -wal and -shm under the writer's feet ("disk I/O error" after).
+    from kerasgen.store import Store, connect_readonly, load_results
+
+    db = tmp_path / "locks.db"
+    writer = Store(db)
+    study = writer.create_study("s", {"a": 1}, [dict(model="m", dataset="d", batch_size=b,
+                                                     learning_rate=0.1, seed=0)
+                                                for b in (1, 2)], {})
+    claim = writer.claim_pack(study, "w", 1)
+    writer.record_epoch(claim.cell_ids[0], 0, {"train_loss": 1.0}, claim=claim)
+    for _ in range(3):
+        Store(db).close()
+        connect_readonly(db).close()
+    # Another process (sqlite3 by hand, a dashboard) opens and closes the store: it must
+    # see that this process still has it open, and leave the -wal and -shm alone.
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", "import sqlite3; c = sqlite3.connect("
+                    f"{str(db)!r}); c.execute('SELECT COUNT(*) FROM epochs').fetchone(); "
+                    "c.close()"], check=True, timeout=60)
+    assert (tmp_path / "locks.db-shm").exists() and (tmp_path / "locks.db-wal").exists()
+    writer.record_epoch(claim.cell_ids[0], 1, {"train_loss": 0.5}, claim=claim)
+    assert load_results(db)["epochs_done"].tolist() == [2, 0]
+    writer.close()
