@@ -237,13 +237,14 @@ def stationary_covariance(
 
     ``discrete=False`` (the paper, eq. 17): the OU / Lyapunov solution of
     ``Sigma A + A Sigma = (eta/|S|) C``
-    (``scipy.linalg.solve_continuous_lyapunov(a, q)`` solves ``a X + X a^H = q``, so
-    ``a = A``, ``q = (eta/|S|) C`` -- A symmetric makes the two forms identical).
+    (solved in A's eigenbasis; ``scipy.linalg.solve_continuous_lyapunov`` gives the
+    same, slower).
 
     ``discrete=True``: the exact stationary covariance of the SGD recursion (eq. 13)
     ``theta_{t+1} = (I - eta A) theta_t + noise``, ``noise ~ N(0, (eta^2/|S|) C)``:
     ``Sigma = (I - eta A) Sigma (I - eta A)^T + (eta^2/|S|) C``
-    (``scipy.linalg.solve_discrete_lyapunov``).  Equivalent to
+    (solved in A's eigenbasis, as ``scipy.linalg.solve_discrete_lyapunov`` would).
+    Equivalent to
     ``A Sigma + Sigma A - eta A Sigma A = (eta/|S|) C``: eq. (17) plus an O(eta) term.
     Requires ``eta < 2/lambda_max(A)``; beyond that SGD diverges (no stationary law).
 
@@ -261,11 +262,20 @@ def stationary_covariance(
                 f"SGD diverges along the sharpest direction and has no stationary "
                 f"distribution; use eta < {limit:.6g} or discrete=False"
             )
-        M = np.eye(d) - eta * A
-        sigma = scipy.linalg.solve_discrete_lyapunov(M, (eta * eta / bs) * C)
+    # A is symmetric positive definite, so both equations diagonalize in A's
+    # eigenbasis (A = V diag(l) V^T, C~ = V^T C V): eq. 17 gives
+    # Sigma~_ij = (eta/|S|) C~_ij / (l_i + l_j), the discrete one
+    # Sigma~_ij = (eta^2/|S|) C~_ij / (1 - m_i m_j) with m = 1 - eta l. This equals
+    # scipy's Bartels-Stewart solvers (the tests check the residuals) and takes well
+    # under a second where they took ~12 s at d = 1161 on 2 cores.
+    lam, V = np.linalg.eigh(A)
+    Ct = V.T @ C @ V
+    if discrete:
+        m = 1.0 - eta * lam
+        sigma_t = (eta * eta / bs) * Ct / (1.0 - m[:, None] * m[None, :])
     else:
-        sigma = scipy.linalg.solve_continuous_lyapunov(A, (eta / bs) * C)
-    sigma = np.real_if_close(np.asarray(sigma))
+        sigma_t = (eta / bs) * Ct / (lam[:, None] + lam[None, :])
+    sigma = V @ sigma_t @ V.T
     return (sigma + sigma.T) / 2.0
 
 

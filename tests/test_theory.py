@@ -541,3 +541,24 @@ def test_simulate_sgd_rejects_bad_steps_and_divergent_eta():
 def test_kl_divergence_rejects_non_psd_sigma():
     with pytest.raises(T.TheoryError, match=r"smallest eigenvalue is -1"):
         T.kl_divergence(np.diag([1.0, -1.0]))
+
+
+def test_eigenbasis_solution_equals_scipys_lyapunov_solvers():
+    import scipy.linalg
+
+    rng = np.random.default_rng(11)
+    for d in (3, 8, 20):
+        M = rng.normal(size=(d, d))
+        A = M @ M.T + d * np.eye(d)
+        B = rng.normal(size=(d, d))
+        C = B @ B.T
+        eta, bs = 0.5 / np.linalg.eigvalsh(A).max(), 32
+        continuous = T.stationary_covariance(A, C, eta, bs)
+        np.testing.assert_allclose(
+            continuous, scipy.linalg.solve_continuous_lyapunov(A, (eta / bs) * C),
+            rtol=1e-9, atol=1e-12 * np.abs(continuous).max())
+        discrete = T.stationary_covariance(A, C, eta, bs, discrete=True)
+        M_ = np.eye(d) - eta * A
+        np.testing.assert_allclose(
+            discrete, scipy.linalg.solve_discrete_lyapunov(M_, (eta * eta / bs) * C),
+            rtol=1e-9, atol=1e-12 * np.abs(discrete).max())
