@@ -81,6 +81,13 @@ class StoreWriter:
     def epoch_count(self) -> int:
         return self.store.conn.execute("SELECT COUNT(*) FROM epochs").fetchone()[0]
 
+    def running_packs(self) -> dict[str, tuple[int | None, int]]:
+        """Packs in training now: pack id -> (pid of its task, fewest epochs done)."""
+        rows = self.store.conn.execute(
+            "SELECT pack_id, MIN(epochs_done) FROM cells WHERE status = 'running' "
+            "AND pack_id IS NOT NULL GROUP BY pack_id").fetchall()
+        return {pack: (self.pids.get(pack), done) for pack, done in rows}
+
 
 class RemoteStore:
     """What ``train_pack`` needs of a store, forwarded to the ``StoreWriter`` actor."""

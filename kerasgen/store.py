@@ -983,7 +983,8 @@ def load_results(db, study: str | None = None) -> pd.DataFrame:
                "c.learning_rate, c.seed, c.batch_size / c.learning_rate AS ratio, c.status, "
                "c.best_test_accuracy, c.best_epoch, c.final_train_accuracy, "
                "c.final_train_loss, c.final_test_accuracy, c.final_test_loss, c.epochs_done, "
-               "c.diverged_epoch, c.error, c.worker, c.pack_id, c.heartbeat_at, c.started_at,"
+               "c.diverged_epoch, c.error, c.worker, c.pack_id, c.attempts, c.failures, "
+               "c.heartbeat_at, c.started_at,"
                " c.finished_at, c.updated_at FROM cells c JOIN studies s USING (study_id)")
         params: tuple = ()
         if study is not None:

@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-
 import time
 import traceback
 from dataclasses import asdict
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from kerasgen import runtime
 from kerasgen.spec import Spec, from_dict
-from kerasgen.store import ClaimLost, Store, StoreError
+from kerasgen.store import ClaimLost, Store, StoreError, utc_now
 from kerasgen.train import RunOptions
 
 
@@ -62,6 +61,7 @@ def worker_loop(db_path: str | Path, study: str, options: RunOptions,
     study_id, spec = _spec_of(store, study)
     worker = runtime.worker_name()
     device = runtime.describe_device()
+    record_worker(store, study_id, worker, device, options)
     datasets: dict = {}
     trained = 0
     try:
@@ -99,6 +99,27 @@ def worker_loop(db_path: str | Path, study: str, options: RunOptions,
                 on_pack(summary)
     finally:
         store.close()
+
+
+def record_worker(store: Store, study_id: int, worker: str, device: str,
+                  options: RunOptions) -> None:
+    """Record how this worker trains (device, compile mode, packed layout, oneDNN) in the
+    study's environment: everything that could differ between cells is recorded."""
+    import keras
+
+    from kerasgen.train import resolve_jit_compile, resolve_layout
+
+    store.update_study_environment(study_id, **{f"worker {worker}": {
+        "device": device,
+        "keras_backend": keras.backend.backend(),
+        "jit_compile": resolve_jit_compile(options.jit_compile),
+        "layout": resolve_layout(options.layout),
+        "pack_size": options.pack_size,
+        "steps_per_execution": options.steps_per_execution,
+        "mirrored": options.mirrored,
+        "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+        "started_at": utc_now(),
+    }})
 
 
 def _worker_process(db_path: str, study: str, options_dict: dict, gpu: str | None) -> None:

@@ -64,37 +64,52 @@ def test_ray_backend_gives_the_same_results_as_the_local_backend(local_ray, tmp_
 def test_a_ray_worker_killed_mid_pack_is_retried_and_resumes_without_gaps(local_ray, tmp_path):
     from kerasgen.raybackend import run_study_ray
 
-    spec = tiny_spec(name="k", epochs=6, n_train=256)
+    spec = tiny_spec(name="k", epochs=8, n_train=256)
     db = tmp_path / "killed.db"
     seen: dict = {}
     killed: dict = {}
+    resumed: dict = {}
+    finished = threading.Event()
+
+    def killed_pid():
+        return next(iter(killed.values()))[0]
 
     def remember(writer, pending):
         seen["writer"] = writer
 
     def killer():
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not killed:
+        while time.monotonic() < deadline and not finished.is_set():
             writer = seen.get("writer")
             if writer is not None:
                 try:
-                    epochs = ray.get(writer.epoch_count.remote(), timeout=10)
-                    pids = ray.get(writer.pids_of.remote(), timeout=10)
-                except Exception:  # the actor is gone: the study ended
+                    running = ray.get(writer.running_packs.remote(), timeout=10)
+                except ray.exceptions.GetTimeoutError:  # a loaded machine: ask again
+                    continue
+                except ray.exceptions.RayActorError:  # the actor is gone: the study ended
                     return
-                # Kill after a pack has committed some epochs, long before its last.
-                if epochs >= 2 and pids:
-                    pack_id, pid = sorted(pids.items())[0]
-                    os.kill(pid, signal.SIGKILL)
-                    killed[pack_id] = (pid, epochs)
-                    return
-            time.sleep(0.05)
+                if not killed:
+                    # Kill a pack that has committed epochs, long before its last.
+                    for pack_id, (pid, done) in sorted(running.items()):
+                        if pid is not None and 1 <= done <= spec.epochs - 3:
+                            os.kill(pid, signal.SIGKILL)
+                            killed[pack_id] = (pid, done)
+                            break
+                else:
+                    # Then watch for the retry: the same pack, trained by another process.
+                    pack_id = next(iter(killed))
+                    pid = running.get(pack_id, (None, 0))[0]
+                    if pid is not None and pid != killed[pack_id][0]:
+                        resumed[pack_id] = pid
+                        return
+            time.sleep(0.02)
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     counts = run_study_ray(spec, db, RunOptions(pack_size=2, data_dir=str(tmp_path),
                                                 max_attempts=3),
                            progress=False, on_submitted=remember)
+    finished.set()
     thread.join(timeout=30)
     assert killed, "no worker was killed: the test did not exercise a retry"
     assert counts == {"pending": 0, "running": 0, "done": 4, "diverged": 0, "failed": 0}
@@ -104,6 +119,8 @@ def test_a_ray_worker_killed_mid_pack_is_retried_and_resumes_without_gaps(local_
     assert not got.duplicated(["batch_size", "learning_rate", "epoch"]).any()
     run_local(spec, tmp_path / "reference.db", tmp_path)
     assert got.equals(rows(tmp_path / "reference.db"))
+    # The killed pack was resumed by a new process (Ray retried the task).
+    assert set(resumed) == set(killed) and resumed[next(iter(killed))] != killed_pid()
 
 
 def test_a_restarted_driver_submits_only_unfinished_packs(local_ray, tmp_path):

@@ -295,7 +295,7 @@ def test_a_cell_mirrored_on_two_devices_with_synchronized_bn_matches_one_device(
     assert single[0]["train_loss"] > 1.0
 
 
-def _backend_run(backend: str, tmp_path, init_from=None):
+def _backend_run(backend: str, tmp_path, init_from=None, labels=None):
     import json
     import subprocess
     import sys
@@ -303,7 +303,8 @@ def _backend_run(backend: str, tmp_path, init_from=None):
 
     script = Path(__file__).parent / "helpers" / "backend_run.py"
     env = {**__import__("os").environ, "KERAS_BACKEND": backend}
-    args = [sys.executable, str(script), str(tmp_path)] + ([str(init_from)] if init_from else [])
+    args = [sys.executable, str(script), str(tmp_path), str(init_from) if init_from else "-"]
+    args += [labels] if labels else []
     run = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
@@ -327,7 +328,7 @@ def test_packed_training_runs_under_the_jax_backend_and_matches_separate_cells(t
     # (XLA's float64 rsqrt in JAX batch norm differs from TensorFlow's at ~1e-7, and
     # training amplifies it, so later epochs are not compared).
     tf_out = _backend_run("tensorflow", tmp_path / "tf",
-                          init_from=tmp_path / "jax-branches.db.checkpoints")
+                          init_from=tmp_path / "jax-branches.db.checkpoints", labels="branches")
     first = [r for r in out["branches"] if r["epoch"] == 0]
     tf_first = [r for r in tf_out["branches"] if r["epoch"] == 0]
     for a, b in zip(first, tf_first):

@@ -2,7 +2,8 @@
 pack of two (branches), one fused pack, and two packs of one — and print each run's
 epoch rows as JSON. The backend must be chosen before Keras is imported.
 
-Usage: backend_run.py TMPDIR [INITIAL_WEIGHTS_DIR]
+Usage: backend_run.py TMPDIR [INITIAL_WEIGHTS_DIR] [LABELS]   (LABELS: comma-separated
+subset of branches,fused,separate; default all three)
 """
 
 import json
@@ -24,12 +25,15 @@ from kerasgen.train import RunOptions  # noqa: E402
 from kerasgen.worker import run_study  # noqa: E402
 
 tmp = sys.argv[1]
-init_from = sys.argv[2] if len(sys.argv) > 2 else None
+init_from = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] != "-" else None
+labels = sys.argv[3].split(",") if len(sys.argv) > 3 else ["branches", "fused", "separate"]
 spec = Spec(name="b", models=("resnet8",), datasets=("synthetic-8-1-10-64",), batch_sizes=(16,),
             learning_rates=(0.05, 0.2), epochs=2, training=Training(dtype="float64"))
 out = {"backend": keras.backend.backend()}
 for label, layout, pack_size in (("branches", "branches", 2), ("fused", "fused", 2),
                                  ("separate", "branches", 1)):
+    if label not in labels:
+        continue
     db = os.path.join(tmp, f"{keras.backend.backend()}-{label}.db")
     init = init_from or (os.path.join(tmp, f"{keras.backend.backend()}-branches.db.checkpoints")
                          if label != "branches" else None)
