@@ -29,6 +29,22 @@ def set_onednn(enabled: bool | None) -> None:
     os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if enabled else "0"
 
 
+def onednn_in_effect() -> bool | None:
+    """Whether TensorFlow is running with oneDNN kernels (None: TensorFlow not loaded).
+
+    ``TF_ENABLE_ONEDNN_OPTS`` unset means TensorFlow decides per CPU: on the Intel Xeon
+    we measured on it is on, on the AMD CPU of the issue it was off, so the variable alone
+    does not say what ran.
+    """
+    if "tensorflow" not in sys.modules:
+        return None
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # a TensorFlow build without the probe
+        return None
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
 def package_version(name: str) -> str | None:
     try:
         return metadata.version(name)

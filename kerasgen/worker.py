@@ -118,6 +118,7 @@ def record_worker(store: Store, study_id: int, worker: str, device: str,
         "steps_per_execution": options.steps_per_execution,
         "mirrored": options.mirrored,
         "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+        "onednn_in_effect": runtime.onednn_in_effect(),
         "started_at": utc_now(),
     }})
 

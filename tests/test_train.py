@@ -271,6 +271,12 @@ def test_spec_training_options_reach_the_optimizer(tmp_path):
 
     recorded = json.loads(stored["spec_json"])["training"]
     assert recorded["momentum"] == 0.9 and recorded["weight_decay"] == 5e-4
+    # How the worker trained is recorded too: what "auto" resolved to on this device.
+    env = json.loads(stored["environment_json"])
+    (worker,) = [v for k, v in env.items() if k.startswith("worker ")]
+    assert worker["jit_compile"] is False and worker["layout"] == "branches"
+    assert worker["keras_backend"] == "tensorflow" and worker["pack_size"] == 1
+    assert isinstance(worker["onednn_in_effect"], bool)
 
 
 def test_a_cell_mirrored_on_two_devices_with_synchronized_bn_matches_one_device(tmp_path):
