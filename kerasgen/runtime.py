@@ -90,7 +90,20 @@ def describe_device() -> str:
             details = tf.config.experimental.get_device_details(gpu)
             names.append(details.get("device_name", gpu.name))
         return f"{len(gpus)} GPU: " + ", ".join(names)
-    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    return f"CPU ({cpu_model()}, {os.cpu_count()} cores)"
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name where the OS says it (Linux), else the architecture:
+    oneDNN's default and its speed-up differ between CPU vendors."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def worker_name() -> str:

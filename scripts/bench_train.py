@@ -58,7 +58,7 @@ def parse_args():
 def machine_lines() -> list[str]:
     import keras
 
-    from kerasgen.runtime import describe_device, environment_facts
+    from kerasgen.runtime import describe_device, environment_facts, onednn_in_effect
 
     facts = environment_facts()
     lines = [
@@ -66,7 +66,8 @@ def machine_lines() -> list[str]:
         f"device: {describe_device()}",
         f"python {facts['python']}, keras {facts['keras']} (backend {keras.backend.backend()}), "
         f"tensorflow {facts['tensorflow']}",
-        f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(unset)')}",
+        f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(unset)')}"
+        f" (oneDNN in effect: {onednn_in_effect()})",
     ]
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -92,22 +93,27 @@ def build(model: str, layout: str, copies: int, shape, jit: bool):
     return build_pack(model, ds, lrs, single.get_weights(), jit_compile=jit, layout=layout)
 
 
-def time_training(net, batch_size: int, steps: int, repeats: int, copies: int, shape):
+def training_batches(batch_size: int, steps: int, copies: int, shape):
     import numpy as np
 
     rng = np.random.default_rng(0)
     x = rng.random((batch_size * steps, *shape), dtype=np.float32)
     y = rng.integers(0, 10, batch_size * steps)
-    ys = [y] * copies if copies > 1 else y
+    return x, ([y] * copies if copies > 1 else y)
+
+
+def time_one_fit(net, batch_size: int, x, ys, copies: int) -> float:
+    """Model-images per second of one epoch over (x, ys)."""
+    started = time.perf_counter()
+    net.fit(x, ys, batch_size=batch_size, epochs=1, verbose=0, shuffle=False)
+    return copies * len(x) / (time.perf_counter() - started)
+
+
+def warm_up(net, batch_size: int, x, ys, copies: int) -> None:
+    """Compile (and, with XLA, JIT) the step outside the timed fits."""
     warm = batch_size * 2
     net.fit(x[:warm], [t[:warm] for t in ys] if copies > 1 else ys[:warm],
-            batch_size=batch_size, epochs=1, verbose=0, shuffle=False)  # compile
-    rates = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        net.fit(x, ys, batch_size=batch_size, epochs=1, verbose=0, shuffle=False)
-        rates.append(copies * batch_size * steps / (time.perf_counter() - started))
-    return rates
+            batch_size=batch_size, epochs=1, verbose=0, shuffle=False)
 
 
 def train_flops_per_image(model: str, shape) -> float:
@@ -128,33 +134,47 @@ def train_flops_per_image(model: str, shape) -> float:
 
 
 def bench_training(args, shape):
-    import keras
-
+    """Every configuration is built and warmed up first; then each repeat times one fit of
+    every configuration in turn (interleaved), so a slow phase of a shared machine slows
+    all of them alike instead of biasing whichever ran during it."""
     copies = [int(k) for k in args.copies.split(",")]
     layouts = args.layouts.split(",")
     jits = [j == "on" for j in args.jit.split(",")]
-    results = {}
     print(f"\n## training: {args.model}, batch {args.batch_size}, {args.steps} steps x "
-          f"{args.repeats} repeats (model-images/s = copies x images/s)")
-    print(f"{'layout':9s} {'jit':4s} {'K':>3s} {'min':>9s} {'median':>9s} {'x K=1':>7s}")
+          f"{args.repeats} interleaved repeats (model-images/s = copies x images/s)")
+    configs = {}
+    for layout in layouts:
+        for jit in jits:
+            for k in copies:
+                try:
+                    net = build(args.model, layout, k, shape, jit)
+                    x, ys = training_batches(args.batch_size, args.steps, k, shape)
+                    warm_up(net, args.batch_size, x, ys, k)
+                except Exception as exc:  # report and go on (e.g. a layout a backend lacks)
+                    print(f"{layout:9s} {'on' if jit else 'off':4s} {k:3d}  failed: "
+                          f"{type(exc).__name__}: {str(exc)[:120]}", flush=True)
+                    continue
+                configs[(layout, jit, k)] = (net, x, ys, [])
+    print(f"(built and compiled {len(configs)} configurations)", flush=True)
+    for _ in range(args.repeats):
+        for (layout, jit, k), (net, x, ys, rates) in configs.items():
+            rates.append(time_one_fit(net, args.batch_size, x, ys, k))
+    print(f"{'layout':9s} {'jit':4s} {'K':>3s} {'min':>9s} {'median':>9s} {'max':>9s} "
+          f"{'x K=1 (median)':>15s} {'x K=1 (max)':>12s}")
+    results = {}
     for layout in layouts:
         for jit in jits:
             base = None
             for k in copies:
-                try:
-                    net = build(args.model, layout, k, shape, jit)
-                    rates = time_training(net, args.batch_size, args.steps, args.repeats, k, shape)
-                except Exception as exc:  # report and go on (e.g. a layout a backend lacks)
-                    print(f"{layout:9s} {'on' if jit else 'off':4s} {k:3d}  failed: "
-                          f"{type(exc).__name__}: {str(exc)[:120]}")
+                if (layout, jit, k) not in configs:
                     continue
-                finally:
-                    keras.backend.clear_session()
-                med = statistics.median(rates)
-                base = med if k == 1 or base is None else base
+                rates = configs[(layout, jit, k)][3]
+                med, best = statistics.median(rates), max(rates)
+                base = base or (med, best)
                 results[(layout, jit, k)] = med
                 print(f"{layout:9s} {'on' if jit else 'off':4s} {k:3d} {min(rates):9.1f} "
-                      f"{med:9.1f} {med / base:7.2f}", flush=True)
+                      f"{med:9.1f} {best:9.1f} {med / base[0]:15.2f} {best / base[1]:12.2f}",
+                      flush=True)
     return results
 
 
@@ -290,26 +310,34 @@ def bench_autotune(args):
 
 
 def onednn_ab(args):
+    """TF_ENABLE_ONEDNN_OPTS is read once, at import: each figure comes from a fresh
+    process, and the two settings alternate (0, 1, 0, 1, ...) so machine noise hits both."""
     import re
     import subprocess
 
-    print("\n## oneDNN: TF_ENABLE_ONEDNN_OPTS=0 vs =1 (fresh processes, branches, jit off)")
-    figures = {}
-    for value in ("0", "1"):
-        env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": value}
-        out = subprocess.run(
-            [sys.executable, __file__, "--model", args.model, "--batch-size",
-             str(args.batch_size), "--copies", "1,8", "--layouts", "branches", "--jit", "off",
-             "--steps", str(args.steps), "--repeats", str(args.repeats), "--input-shape",
-             args.input_shape, "--training-only"], env=env, capture_output=True, text=True)
-        for line in out.stdout.splitlines():
-            match = re.match(r"branches\s+off\s+(\d+)\s+([\d.]+)\s+([\d.]+)", line)
-            if match:
-                figures[(value, int(match.group(1)))] = float(match.group(3))
+    print(f"\n## oneDNN: TF_ENABLE_ONEDNN_OPTS=0 vs =1 ({args.repeats} alternating pairs of "
+          "fresh processes, branches, jit off)")
+    figures: dict = {}
+    for _ in range(args.repeats):
+        for value in ("0", "1"):
+            env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": value}
+            out = subprocess.run(
+                [sys.executable, __file__, "--model", args.model, "--batch-size",
+                 str(args.batch_size), "--copies", "1,8", "--layouts", "branches", "--jit",
+                 "off", "--steps", str(args.steps), "--repeats", "1", "--input-shape",
+                 args.input_shape, "--training-only"], env=env, capture_output=True, text=True)
+            for line in out.stdout.splitlines():
+                match = re.match(r"branches\s+off\s+(\d+)\s+([\d.]+)\s+([\d.]+)", line)
+                if match:
+                    figures.setdefault((value, int(match.group(1))), []).append(
+                        float(match.group(3)))
     for k in (1, 8):
         if ("0", k) in figures and ("1", k) in figures:
-            print(f"K={k}: {figures[('0', k)]:.1f} (off) vs {figures[('1', k)]:.1f} (on) "
-                  f"model-images/s -> on/off = {figures[('1', k)] / figures[('0', k)]:.2f}")
+            off, on = (statistics.median(figures[(v, k)]) for v in ("0", "1"))
+            print(f"K={k}: median {off:.1f} (off) vs {on:.1f} (on) model-images/s -> "
+                  f"on/off = {on / off:.2f}   (off: "
+                  + ", ".join(f"{r:.0f}" for r in figures[("0", k)]) + "; on: "
+                  + ", ".join(f"{r:.0f}" for r in figures[("1", k)]) + ")")
 
 
 def projection(results, args, shape):
