@@ -25,7 +25,7 @@ def _run_options(args):
     jit = {"auto": "auto", "on": True, "off": False}[args.jit_compile]
     extra = {}
     if args.onednn != "default":
-        extra["onednn"] = args.onednn == "on"
+        extra["onednn"] = {"on": True, "off": False, "auto": "auto"}[args.onednn]
     return RunOptions(
         pack_size=args.pack_size, data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir,
         jit_compile=jit, layout=args.layout, stale_seconds=args.stale_seconds, max_attempts=args.max_attempts,
@@ -97,11 +97,13 @@ def cmd_demo(args) -> int:
         if code:
             return code
     else:
+        runtime.set_onednn("auto")
         runtime.quiet_tensorflow()
         from kerasgen.train import RunOptions
         from kerasgen.worker import run_study
 
-        run_study(spec, db, RunOptions(data_dir=args.data_dir), progress=args.progress)
+        run_study(spec, db, RunOptions(data_dir=args.data_dir, extra={"onednn": "auto"}),
+                  progress=args.progress)
     minutes = (time.monotonic() - started) / 60
     from kerasgen.report import render_report, write_figures
     from kerasgen.store import load_results
@@ -279,8 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--layout", choices=("auto", "branches", "fused"), default="auto",
                      help="packed layout: K branches, or copies fused into grouped layers "
                           "(auto: the measured winner for the device)")
-    run.add_argument("--onednn", choices=("default", "on", "off"), default="default",
-                     help="TF_ENABLE_ONEDNN_OPTS for the training processes")
+    run.add_argument("--onednn", choices=("auto", "default", "on", "off"), default="auto",
+                     help="TF_ENABLE_ONEDNN_OPTS for the training processes: auto = on for "
+                          "x86-64 CPUs (measured 1.6x faster) unless already exported; "
+                          "default = TensorFlow's own choice")
     run.add_argument("--steps-per-execution", type=int, default=1)
     run.add_argument("--mirrored", action="store_true",
                      help="train each cell on all local GPUs (MirroredStrategy, sync BN)")
