@@ -17,7 +17,7 @@ from tui.view import ViewState
 if TYPE_CHECKING:
     from tui.data import ProgressView, RunningCell, Snapshot
 
-BAR_WIDTH = 18
+BAR_WIDTH = 12  # the table fits 120 columns with an ETA like "12d 3h"
 COLUMNS = ("study", "model", "dataset", "progress", "pending", "running", "done", "diverged",
            "failed", "epochs/s", "ETA")
 COUNT_STYLES = {"pending": "dim", "running": "yellow", "done": "green", "diverged": "red",
