@@ -37,6 +37,7 @@ def main() -> int:
     from kerasgen.spec import Spec
     from kerasgen.store import Store
     from kerasgen.train import RunOptions, prepare_dataset, train_pack
+    from tensorflow.python.eager import context  # a private API, only to count traces
 
     process = psutil.Process()
     if args.same_batch_size:
@@ -58,7 +59,10 @@ def main() -> int:
         print(f"# {facts['platform']}, python {facts['python']}, TensorFlow {facts['tensorflow']}, "
               f"Keras {facts['keras']}, {facts['cpu_count']} CPUs")
         print(f"# {args.packs} packs x {args.copies} copies of ResNet-8, {args.epochs} epoch(s) each")
-        print("pack  rss_mb  seconds")
+        print(f"# TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(unset)')}; "
+              "'functions' = graph functions registered in TensorFlow's eager context "
+              "(constant = nothing is retraced)")
+        print("pack  rss_mb  seconds  functions")
         rss = []
         for i in range(args.packs):
             started = time.perf_counter()
@@ -66,7 +70,9 @@ def main() -> int:
             assert claim is not None
             train_pack(store, claim, spec, ds, options)
             rss.append(process.memory_info().rss / 2**20)
-            print(f"{i + 1:4d}  {rss[-1]:7.1f}  {time.perf_counter() - started:6.2f}", flush=True)
+            functions = len(context.context().list_function_names())
+            print(f"{i + 1:4d}  {rss[-1]:7.1f}  {time.perf_counter() - started:6.2f}  {functions:9d}",
+                  flush=True)
         store.close()
     if len(rss) >= 10:
         growth = rss[-1] - rss[9]
