@@ -118,7 +118,7 @@ def test_four_processes_claim_every_pack_exactly_once_while_a_readonly_reader_po
     go = tmp_path / "go"
     outs = [tmp_path / f"claims{k}.json" for k in range(4)]
     procs = [subprocess.Popen([sys.executable, str(HELPERS / "claimer.py"), str(db),
-                               str(study_id), str(out), str(go), "2", "2"],
+                               str(study_id), str(out), str(go), "2", "2", "0.01"],
                               env=child_env(), stderr=subprocess.PIPE, text=True)
              for out in outs]
 
@@ -190,7 +190,9 @@ def test_four_processes_claim_every_pack_exactly_once_while_a_readonly_reader_po
             assert not c["resumed"]
             assert len({tuple(g) for g in c["groups"]}) == 1
             assert c["learning_rates"] == sorted(c["learning_rates"])
-    assert sum(1 for r in reports if r["claims"]) >= 3  # the claims really were concurrent
+    # The claims really were concurrent (each pack "trains" 10 ms, so one worker alone
+    # would need 2 s; on a loaded 2-core machine a late starter may still get none).
+    assert sum(1 for r in reports if r["claims"]) >= 2
 
     with Store(db) as store:
         assert store.counts(study_id)["done"] == 400

@@ -1,8 +1,10 @@
 """Subprocess entry point for tests/test_store.py: one worker claiming packs until none is
 left, recording a few epochs per cell and finishing every claimed cell.
 
-    python claimer.py DB STUDY_ID OUT_JSON GO_FILE PACK_SIZE EPOCHS
+    python claimer.py DB STUDY_ID OUT_JSON GO_FILE PACK_SIZE EPOCHS [WORK_SECONDS]
 
+WORK_SECONDS (default 0) is slept per claimed pack, standing in for training, so the
+workers' claims interleave even when the machine schedules them unevenly.
 Waits for GO_FILE to exist (so that all workers start claiming together), then writes
 {"worker", "claims": [{"pack_id", "cell_ids", "resumed"}], "max_op_seconds"} to OUT_JSON.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 
 def main() -> None:
     db, study_id, out, go, pack_size, epochs = sys.argv[1:7]
+    work = float(sys.argv[7]) if len(sys.argv) > 7 else 0.0
     from kerasgen.store import Store
 
     store = Store(db)
@@ -48,6 +51,7 @@ def main() -> None:
                                   for c in claim.cells],
                        "learning_rates": [c["learning_rate"] for c in claim.cells]})
         timed(store.heartbeat, claim)
+        time.sleep(work)
         for cell_id in claim.cell_ids:
             for epoch in range(int(epochs)):
                 logs = {"train_loss": 1.0 / (epoch + 1), "train_accuracy": 0.5,
