@@ -75,12 +75,6 @@ class StoreWriter:
         """Tasks say which process trains them (tests kill it; operators find it)."""
         self.pids[pack_id] = pid
 
-    def pids_of(self) -> dict[str, int]:
-        return dict(self.pids)
-
-    def epoch_count(self) -> int:
-        return self.store.conn.execute("SELECT COUNT(*) FROM epochs").fetchone()[0]
-
     def running_packs(self) -> dict[str, tuple[int | None, int]]:
         """Packs in training now: pack id -> (pid of its task, fewest epochs done)."""
         rows = self.store.conn.execute(
