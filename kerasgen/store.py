@@ -20,6 +20,7 @@ This module imports no TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -513,6 +514,13 @@ class Store:
 
     # -- lifecycle
     def close(self) -> None:
+        # Copy what the WAL holds into the main file before leaving. SQLite does that
+        # itself when the last connection closes, but not when a reader (a dashboard,
+        # always read-only) is still attached: the study would then live partly in
+        # `-wal`, and a user copying the `.db` alone would lose its last results.
+        # PASSIVE never waits for readers or writers; it is best effort.
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         self.conn.close()
 
     def __enter__(self) -> "Store":

@@ -997,3 +997,27 @@ def test_a_second_connection_opened_and_closed_in_the_same_process_leaves_the_wa
     writer.record_epoch(claim.cell_ids[0], 1, {"train_loss": 0.5}, claim=claim)
     assert load_results(db)["epochs_done"].tolist() == [2, 0]
     writer.close()
+
+
+def test_a_closed_writer_leaves_every_commit_in_the_main_file_while_a_reader_watches(tmp_path):
+    # A dashboard (read-only) still attached when the runner finishes: SQLite does not
+    # checkpoint on the writer's close then, and a read-only connection never does.
+    # The results must still be in the `.db` file itself, which is what users copy.
+    db = tmp_path / "runs.db"
+    store, study_id = new_study(db, grid([16], [0.1]))
+    reader = connect_readonly(db)
+    assert reader.execute("SELECT COUNT(*) FROM cells").fetchone()[0] == 1
+    claim = store.claim_pack(study_id, ELSEWHERE_A, 1)
+    cell_id = claim.cell_ids[0]
+    for epoch in range(3):
+        store.record_epoch(cell_id, epoch, {"train_loss": 0.5, "test_accuracy": 0.25 * epoch},
+                           claim=claim)
+    store.finish_cell(cell_id, "done", claim=claim)
+    store.close()
+    reader.close()
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(db.read_bytes())  # the main file alone, without -wal / -shm
+    result = load_results(copy)
+    assert result["status"].tolist() == ["done"]
+    assert result["best_test_accuracy"].tolist() == [0.5]
+    assert len(load_epochs(copy)) == 3
