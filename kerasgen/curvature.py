@@ -392,14 +392,19 @@ class Objective:
                 loss = tf.reduce_sum(per_example(theta, fixed, nt, xb, yb))
             return loss, flat(tape.gradient(loss, theta, unconnected_gradients=zero))
 
+        def summed_gradient(theta, fixed, nt, xb, yb):
+            """Gradient of the summed loss; called under an outer tape that watches
+            ``theta``, which then differentiates it a second time."""
+            with tf.GradientTape() as inner:
+                inner.watch(theta)
+                loss = tf.reduce_sum(per_example(theta, fixed, nt, xb, yb))
+            return inner.gradient(loss, theta, unconnected_gradients=zero)
+
         @tf.function(reduce_retracing=True)
         def hvp_sum(theta, v, fixed, nt, xb, yb):
             with tf.GradientTape() as outer:
                 outer.watch(theta)
-                with tf.GradientTape() as inner:
-                    inner.watch(theta)
-                    loss = tf.reduce_sum(per_example(theta, fixed, nt, xb, yb))
-                g = inner.gradient(loss, theta, unconnected_gradients=zero)
+                g = summed_gradient(theta, fixed, nt, xb, yb)
                 dot = tf.add_n([tf.reduce_sum(a * b) for a, b in zip(g, v)])
             return flat(outer.gradient(dot, theta, unconnected_gradients=zero))
 
@@ -411,10 +416,7 @@ class Objective:
             # it was smaller than the number of rows.)
             with tf.GradientTape() as outer:
                 outer.watch(theta)
-                with tf.GradientTape() as inner:
-                    inner.watch(theta)
-                    loss = tf.reduce_sum(per_example(theta, fixed, nt, xb, yb))
-                g = flat(inner.gradient(loss, theta, unconnected_gradients=zero))
+                g = flat(summed_gradient(theta, fixed, nt, xb, yb))
                 block = g[start:start + rows]
             jac = outer.jacobian(block, theta, unconnected_gradients=zero,
                                  experimental_use_pfor=True)
