@@ -610,12 +610,12 @@ def _clip_round_off(C: np.ndarray) -> np.ndarray:
 
 
 def evaluate_bounds_eig(A: np.ndarray, C: np.ndarray, learning_rate: float, batch_size: float,
-                        n: float, delta: float = 0.05):
+                        n: float, delta: float = 0.05, prior_variance: float = 1.0):
     """:func:`kerasgen.theory.evaluate_bounds` (which solves both Lyapunov equations in
     A's eigenbasis, fast at the sizes used here)."""
     from kerasgen import theory as T
 
-    return T.evaluate_bounds(A, C, learning_rate, batch_size, n, delta)
+    return T.evaluate_bounds(A, C, learning_rate, batch_size, n, delta, prior_variance)
 
 
 # ---------------------------------------------------------------- Lanczos, SLQ, CG
@@ -926,25 +926,27 @@ def _whole_space(obj: Objective, config: CurvatureConfig, lam_max: float, lam_mi
 
 
 def bound_terms(estimate: CurvatureEstimate, learning_rate: float, batch_size: float,
-                n: float, delta: float = 0.05) -> dict:
+                n: float, delta: float = 0.05, prior_variance: float = 1.0) -> dict:
     """:func:`kerasgen.theory.evaluate_bounds` (as :func:`evaluate_bounds_eig`) on the
-    treated A and C, plus (for the matrix-free estimator) the whole-space quantities."""
+    treated A and C, plus (for the matrix-free estimator) the whole-space quantities;
+    the prior is ``N(0, prior_variance * I)`` (the paper's: 1)."""
     report = evaluate_bounds_eig(estimate.A, estimate.C, learning_rate, batch_size, n,
-                                 delta).as_dict()
+                                 delta, prior_variance).as_dict()
     if estimate.eig is not None:
         report["sensitivity"] = projection_sensitivity(
             *estimate.eig, learning_rate, batch_size, n, delta)
     ws = estimate.info.get("whole_space")
     if ws:
         eta, bs, d = float(learning_rate), float(batch_size), estimate.d
+        s2 = float(prior_variance)
         tr = ws["trace_CAinv"]["estimate"]
         whole = {"trace_CAinv": tr, "trace_CAinv_stderr": ws["trace_CAinv"]["stderr"],
-                 "critical_ratio": tr / (2 * d),
-                 "assumption2": bool(d > tr * eta / (2 * bs))}
+                 "critical_ratio": tr / (2 * d * s2),
+                 "assumption2": bool(d > tr * eta / (2 * bs * s2))}
         logdet_sigma = d * math.log(eta / (2 * bs)) + ws["logdet_C"] - ws["logdet_A_damped"]["estimate"]
         whole["logdet_sigma_commuting"] = logdet_sigma
         if math.isfinite(logdet_sigma):
-            kl = 0.5 * (eta / (2 * bs) * tr - d - logdet_sigma)
+            kl = 0.5 * (eta / (2 * bs) * tr / s2 - d + d * math.log(s2) - logdet_sigma)
             whole["kl_commuting"] = kl
             whole["theorem2"] = math.sqrt(max(kl + math.log(1 / delta) + math.log(n) + 2, 0.0)
                                           / (2 * n - 1))

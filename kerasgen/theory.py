@@ -64,6 +64,16 @@ Corollary 1 / Assumption 2 (eq. 19): both bounds depend on eta and |S| only thro
 ``r = |S|/eta``; they decrease in r below ``r* = tr(C A^{-1})/(2d)`` and increase above
 it, and Assumption 2 (``d > tr(C A^{-1}) eta/(2|S|)``) is exactly ``r > r*``.
 
+The prior's scale. The paper fixes ``P = N(0, I)``. Every function here takes
+``prior_variance`` (``s^2``, default 1) for ``P = N(0, s^2 I)``: then
+``KL = 1/2 (tr Sigma / s^2 - d + d log s^2 - log det Sigma)``, Assumption 2 reads
+``d > tr(C A^{-1}) eta / (2 |S| s^2)`` and ``r* = tr(C A^{-1}) / (2 d s^2)``. So whether
+Assumption 2 holds, and where the bound turns from decreasing to increasing in |S|/eta,
+depend on a choice the data do not make: the prior's scale. They also depend on the
+parameterization: rescaling a layer's weights by c (and the next by 1/c, which a ReLU
+network does not notice) changes A, C and tr(C A^{-1}) of the same function, so r* of a
+network is a statement about its coordinates as much as about its predictions.
+
 Caveats
 -------
 * Q is the *stationary* law of SGD around one minimum: it presumes SGD has run long
@@ -202,6 +212,11 @@ def _check_delta(delta: Any) -> float:
     return float(delta)
 
 
+def _check_prior_variance(prior_variance: Any) -> float:
+    return _check_positive("prior_variance", prior_variance, 0.0, True,
+                           "it is the variance s^2 of the prior N(0, s^2 I); the paper's is 1")
+
+
 def _trace_CAinv(A: np.ndarray, C: np.ndarray) -> float:
     """tr(C A^{-1}) = tr(A^{-1} C) via a Cholesky solve."""
     return float(np.trace(scipy.linalg.cho_solve(scipy.linalg.cho_factor(A), C)))
@@ -279,13 +294,15 @@ def stationary_covariance(
     return (sigma + sigma.T) / 2.0
 
 
-def kl_divergence(sigma: Any) -> float:
-    """KL(N(0, Sigma) || N(0, I)) = 1/2 (tr Sigma - d - log det Sigma).
+def kl_divergence(sigma: Any, prior_variance: float = 1.0) -> float:
+    """KL(N(0, Sigma) || N(0, s^2 I)) = 1/2 (tr Sigma / s^2 - d + d log s^2 - log det Sigma)
+    with ``s^2 = prior_variance`` (the paper: 1).
 
     The KL term of McAllester's bound behind eq. (16).  ``log det`` uses
     ``numpy.linalg.slogdet``.  Returns ``math.inf`` when Sigma is (numerically)
-    singular: a degenerate Gaussian is not absolutely continuous w.r.t. N(0, I).
+    singular: a degenerate Gaussian is not absolutely continuous w.r.t. the prior.
     """
+    s2 = _check_prior_variance(prior_variance)
     S = _as_square("sigma", sigma)
     lam = np.linalg.eigvalsh(S)
     if lam[0] < -PSD_RTOL * max(abs(lam[-1]), np.finfo(float).tiny):
@@ -297,19 +314,20 @@ def kl_divergence(sigma: Any) -> float:
     if logdet == -math.inf:
         return math.inf
     d = S.shape[0]
-    return 0.5 * (float(np.trace(S)) - d - logdet)
+    return 0.5 * (float(np.trace(S)) / s2 - d + d * math.log(s2) - logdet)
 
 
-def mcallester_bound(sigma: Any, n: float, delta: float) -> float:
-    """McAllester's PAC-Bayes gap for Q = N(0, Sigma), P = N(0, I):
+def mcallester_bound(sigma: Any, n: float, delta: float, prior_variance: float = 1.0) -> float:
+    """McAllester's PAC-Bayes gap for Q = N(0, Sigma), P = N(0, s^2 I):
 
     ``sqrt( (KL(Q||P) + log(1/delta) + log N + 2) / (2N - 1) )``.
 
-    Eq. (16) is this expression with Sigma from eq. (17).  ``inf`` if KL is infinite.
+    Eq. (16) is this expression with Sigma from eq. (17) and ``s^2 = 1``.  ``inf`` if KL
+    is infinite.
     """
     n_ = _check_n(n)
     delta_ = _check_delta(delta)
-    kl = kl_divergence(sigma)
+    kl = kl_divergence(sigma, prior_variance)
     if math.isinf(kl):
         return math.inf
     return math.sqrt((kl + math.log(1.0 / delta_) + math.log(n_) + 2.0) / (2.0 * n_ - 1.0))
@@ -323,6 +341,7 @@ def theorem1_bound(
     n: float,
     delta: float,
     discrete: bool = False,
+    prior_variance: float = 1.0,
 ) -> float:
     """Square-root term of Theorem 1, eq. (16):
 
@@ -334,12 +353,13 @@ def theorem1_bound(
     module docstring).  With ``discrete=True`` Sigma is the exact discrete-SGD
     covariance and the same McAllester/KL form is used, i.e. the trace term is
     ``2 tr Sigma_discrete`` instead of ``(eta/|S|) tr(C A^-1)``.
-    Returns ``inf`` (vacuous) if Sigma is singular.
+    Returns ``inf`` (vacuous) if Sigma is singular. ``prior_variance``: ``s^2`` of the
+    prior ``N(0, s^2 I)`` (the paper's eq. 16 is ``s^2 = 1``).
     """
     _check_n(n)
     _check_delta(delta)
     sigma = stationary_covariance(A, C, learning_rate, batch_size, discrete=discrete)
-    return mcallester_bound(sigma, n, delta)
+    return mcallester_bound(sigma, n, delta, prior_variance)
 
 
 def theorem2_bound(
@@ -349,6 +369,7 @@ def theorem2_bound(
     batch_size: float,
     n: float,
     delta: float,
+    prior_variance: float = 1.0,
 ) -> float:
     """Square-root term of Theorem 2, eq. (18), evaluated as printed:
 
@@ -358,8 +379,11 @@ def theorem2_bound(
     Equals eq. (16) when A and C commute; otherwise it is strictly larger
     (Ostrowski-Taussky, see the module docstring), hence still a valid bound.
     ``log det(C A^-1) = log det C - log det A`` requires C nonsingular; a singular C
-    raises :class:`TheoryError` (Theorem 1 still applies).
+    raises :class:`TheoryError` (Theorem 1 still applies). With a prior ``N(0, s^2 I)``
+    (``prior_variance = s^2``; the paper: 1) the trace term is divided by ``s^2`` and
+    ``d log s^2`` is added.
     """
+    s2 = _check_prior_variance(prior_variance)
     A, C = _check_AC(A, C)
     eta = _check_lr(learning_rate)
     bs = _check_bs(batch_size)
@@ -376,8 +400,9 @@ def theorem2_bound(
         )
     logdet_CAinv = logdet_C - _logdet_psd(A)
     num = (
-        eta / (2.0 * bs) * _trace_CAinv(A, C)
+        eta / (2.0 * bs) * _trace_CAinv(A, C) / s2
         + d * math.log(2.0 * bs / eta)
+        + d * math.log(s2)
         - logdet_CAinv
         - d
         + 2.0 * math.log(1.0 / delta_)
@@ -405,19 +430,23 @@ def commutator_norm(A: Any, C: Any) -> float:
     return float(np.linalg.norm(A @ C - C @ A)) / denom
 
 
-def assumption2_holds(A: Any, C: Any, learning_rate: float, batch_size: float) -> bool:
-    """Assumption 2, eq. (19): ``d > tr(C A^-1) eta / (2|S|)``.
+def assumption2_holds(A: Any, C: Any, learning_rate: float, batch_size: float,
+                      prior_variance: float = 1.0) -> bool:
+    """Assumption 2, eq. (19): ``d > tr(C A^-1) eta / (2|S| s^2)`` (the paper: ``s^2 = 1``).
 
-    Equivalent to ``|S|/eta > critical_ratio(A, C)``.
+    Equivalent to ``|S|/eta > critical_ratio(A, C, prior_variance)``: it depends on the
+    prior's scale (see the module docstring).
     """
+    s2 = _check_prior_variance(prior_variance)
     A, C = _check_AC(A, C)
     eta = _check_lr(learning_rate)
     bs = _check_bs(batch_size)
-    return bool(A.shape[0] > _trace_CAinv(A, C) * eta / (2.0 * bs))
+    return bool(A.shape[0] > _trace_CAinv(A, C) * eta / (2.0 * bs * s2))
 
 
-def critical_ratio(A: Any, C: Any) -> float:
-    """``r* = tr(C A^-1) / (2d)``: the ratio ``r = |S|/eta`` minimising the bounds.
+def critical_ratio(A: Any, C: Any, prior_variance: float = 1.0) -> float:
+    """``r* = tr(C A^-1) / (2 d s^2)``: the ratio ``r = |S|/eta`` minimising the bounds
+    (the paper: ``s^2 = 1``; a wider prior moves it down).
 
     The eq.-18 numerator depends on r as ``tr(C A^-1)/(2r) + d log(2r) + const``, with
     derivative ``d/r - tr(C A^-1)/(2 r^2)``: negative for r < r*, zero at r*, positive
@@ -426,8 +455,9 @@ def critical_ratio(A: Any, C: Any) -> float:
     ``2 KL = tr Sigma_1 / r + d log r - d - log det Sigma_1``, minimised at
     ``r = tr Sigma_1 / d = tr(C A^-1)/(2d)``.
     """
+    s2 = _check_prior_variance(prior_variance)
     A, C = _check_AC(A, C)
-    return _trace_CAinv(A, C) / (2.0 * A.shape[0])
+    return _trace_CAinv(A, C) / (2.0 * A.shape[0] * s2)
 
 
 # -------------------------------------------------------------------------- report
@@ -463,6 +493,7 @@ class BoundReport:
     commutator_norm: float
     assumption2: bool
     critical_ratio: float
+    prior_variance: float = 1.0
 
     def as_dict(self) -> dict[str, Any]:
         """Plain ``dict`` of builtin types (for JSON, a CLI table or a DB row)."""
@@ -476,8 +507,11 @@ def evaluate_bounds(
     batch_size: float,
     n: float,
     delta: float = 0.05,
+    prior_variance: float = 1.0,
 ) -> BoundReport:
-    """Compute every quantity of Section 3 at once (see :class:`BoundReport`)."""
+    """Compute every quantity of Section 3 at once (see :class:`BoundReport`), with the
+    prior ``N(0, prior_variance * I)`` (the paper: 1)."""
+    s2 = _check_prior_variance(prior_variance)
     A, C = _check_AC(A, C)
     eta = _check_lr(learning_rate)
     bs = _check_bs(batch_size)
@@ -486,7 +520,7 @@ def evaluate_bounds(
     d = A.shape[0]
 
     sigma = stationary_covariance(A, C, eta, bs)
-    kl = kl_divergence(sigma)
+    kl = kl_divergence(sigma, s2)
 
     logdet_d: float | None = None
     kl_d: float | None = None
@@ -498,13 +532,13 @@ def evaluate_bounds(
         discrete_reason = str(exc)
     else:
         logdet_d = _logdet_psd(sigma_d)
-        kl_d = kl_divergence(sigma_d)
-        t1_d = mcallester_bound(sigma_d, n_, delta_)
+        kl_d = kl_divergence(sigma_d, s2)
+        t1_d = mcallester_bound(sigma_d, n_, delta_, s2)
 
     t2: float | None = None
     t2_reason: str | None = None
     try:
-        t2 = theorem2_bound(A, C, eta, bs, n_, delta_)
+        t2 = theorem2_bound(A, C, eta, bs, n_, delta_, s2)
     except TheoryError as exc:
         t2_reason = str(exc)
 
@@ -521,14 +555,15 @@ def evaluate_bounds(
         logdet_sigma_discrete=logdet_d,
         kl=kl,
         kl_discrete=kl_d,
-        theorem1=mcallester_bound(sigma, n_, delta_),
+        theorem1=mcallester_bound(sigma, n_, delta_, s2),
         theorem1_discrete=t1_d,
         discrete_reason=discrete_reason,
         theorem2=t2,
         theorem2_reason=t2_reason,
         commutator_norm=commutator_norm(A, C),
-        assumption2=assumption2_holds(A, C, eta, bs),
-        critical_ratio=critical_ratio(A, C),
+        assumption2=assumption2_holds(A, C, eta, bs, s2),
+        critical_ratio=critical_ratio(A, C, s2),
+        prior_variance=s2,
     )
 
 
