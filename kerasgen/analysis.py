@@ -7,9 +7,12 @@ imported lazily, so importing this module is cheap (the dashboard uses it live).
 Public API (stable)
 -------------------
 - ``METRICS``, ``PAPER_METRIC``, ``PVALUE_METHODS``, ``TEST_COLUMNS``,
-  ``DIRECTION_COLUMNS``, ``PREMISE_COLUMNS``            constants
+  ``DIRECTION_COLUMNS``, ``PREMISE_COLUMNS``            constants (metric names and
+  labels come from :mod:`kerasgen.vocabulary`)
 - ``normalize(frame) -> DataFrame``                     canonical copy (rounded LR/ratio)
-- ``add_derived_metrics(frame) -> DataFrame``           adds ``gap``
+- ``add_derived_metrics(frame) -> DataFrame``           ``test_accuracy``, ``gap`` and
+  ``loss_gap`` at the kept epoch (clean training metrics; never the running ones)
+- ``best_metric_of(frame) -> str | None``               the studies' kept-epoch rule
 - ``finished_cells(frame, metric, include_diverged=True) -> DataFrame``
 - ``spearman(x, y, pvalue="asymptotic", ...) -> SpearmanResult``  one coefficient
 - ``exact_spearman_pvalue(x, y) -> float``              full enumeration (small n)
@@ -21,7 +24,8 @@ Public API (stable)
 - ``spearman_tests_all(frame, metrics=METRICS, **kwargs) -> DataFrame``
 - ``direction_summary(tests) -> DataFrame``             does the paper's sign hold?
 - ``premise_check(frame, train_accuracy_threshold=0.99, alpha=0.005,
-  include_diverged=True) -> DataFrame``                  trained to ~zero error?
+  include_diverged=True, metric=PAPER_METRIC) -> DataFrame``   trained to ~zero error,
+  equally well? (with the direction of the confound, and small last batches)
 
 The tidy tests frame
 --------------------
@@ -58,24 +62,21 @@ from typing import Iterable, Literal, Sequence
 import numpy as np
 import pandas as pd
 
+from kerasgen.vocabulary import (FINISHED, GROWING_METRICS, KEPT_EPOCH_RULES, METRIC_LABELS,
+                                 METRIC_SHORT, METRICS, PAPER_METRIC, metric_label)
+
 # --------------------------------------------------------------------------- constants
 
-PAPER_METRIC = "best_test_accuracy"
-"""The paper's measure of generalization: the highest test accuracy over all epochs."""
+def best_metric_of(frame: pd.DataFrame) -> str | None:
+    """The one ``best_metric`` of a results frame's studies (a frame without the column
+    is the paper's rule), or None when its studies differ."""
+    if "best_metric" not in frame.columns:
+        return "test_accuracy"
+    values = set(frame["best_metric"].dropna().astype(str))
+    return values.pop() if len(values) == 1 else None
 
-METRICS: tuple[str, ...] = ("best_test_accuracy", "final_test_accuracy", "gap")
-"""Metrics analysed: the paper's plus two beyond it (``gap`` from :func:`add_derived_metrics`)."""
 
-METRIC_LABELS: dict[str, str] = {
-    "best_test_accuracy": "best test accuracy",
-    "final_test_accuracy": "final test accuracy",
-    "gap": "generalization gap (final train acc. - best test acc.)",
-    "final_train_accuracy": "final train accuracy",
-    "final_train_loss": "final train loss",
-    "final_test_loss": "final test loss",
-}
-
-FINISHED_STATUSES: tuple[str, ...] = ("done", "diverged")
+FINISHED_STATUSES: tuple[str, ...] = FINISHED
 PVALUE_METHODS: tuple[str, ...] = ("auto", "asymptotic", "exact", "permutation")
 PValueMethod = Literal["auto", "asymptotic", "exact", "permutation"]
 
@@ -102,23 +103,18 @@ DIRECTION_COLUMNS: list[str] = [
 ]
 
 PREMISE_COLUMNS: list[str] = [
-    "study", "model", "dataset", "n", "n_diverged",
+    "study", "model", "dataset", "n", "n_diverged", "train_source",
     "train_accuracy_min", "train_accuracy_median", "train_accuracy_max",
     "train_loss_min", "train_loss_median", "train_loss_max",
     "threshold", "n_below_threshold",
     "loss_ratio_scc", "loss_ratio_p", "accuracy_ratio_scc", "accuracy_ratio_p",
-    "ok", "warnings",
+    "metric", "metric_ratio_scc", "metric_ratio_p", "small_last_batches",
+    "ok", "warnings", "notes",
 ]
 
 _KEYS = ["study", "model", "dataset"]
 _SIG_DIGITS = 12
 
-
-METRIC_SHORT: dict[str, str] = {
-    "best_test_accuracy": "best test accuracy",
-    "final_test_accuracy": "final test accuracy",
-    "gap": "generalization gap",
-}
 
 SMALL_N = 10
 """Below this many cells scipy's asymptotic p-value is unreliable (and 0 when rho = +-1)."""
@@ -193,23 +189,37 @@ def normalize(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def add_derived_metrics(frame: pd.DataFrame) -> pd.DataFrame:
-    """Return a copy of ``frame`` with derived metrics added.
+    """Return a copy of ``frame`` with the kept-epoch metrics every analysis uses.
 
-    ``gap = final_train_accuracy - best_test_accuracy`` (NaN when either is NaN): the
-    generalization gap, which the paper's bound says should grow with the ratio.
+    - ``test_accuracy``: as loaded; a frame without it (built by hand, or an old
+      results frame) is one whose kept epoch is the paper's, so it is
+      ``best_test_accuracy``;
+    - ``gap = train_eval_accuracy - test_accuracy`` and ``loss_gap = test_loss -
+      train_eval_loss``, both at the kept epoch, from the clean training metrics. Where
+      those are missing (a store written before they existed) the gaps are NaN: never
+      computed from Keras's running training metrics, which are averaged over an epoch of
+      augmented batches with batch norm in training mode.
     """
     out = frame.copy()
-    train = pd.to_numeric(out.get("final_train_accuracy", np.nan), errors="coerce")
-    test = pd.to_numeric(out.get("best_test_accuracy", np.nan), errors="coerce")
-    out["gap"] = (train - test).astype(float)
+    if "test_accuracy" not in out.columns and "best_test_accuracy" in out.columns:
+        out["test_accuracy"] = out["best_test_accuracy"]
+
+    def column(name: str) -> pd.Series:
+        if name in out.columns:
+            return pd.to_numeric(out[name], errors="coerce").astype(float)
+        return pd.Series(np.nan, index=out.index, dtype=float)
+
+    if "gap" not in out.columns:
+        out["gap"] = (column("train_eval_accuracy") - column("test_accuracy")).astype(float)
+    if "loss_gap" not in out.columns:
+        out["loss_gap"] = (column("test_loss") - column("train_eval_loss")).astype(float)
     return out
 
 
 def _with_metric(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     if metric not in frame.columns:
-        if metric == "gap":
-            frame = add_derived_metrics(frame)
-        else:
+        frame = add_derived_metrics(frame)
+        if metric not in frame.columns:
             raise KeyError(f"metric {metric!r} is not a column of the results frame")
     return frame
 
@@ -486,7 +496,7 @@ def spearman_tests_all(
     frame: pd.DataFrame, metrics: Sequence[str] = METRICS, **kwargs: object
 ) -> pd.DataFrame:
     """:func:`spearman_tests` for each metric in ``metrics``, concatenated (tidy)."""
-    frame = add_derived_metrics(frame) if "gap" in metrics else frame
+    frame = add_derived_metrics(frame)
     parts = [spearman_tests(frame, metric=m, **kwargs) for m in metrics]  # type: ignore[arg-type]
     parts = [p for p in parts if not p.empty]
     if not parts:
@@ -501,10 +511,10 @@ def expected_sign(metric: str, variable: str) -> int:
     """The sign the paper predicts for ``metric`` vs ``variable``.
 
     Accuracy metrics fall with batch size and with the ratio and rise with the
-    learning rate (-1, +1, -1); the generalization gap does the opposite.
+    learning rate (-1, +1, -1); the generalization gaps (and losses) do the opposite.
     """
     base = {"batch_size": -1, "learning_rate": 1, "ratio": -1}[variable]
-    return -base if metric == "gap" else base
+    return -base if metric in GROWING_METRICS else base
 
 
 def _verdict(tested: int, sig_expected: int, sig_against: int) -> str:
@@ -600,79 +610,163 @@ def direction_summary(tests: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- premise
 
 
+def _small_last_batches(grid: pd.DataFrame, model: str, dataset: str) -> tuple:
+    """(batch_size, last batch size) of the grid's batch sizes whose epoch ends with a
+    batch smaller than a quarter of the batch size, for a batch-norm network trained with
+    the last partial batch kept; () when unknown (a model or data set outside the
+    registry) or not the case."""
+    from kerasgen.data import known_train_size
+    from kerasgen.naming import check_model_name
+
+    try:
+        _family, _depth, batch_norm = check_model_name(model)
+    except ValueError:
+        return ()
+    n = known_train_size(dataset)
+    if not batch_norm or not n:
+        return ()
+    keep = grid["last_batch"].fillna("keep") if "last_batch" in grid.columns \
+        else pd.Series("keep", index=grid.index)
+    out = []
+    for bs in sorted(set(grid.loc[keep == "keep", "batch_size"].astype(int))):
+        rest = n % bs
+        if 0 < rest < bs / 4:
+            out.append((bs, rest))
+    return tuple(out)
+
+
 def premise_check(
     frame: pd.DataFrame,
     train_accuracy_threshold: float = 0.99,
     alpha: float = 0.005,
     include_diverged: bool = True,
     min_cells: int = 3,
+    metric: str = PAPER_METRIC,
 ) -> pd.DataFrame:
-    """Check the paper's premise: every cell trained to (almost) zero training error.
+    """Check the paper's premise: every cell trained to (almost) zero training error,
+    equally well across the grid.
 
-    Per (study, model, dataset) over finished cells with a final train accuracy:
-    min/median/max of final train accuracy and loss, how many cells end below
-    ``train_accuracy_threshold``, and the Spearman correlation (asymptotic p) of
-    final train loss and of final train accuracy with the ratio.  ``warnings`` is a
-    tuple of plain-words sentences: under-trained cells, training loss or accuracy
-    that tracks the ratio significantly (then a test-accuracy-vs-ratio correlation
-    may measure under-training rather than generalization), diverged cells, no
-    finished cells.  ``ok`` is True when there is no warning.  Columns
-    :data:`PREMISE_COLUMNS`.
+    Per (study, model, dataset) over finished cells, on the clean training metrics at
+    the kept epoch (``train_eval_accuracy``/``train_eval_loss``: a fixed training subset
+    measured as the test set, the weights the cell is judged by); where a store lacks
+    them, on Keras's running final metrics, with a warning saying so
+    (``train_source``). Columns :data:`PREMISE_COLUMNS`: min/median/max of train
+    accuracy and loss, how many cells are below ``train_accuracy_threshold``, the
+    Spearman correlation (asymptotic p) of train loss, train accuracy and ``metric``
+    with the ratio, and the batch sizes whose epoch ends with a batch smaller than a
+    quarter of the batch size (``small_last_batches``, batch-norm networks only).
+
+    ``warnings`` (``ok`` is True when there are none), in plain words:
+
+    - under-trained cells;
+    - the confound: training loss rising (or training accuracy falling) with the
+      ratio while ``metric`` moves the paper's way, so large-ratio cells fit worse and
+      may test worse for that reason alone (both coefficients are given);
+    - unequal fit without the paper's trend in ``metric``;
+    - small last batches, with their weight in batch norm's moving averages;
+    - diverged cells; missing clean metrics; no finished cells.
+
+    ``notes``: the opposite trend (large-ratio cells fit the training set *better* yet
+    test worse), which under-training cannot explain.
     """
     if frame.empty:
         return pd.DataFrame(columns=PREMISE_COLUMNS)
-    all_cells = normalize(frame)
-    for col in ("final_train_accuracy", "final_train_loss"):
+    all_cells = normalize(add_derived_metrics(frame))
+    clean = ("train_eval_accuracy" in all_cells.columns
+             and pd.to_numeric(all_cells["train_eval_accuracy"], errors="coerce").notna().any())
+    acc_col, loss_col = (("train_eval_accuracy", "train_eval_loss") if clean
+                         else ("final_train_accuracy", "final_train_loss"))
+    source = "clean (kept epoch)" if clean else "running (Keras, last epoch)"
+    for col in (acc_col, loss_col, metric):
         if col not in all_cells.columns:
             all_cells[col] = np.nan
-    done = finished_cells(all_cells, "final_train_accuracy", include_diverged)
+    done = finished_cells(all_cells, acc_col, include_diverged)
     rows: list[dict[str, object]] = []
     nan = float("nan")
-    for key, _grid in all_cells.groupby(_KEYS, sort=True):
+    expected = expected_sign(metric, "ratio")
+    for key, grid in all_cells.groupby(_KEYS, sort=True):
         study, model, dataset = (str(k) for k in key)
         cells = done[
             (done["study"] == study) & (done["model"] == model) & (done["dataset"] == dataset)
         ].sort_values(["batch_size", "learning_rate"], kind="mergesort")
-        acc = cells["final_train_accuracy"].to_numpy(dtype=float)
-        loss = pd.to_numeric(cells["final_train_loss"], errors="coerce").to_numpy(dtype=float)
+        acc = cells[acc_col].to_numpy(dtype=float)
+        loss = pd.to_numeric(cells[loss_col], errors="coerce").to_numpy(dtype=float)
+        target = pd.to_numeric(cells[metric], errors="coerce").to_numpy(dtype=float)
         ratio = cells["ratio"].to_numpy(dtype=float)
         n = int(len(cells))
         n_div = int((cells["status"] == "diverged").sum())
         warnings: list[str] = []
+        notes: list[str] = []
         below = int((acc < train_accuracy_threshold).sum())
         finite_loss = np.isfinite(loss)
         loss_res = spearman(ratio[finite_loss], loss[finite_loss], min_cells=min_cells)
         acc_res = spearman(ratio, acc, min_cells=min_cells)
+        finite_target = np.isfinite(target)
+        target_res = spearman(ratio[finite_target], target[finite_target], min_cells=min_cells)
+        small = _small_last_batches(grid, model, dataset)
+        what = "clean train" if clean else "running train"
 
         def stat(fn, values: np.ndarray) -> float:
             values = values[np.isfinite(values)]
             return float(fn(values)) if len(values) else nan
 
+        def significant(res: SpearmanResult) -> bool:
+            return res.reason is None and res.p_value < alpha
+
         if n == 0:
-            warnings.append("no finished cells with a final train accuracy yet")
+            warnings.append("no finished cells with a train accuracy yet")
+        if not clean and n:
+            warnings.append(
+                "the clean training metrics are missing (the store was written before "
+                "kerasgen measured them), so this check uses Keras's running averages over "
+                "the last epoch (augmented images, batch norm in training mode) and no gap "
+                "is computed")
         if below:
             warnings.append(
-                f"{below} of {n} cells end below {train_accuracy_threshold:.0%} train accuracy "
-                f"(lowest {np.min(acc):.3f}): the paper assumes every cell is trained to "
-                "~zero training error, so these cells are under-trained"
+                f"{below} of {n} cells are below {train_accuracy_threshold:.0%} {what} "
+                f"accuracy (lowest {np.min(acc):.3f}): the paper assumes every cell is "
+                "trained to ~zero training error, so these cells are under-trained"
             )
-        if loss_res.reason is None and loss_res.p_value < alpha:
-            trend = "rises" if loss_res.scc > 0 else "falls"
+        fits_worse = ((significant(loss_res) and loss_res.scc > 0)
+                      or (significant(acc_res) and acc_res.scc < 0))
+        fits_better = ((significant(loss_res) and loss_res.scc < 0)
+                       or (significant(acc_res) and acc_res.scc > 0))
+        fit_res, fit_name = ((loss_res, "loss") if significant(loss_res) else (acc_res, "accuracy"))
+        fit_text = (f"{what} {fit_name} {'rises' if fit_res.scc > 0 else 'falls'} with "
+                    f"batch size / learning rate (SCC {fit_res.scc:+.2f}, "
+                    f"{format_p_eq(fit_res.p_value)})") if fits_worse or fits_better else ""
+        paper_way = target_res.reason is None and np.sign(target_res.scc) == expected
+        label = METRIC_SHORT.get(metric, metric)
+        target_text = (f"{label} vs the ratio: SCC {target_res.scc:+.2f}, "
+                       f"{format_p_eq(target_res.p_value)}" if target_res.reason is None
+                       else f"{label} vs the ratio: {target_res.reason}")
+        if fits_worse and paper_way:
             warnings.append(
-                f"final train loss {trend} with batch size / learning rate "
-                f"(SCC {loss_res.scc:+.2f}, {format_p_eq(loss_res.p_value)}): the accuracy-vs-ratio "
-                "correlation may measure under-training, not generalization"
-            )
-        if acc_res.reason is None and acc_res.p_value < alpha:
-            trend = "falls" if acc_res.scc < 0 else "rises"
+                f"{fit_text} while {target_text}, the paper's direction: large-ratio cells "
+                "fit the training set worse, so the correlation with the ratio may measure "
+                "under-training, not generalization")
+        elif fits_worse:
             warnings.append(
-                f"final train accuracy {trend} with batch size / learning rate "
-                f"(SCC {acc_res.scc:+.2f}, {format_p_eq(acc_res.p_value)}): cells are not equally "
-                "well fitted"
-            )
+                f"{fit_text}, so cells are not equally well fitted ({target_text}, not the "
+                "paper's direction)")
+        elif fits_better and paper_way:
+            notes.append(
+                f"{fit_text} while {target_text}: large-ratio cells fit the training set "
+                "better yet test worse, which under-training cannot explain")
+        elif fits_better:
+            notes.append(f"{fit_text}; {target_text}")
+        if small:
+            sizes = ", ".join(f"{bs} (last batch {rest})" for bs, rest in small)
+            from kerasgen.naming import BN_MOMENTUM
+
+            warnings.append(
+                f"batch sizes {sizes} end each epoch with a batch of fewer than a quarter "
+                f"of their images, whose batch-norm statistics weigh {1 - BN_MOMENTUM:.0%} "
+                "in the moving averages the test uses; set training.last_batch = \"drop\" "
+                "to train without it")
         if n_div:
             warnings.append(
-                f"{n_div} of {n} cells diverged; their train metrics are from the last "
+                f"{n_div} of {n} cells diverged; their metrics are from the last "
                 "finite epoch" + ("" if include_diverged else " (excluded here)")
             )
         rows.append(
@@ -682,6 +776,7 @@ def premise_check(
                 "dataset": dataset,
                 "n": n,
                 "n_diverged": n_div,
+                "train_source": source,
                 "train_accuracy_min": stat(np.min, acc),
                 "train_accuracy_median": stat(np.median, acc),
                 "train_accuracy_max": stat(np.max, acc),
@@ -694,8 +789,13 @@ def premise_check(
                 "loss_ratio_p": loss_res.p_value,
                 "accuracy_ratio_scc": acc_res.scc,
                 "accuracy_ratio_p": acc_res.p_value,
+                "metric": metric,
+                "metric_ratio_scc": target_res.scc,
+                "metric_ratio_p": target_res.p_value,
+                "small_last_batches": small,
                 "ok": not warnings,
                 "warnings": tuple(warnings),
+                "notes": tuple(notes),
             }
         )
     return pd.DataFrame(rows, columns=PREMISE_COLUMNS)

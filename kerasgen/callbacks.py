@@ -120,10 +120,16 @@ class SQLiteLogger(keras.callbacks.Callback):
         self.active: list[bool] = []
         self._owns_store = False
         self._epoch_started = 0.0
+        self.wall = 0.0
 
     # -- hooks for subclasses (the study runner checkpoints before rows are written)
+    def add_metrics(self, epoch: int, rows: list[dict]) -> None:
+        """Add measurements of this epoch to each copy's row (the runner's clean
+        training metrics), before anything is written."""
+
     def before_write(self, epoch: int, rows: list[dict], diverged: list[bool]) -> None:
-        """Called at the end of each epoch before anything is written."""
+        """Called at the end of each epoch before anything is written; ``self.wall``
+        is the epoch's wall time (training, evaluation and added metrics)."""
 
     def copy_finished(self, index: int, epoch: int, row: dict) -> bool:
         """Whether copy ``index`` is finished after ``epoch`` (besides divergence)."""
@@ -155,9 +161,10 @@ class SQLiteLogger(keras.callbacks.Callback):
         self._epoch_started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        wall = time.perf_counter() - self._epoch_started
         rows = split_logs(logs or {}, len(self.cell_ids), self.accuracy_name, self.loss_weight)
         diverged = [self.active[k] and is_diverged(rows[k]) for k in range(len(rows))]
+        self.add_metrics(epoch, rows)
+        wall = self.wall = time.perf_counter() - self._epoch_started
         self.before_write(epoch, rows, diverged)
         assert self.store is not None
         for k, cell_id in enumerate(self.cell_ids):

@@ -20,16 +20,14 @@ class CLIError(Exception):
 # ---------------------------------------------------------------- run
 
 def _run_options(args):
-    from kerasgen.train import RunOptions
+    from kerasgen.options import RunOptions, onednn_option
 
     jit = {"auto": "auto", "on": True, "off": False}[args.jit_compile]
-    extra = {}
-    if args.onednn != "default":
-        extra["onednn"] = {"on": True, "off": False, "auto": "auto"}[args.onednn]
     return RunOptions(
         pack_size=args.pack_size, data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir,
-        jit_compile=jit, layout=args.layout, stale_seconds=args.stale_seconds, max_attempts=args.max_attempts,
-        steps_per_execution=args.steps_per_execution, mirrored=args.mirrored, extra=extra,
+        jit_compile=jit, layout=args.layout, stale_seconds=args.stale_seconds,
+        max_attempts=args.max_attempts, steps_per_execution=args.steps_per_execution,
+        mirrored=args.mirrored, onednn=onednn_option(args.onednn),
     )
 
 
@@ -54,7 +52,7 @@ def cmd_run(args) -> int:
     from kerasgen import runtime
 
     options = _run_options(args)
-    runtime.set_onednn(options.extra.get("onednn"))
+    runtime.set_onednn(options.onednn)
     runtime.quiet_tensorflow()
     spec = _spec_from_args(args)
     if args.backend == "ray":
@@ -99,10 +97,10 @@ def cmd_demo(args) -> int:
     else:
         runtime.set_onednn("auto")
         runtime.quiet_tensorflow()
-        from kerasgen.train import RunOptions
+        from kerasgen.options import RunOptions
         from kerasgen.worker import run_study
 
-        run_study(spec, db, RunOptions(data_dir=args.data_dir, extra={"onednn": "auto"}),
+        run_study(spec, db, RunOptions(data_dir=args.data_dir, onednn="auto"),
                   progress=args.progress)
     minutes = (time.monotonic() - started) / 60
     from kerasgen.report import render_report, write_figures
@@ -319,8 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--db", default=DEFAULT_DB)
     report.add_argument("--study")
     report.add_argument("--format", choices=("markdown", "csv", "latex"), default="markdown")
-    report.add_argument("--metric", default="best_test_accuracy",
-                        choices=("best_test_accuracy", "final_test_accuracy", "gap"))
+    report.add_argument("--metric", default="test_accuracy",
+                        choices=("test_accuracy", "best_test_accuracy", "final_test_accuracy",
+                                 "gap", "loss_gap"),
+                        help="test_accuracy: at each cell's kept epoch (the paper's best test "
+                             "accuracy under the default best_metric); gap / loss_gap: clean "
+                             "train vs test at the kept epoch")
     report.add_argument("--alpha", type=float, default=0.005, help="significance level")
     report.add_argument("--pvalue", choices=("auto", "asymptotic", "exact", "permutation"),
                         default="auto",

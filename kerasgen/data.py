@@ -17,8 +17,11 @@ Controlled variables (what makes cells of a group comparable):
 
 - The order of training examples in epoch ``e`` depends only on ``(seed, e)``:
   ``epoch_order(seed, e, n)``. Batches are consecutive chunks of that order, the last
-  partial batch kept, so a batch-16 cell and a batch-32 cell see the same examples in the
-  same order.
+  partial batch kept (or dropped, ``training.last_batch``), so a batch-16 cell and a
+  batch-32 cell see the same examples in the same order.
+- Clean training metrics are measured on a fixed subset of the training set,
+  ``train_eval_indices(seed, n, size, test_size)``: the same images for every cell of a
+  group, never augmented.
 - Augmentation (pad-4 random crop + horizontal flip) is a deterministic function of
   ``(seed, epoch, example)``: ``augment_params(seed, e, n)`` draws one crop offset and one
   flip per example index, not per batch position.
@@ -60,6 +63,7 @@ DEFAULT_DATA_DIR = Path("data")
 # Tags that make the order and augmentation streams independent of each other.
 _ORDER_STREAM = 0x5EED0
 _AUGMENT_STREAM = 0xA06
+_TRAIN_EVAL_STREAM = 0x7EE7
 
 
 class DataError(RuntimeError):
@@ -117,14 +121,51 @@ def augment_params(seed: int, epoch: int, n: int, pad: int = CIFAR_PAD):
     return offsets[:, 0], offsets[:, 1], flips
 
 
-def batch_indices(seed: int, epoch: int, n: int, batch_size: int) -> list[np.ndarray]:
-    """The example indices of every batch of ``epoch``; the last partial batch is kept."""
+def batch_indices(seed: int, epoch: int, n: int, batch_size: int,
+                  drop_last: bool = False) -> list[np.ndarray]:
+    """The example indices of every batch of ``epoch``. The last partial batch is kept
+    (as PyTorch's DataLoader by default) unless ``drop_last``."""
     order = epoch_order(seed, epoch, n)
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    stop = (n // batch_size) * batch_size if drop_last else n
+    return [order[i:i + batch_size] for i in range(0, stop, batch_size)]
 
 
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    return -(-n // batch_size)
+def steps_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
+    """Batches per epoch: ``ceil(n / batch_size)``, or ``floor`` when the last partial
+    batch is dropped."""
+    return n // batch_size if drop_last else -(-n // batch_size)
+
+
+def last_batch_size(n: int, batch_size: int, drop_last: bool = False) -> int:
+    """The size of an epoch's last batch (``batch_size`` when it divides ``n``)."""
+    rest = n % batch_size
+    return batch_size if rest == 0 or drop_last else rest
+
+
+def train_eval_indices(seed: int, n: int, size: int | str | None, test_size: int) -> np.ndarray:
+    """The fixed training subset on which clean training metrics are measured.
+
+    ``size``: a number of images, ``"test"`` (as many as the test set), ``"all"``, or
+    0/None (none). The subset depends only on (seed, n, size), so every cell of a group
+    is measured on the same images; it is sorted, so evaluation reads the training set
+    in its stored order.
+    """
+    if size in (None, 0):
+        return np.zeros(0, np.int64)
+    if size == "all":
+        return np.arange(n, dtype=np.int64)
+    count = min(int(test_size if size == "test" else size), n)
+    if count >= n:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng([_TRAIN_EVAL_STREAM, int(seed), int(n)])
+    return np.sort(rng.choice(n, size=count, replace=False)).astype(np.int64)
+
+
+def train_eval_arrays(ds: "Dataset", indices: np.ndarray, copies: int = 1):
+    """The clean training subset as (x, y) arrays: normalized, never augmented, labels
+    repeated for a packed model (evaluated exactly like the test set)."""
+    y = ds.y_train[indices].astype(np.int32)
+    return ds.normalize(ds.x_train[indices]), ((y,) * copies if copies > 1 else y)
 
 
 def augment_numpy(images: np.ndarray, dy: np.ndarray, dx: np.ndarray, flips: np.ndarray,
@@ -140,13 +181,14 @@ def augment_numpy(images: np.ndarray, dy: np.ndarray, dx: np.ndarray, flips: np.
 
 
 def numpy_batches(ds: Dataset, seed: int, epoch: int, batch_size: int,
-                  augment: bool | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                  augment: bool | None = None,
+                  drop_last: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The training batches of ``epoch`` as normalized numpy arrays (the reference)."""
     augment = ds.augment if augment is None else augment
     n = ds.train_size
     if augment:
         dy, dx, flips = augment_params(seed, epoch, n, ds.pad)
-    for idx in batch_indices(seed, epoch, n, batch_size):
+    for idx in batch_indices(seed, epoch, n, batch_size, drop_last):
         images = ds.x_train[idx]
         if augment:
             images = augment_numpy(images, dy[idx], dx[idx], flips[idx], ds.pad)
@@ -154,11 +196,11 @@ def numpy_batches(ds: Dataset, seed: int, epoch: int, batch_size: int,
 
 
 def batch_generator(ds: Dataset, seed: int, batch_size: int, initial_epoch: int, epochs: int,
-                    copies: int = 1, augment: bool | None = None):
+                    copies: int = 1, augment: bool | None = None, drop_last: bool = False):
     """The same stream as ``train_dataset``, as a Python generator of numpy batches: the
     input pipeline for Keras backends without TensorFlow (JAX on a GPU machine)."""
     for epoch in range(initial_epoch, epochs):
-        for x, y in numpy_batches(ds, seed, epoch, batch_size, augment):
+        for x, y in numpy_batches(ds, seed, epoch, batch_size, augment, drop_last):
             y = y.astype(np.int32)
             yield x, ((y,) * copies if copies > 1 else y)
 
@@ -193,13 +235,14 @@ def pipeline_options():
 
 
 def train_dataset(ds: Dataset, seed: int, batch_size: int, initial_epoch: int, epochs: int,
-                  copies: int = 1, augment: bool | None = None):
+                  copies: int = 1, augment: bool | None = None, drop_last: bool = False):
     """The training batches of epochs ``initial_epoch .. epochs-1`` as one tf.data stream.
 
     Use with ``model.fit(..., steps_per_epoch=steps_per_epoch(n, batch_size),
     initial_epoch=initial_epoch, epochs=epochs)``: every epoch yields exactly
     ``steps_per_epoch`` batches, so epoch boundaries line up. Labels are repeated for
-    each of ``copies`` outputs of a packed model.
+    each of ``copies`` outputs of a packed model. ``drop_last`` drops each epoch's last
+    partial batch (``training.last_batch = "drop"``).
     """
     tf = _tf()
     augment = ds.augment if augment is None else augment
@@ -228,7 +271,8 @@ def train_dataset(ds: Dataset, seed: int, batch_size: int, initial_epoch: int, e
         dy.set_shape([n])
         dx.set_shape([n])
         flips.set_shape([n])
-        return tf.data.Dataset.from_tensor_slices((order, dy, dx, flips)).batch(batch_size)
+        return tf.data.Dataset.from_tensor_slices((order, dy, dx, flips)).batch(
+            batch_size, drop_remainder=drop_last)
 
     def make_batch(order, dy, dx, flips):
         x = tf.gather(images, order)
@@ -251,10 +295,14 @@ def train_dataset(ds: Dataset, seed: int, batch_size: int, initial_epoch: int, e
 def test_dataset(ds: Dataset, copies: int = 1, batch_size: int = 1000):
     """The test set, normalized, in fixed order (evaluation uses inference-mode BN, so
     its batch size does not change the result)."""
+    return evaluation_dataset(*test_arrays(ds, copies), batch_size=batch_size)
+
+
+def evaluation_dataset(x: np.ndarray, y, batch_size: int = 1000):
+    """Arrays (from ``test_arrays`` or ``train_eval_arrays``) as a tf.data stream for
+    ``model.evaluate``, in fixed order."""
     tf = _tf()
-    x = ds.normalize(ds.x_test)
-    y = ds.y_test.astype(np.int32)
-    stream = tf.data.Dataset.from_tensor_slices((x, (y,) * copies if copies > 1 else y))
+    stream = tf.data.Dataset.from_tensor_slices((x, y))
     return stream.batch(batch_size).prefetch(2).with_options(pipeline_options())
 
 
@@ -495,7 +543,8 @@ def _tfds_prepared(builder) -> bool:
 
 __all__ = [
     "CIFAR_MEAN", "CIFAR_STD", "DATASET_HELP", "DataError", "Dataset", "augment_numpy",
-    "augment_params", "batch_indices", "check_dataset_name", "epoch_order", "load_cifar",
-    "load_dataset", "load_digits", "load_synthetic", "numpy_batches", "read_cifar_archive",
-    "steps_per_epoch", "test_dataset", "train_dataset",
+    "augment_params", "batch_indices", "check_dataset_name", "epoch_order", "last_batch_size",
+    "load_cifar", "load_dataset", "load_digits", "load_synthetic", "numpy_batches",
+    "read_cifar_archive", "steps_per_epoch", "test_dataset", "train_dataset",
+    "train_eval_arrays", "train_eval_indices",
 ]

@@ -6,6 +6,13 @@ from __future__ import annotations
 import re
 
 VGG_DEPTHS = (11, 13, 16, 19)
+
+# Batch norm as bearpaw's networks (PyTorch's BatchNorm2d(momentum=0.1, eps=1e-5)):
+# running = 0.9 * running + 0.1 * batch. Keras's momentum is the weight of the old value,
+# so PyTorch's 0.1 is 0.9 here; the last batch of an epoch weighs 1 - BN_MOMENTUM in the
+# moving statistics the test uses.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
 MODEL_NAME_HELP = (
     "resnet<depth> with depth = 6n + 2 (resnet8, resnet20, resnet32, resnet56, resnet110, ...) "
     "or vgg<depth>[_nobn][_w<width>] with depth in 11/13/16/19 (vgg19 has batch norm, "

@@ -29,7 +29,7 @@ from pathlib import Path
 from kerasgen import runtime
 from kerasgen.spec import Spec, from_dict
 from kerasgen.store import Claim, ClaimLost, Store
-from kerasgen.train import RunOptions
+from kerasgen.options import RunOptions
 
 RAY_MISSING = ("The Ray backend needs Ray, which is not installed. Install it with "
                "`pip install 'kerasgen[ray]'` (or `pip install 'ray[default]'`), or run "
@@ -117,7 +117,7 @@ class RemoteStore:
 
 def _train_pack_task(writer, db_path: str, spec_dict: dict, claim: Claim, options_dict: dict):
     """A Ray task: train (or resume) one pack, talking to the store through ``writer``."""
-    runtime.set_onednn(options_dict.get("extra", {}).get("onednn"))
+    runtime.set_onednn(options_dict.get("onednn"))
     runtime.quiet_tensorflow()
     import ray
 

@@ -6,7 +6,7 @@ imported inside the figure functions, with the Agg backend), so it is cheap to i
 Public API (stable; what ``kerasgen report`` wires to)
 ------------------------------------------------------
 - ``FORMATS = ("markdown", "csv", "latex")``
-- ``render_report(frame, fmt="markdown", metric="best_test_accuracy", alpha=0.005,
+- ``render_report(frame, fmt="markdown", metric="test_accuracy", alpha=0.005,
   pvalue="auto", include_diverged=True, min_cells=3, permutations=9999,
   seed=0, train_accuracy_threshold=0.99) -> str``
     markdown: settings, cell counts, Tables 1-3, direction summary, beyond-paper
@@ -18,7 +18,7 @@ Public API (stable; what ``kerasgen report`` wires to)
 - ``format_p(p) -> str`` (``2.6e-11``) / ``format_p_latex(p) -> str``
 - ``display_name(name) -> str``   ``resnet110 -> ResNet-110``, ``cifar10 -> CIFAR-10``
 - ``status_counts(frame) -> DataFrame``   cells per status per grid
-- ``write_figures(frame, out_dir, metric="best_test_accuracy", include_diverged=True,
+- ``write_figures(frame, out_dir, metric="test_accuracy", include_diverged=True,
   dpi=120) -> list[Path]``
     ``figure1_ratio.png``, ``figure2a_batch_size.png``, ``figure2b_learning_rate.png``
     and one ``heatmap_<model>_<dataset>.png`` per grid (``heatmap_<study>_<model>_
@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from kerasgen import analysis as A
+from kerasgen.vocabulary import display_name
 
 FORMATS: tuple[str, ...] = ("markdown", "csv", "latex")
 
@@ -51,26 +52,6 @@ _TABLE_TITLES = {
 _ROW_LABEL = {1: "LR", 2: "BS"}
 
 # --------------------------------------------------------------------------- formatting
-
-
-def display_name(name: str) -> str:
-    """Human name of a model or data set: ``resnet110`` -> ``ResNet-110``,
-    ``vgg19`` -> ``VGG-19``, ``cifar100`` -> ``CIFAR-100``; others unchanged."""
-    lowered = str(name).lower()
-    m = re.fullmatch(r"vgg[-_]?(\d+)(_nobn)?(?:_w(\d+))?", lowered)
-    if m:
-        extras = (["no BN"] if m.group(2) else []) + ([f"width {m.group(3)}"] if m.group(3) else [])
-        return f"VGG-{m.group(1)}" + (f" ({', '.join(extras)})" if extras else "")
-    for pattern, pretty in (
-        (r"resnet[-_]?(\d+)", "ResNet-{}"),
-        (r"cifar[-_]?(\d+)", "CIFAR-{}"),
-    ):
-        m = re.fullmatch(pattern, lowered)
-        if m:
-            return pretty.format(m.group(1))
-    if lowered in ("mnist", "svhn"):
-        return lowered.upper()
-    return str(name)
 
 
 def _split_exp(p: float) -> tuple[str, int]:
@@ -167,7 +148,7 @@ def _md_row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def table_markdown(tests: pd.DataFrame, table: int) -> str:
+def table_markdown(tests: pd.DataFrame, table: int, best_metric: str | None = None) -> str:
     """One of Tables 1-3 as a Markdown table, laid out as in the paper.
 
     Rows are learning rates (Table 1), batch sizes (Table 2) or a single row
@@ -220,7 +201,7 @@ def table_markdown(tests: pd.DataFrame, table: int) -> str:
     for reason, mark in marks.items():
         count = int(sum(1 for r in sub["reason"] if isinstance(r, str) and _mark_for(r, marks) == mark))
         notes.append(f"({mark}) {reason}: {count} group(s).")
-    title = _TABLE_TITLES[table].format(metric=A.METRIC_LABELS.get(metric, metric))
+    title = _TABLE_TITLES[table].format(metric=A.metric_label(metric, best_metric))
     return f"**{title}.**\n\n" + "\n".join(lines) + "\n\n" + " ".join(notes) + "\n"
 
 
@@ -261,6 +242,7 @@ def _direction_markdown(directions: pd.DataFrame, several: bool) -> str:
 def _premise_markdown(premise: pd.DataFrame, several: bool) -> str:
     if premise.empty:
         return "_No cells._\n"
+    metric = str(premise["metric"].iloc[0])
     table = pd.DataFrame(
         {
             "grid": [
@@ -268,6 +250,7 @@ def _premise_markdown(premise: pd.DataFrame, several: bool) -> str:
                 for r in premise.itertuples()
             ],
             "n": premise["n"],
+            "train metrics": premise["train_source"],
             "train acc. min / median / max": [
                 f"{a:.3f} / {b:.3f} / {c:.3f}" if math.isfinite(a) else "n/a"
                 for a, b, c in zip(
@@ -283,7 +266,7 @@ def _premise_markdown(premise: pd.DataFrame, several: bool) -> str:
                 )
             ],
             f"below {premise['threshold'].iloc[0]:.0%}": premise["n_below_threshold"],
-            "SCC(loss, ratio)": [
+            "SCC(train loss, ratio)": [
                 f"{s:+.2f} ({A.format_p_eq(p)})" if math.isfinite(s) else "n/a"
                 for s, p in zip(premise["loss_ratio_scc"], premise["loss_ratio_p"])
             ],
@@ -291,17 +274,23 @@ def _premise_markdown(premise: pd.DataFrame, several: bool) -> str:
                 f"{s:+.2f} ({A.format_p_eq(p)})" if math.isfinite(s) else "n/a"
                 for s, p in zip(premise["accuracy_ratio_scc"], premise["accuracy_ratio_p"])
             ],
+            f"SCC({A.METRIC_SHORT.get(metric, metric)}, ratio)": [
+                f"{s:+.2f} ({A.format_p_eq(p)})" if math.isfinite(s) else "n/a"
+                for s, p in zip(premise["metric_ratio_scc"], premise["metric_ratio_p"])
+            ],
         }
     )
     text = _markdown_frame(table) + "\n"
-    warnings = []
+    lines = []
     for r in premise.itertuples():
         label = _column_label((r.study, r.model, r.dataset), several)
         for w in r.warnings:
-            warnings.append(f"- **Warning ({label})**: {w}.")
-    if warnings:
-        text += "\n".join(warnings) + "\n"
-    else:
+            lines.append(f"- **Warning ({label})**: {w}.")
+        for note in r.notes:
+            lines.append(f"- Note ({label}): {note}.")
+    if lines:
+        text += "\n".join(lines) + "\n"
+    if not any(len(r.warnings) for r in premise.itertuples()):
         text += "Every grid is trained to near-zero training error, as the paper assumes.\n"
     return text
 
@@ -317,12 +306,17 @@ def _as_markdown(
     premise: pd.DataFrame,
 ) -> str:
     several = frame["study"].nunique() > 1 if "study" in frame.columns else False
-    label = A.METRIC_LABELS.get(metric, metric)
+    best = A.best_metric_of(frame)
+    label = A.metric_label(metric, best)
     parts = [
         "# Batch size, learning rate and generalization (He, Liu & Tao, NeurIPS 2019)\n",
         f"Metric: **{label}**; significance: p < {alpha:g}; p-values: {pvalue}; "
         f"diverged cells {'included' if include_diverged else 'excluded'}. "
-        "Pending, running and failed cells are ignored.\n",
+        "Pending, running and failed cells are ignored. Every per-cell number is read at "
+        "the cell's kept epoch"
+        + (f" ({A.KEPT_EPOCH_RULES[best]})" if best in A.KEPT_EPOCH_RULES else "")
+        + "; clean train metrics are measured on a fixed training subset exactly as the "
+        "test set (no augmentation, batch norm in inference mode).\n",
         "## Cells\n",
         _markdown_frame(status_counts(frame)),
     ]
@@ -332,12 +326,12 @@ def _as_markdown(
         return "\n".join(parts)
     parts.append("## Tables 1-3 (as in the paper)\n")
     for table in (1, 2, 3):
-        parts.append(table_markdown(tests, table))
+        parts.append(table_markdown(tests, table, best))
     directions = A.direction_summary(all_tests)
     parts.append("## Direction of the correlations\n")
     parts.append(
         "Expected by the paper: accuracy falls with batch size and with the ratio and rises "
-        "with the learning rate; the generalization gap does the opposite.\n"
+        "with the learning rate; the generalization gaps do the opposite.\n"
     )
     parts.append(_direction_markdown(directions[directions["metric"] == metric], several))
     others = [m for m in metrics if m != metric]
@@ -349,8 +343,12 @@ def _as_markdown(
         )
         for other in others:
             sub = all_tests[all_tests["metric"] == other]
-            parts.append(f"### {A.METRIC_LABELS.get(other, other)}\n")
-            parts.append(table_markdown(sub, 3))
+            parts.append(f"### {A.metric_label(other, best)}\n")
+            if other in ("gap", "loss_gap") and sub["reason"].notna().all():
+                parts.append("_No gap: the clean training metrics are missing for every "
+                             "cell (a store written before kerasgen measured them)._\n")
+                continue
+            parts.append(table_markdown(sub, 3, best))
             parts.append(_direction_markdown(directions[directions["metric"] == other], several))
     parts.append("## Premise: is every cell trained to ~zero training error?\n")
     parts.append(_premise_markdown(premise, several))
@@ -360,7 +358,7 @@ def _as_markdown(
 # --------------------------------------------------------------------------- latex
 
 
-def table_latex(tests: pd.DataFrame, table: int) -> str:
+def table_latex(tests: pd.DataFrame, table: int, best_metric: str | None = None) -> str:
     """One of Tables 1-3 as a LaTeX ``table`` with booktabs rules, as in the paper:
     bold significant p-values, underlined non-significant ones, ``n/a`` where no
     coefficient could be computed, an n column when n varies."""
@@ -371,7 +369,7 @@ def table_latex(tests: pd.DataFrame, table: int) -> str:
     width = 2 if uniform_n else 3
     lead = 0 if group_by is None else 1
     spec = ("l" * lead) + ("rr" if uniform_n else "rrr") * len(keys)
-    title = _TABLE_TITLES[table].format(metric=A.METRIC_LABELS.get(metric, metric))
+    title = _TABLE_TITLES[table].format(metric=A.metric_label(metric, best_metric))
     alpha = float(sub["alpha"].iloc[0])
     caption = _latex_escape(title.split(": ", 1)[1]).replace(" p ", " $p$ ")
     caption += f". Bold: $p < {alpha:g}$; underlined: not significant."
@@ -462,7 +460,8 @@ def render_report(
     )
     if fmt == "latex":
         tests = A.spearman_tests(frame, metric=metric, **kwargs)  # type: ignore[arg-type]
-        return "\n".join(table_latex(tests, t) for t in (1, 2, 3))
+        best = A.best_metric_of(frame)
+        return "\n".join(table_latex(tests, t, best) for t in (1, 2, 3))
     all_tests = A.spearman_tests_all(frame, metrics=ordered, **kwargs)
     if fmt == "csv":
         return tests_csv(all_tests)
@@ -471,6 +470,7 @@ def render_report(
         train_accuracy_threshold=train_accuracy_threshold,
         alpha=alpha,
         include_diverged=include_diverged,
+        metric=metric,
     )
     if frame.empty:
         return "# Batch size, learning rate and generalization\n\n_No cells in the store._\n"
@@ -549,7 +549,7 @@ def _curves_figure(
 
     grids = _grids(norm)
     fig, axes = _figure(len(grids), width=5.6)
-    label = A.METRIC_LABELS.get(metric, metric)
+    label = A.metric_label(metric, A.best_metric_of(norm))
     cmap = _curve_cmap()
     x_label = {"batch_size": "batch size", "learning_rate": "learning rate"}[x]
     c_label = {"batch_size": "batch size", "learning_rate": "learning rate"}[curve]
@@ -600,7 +600,7 @@ def _figure_ratio(
 ) -> Path:
     grids = _grids(norm)
     fig, axes = _figure(len(grids))
-    label = A.METRIC_LABELS.get(metric, metric)
+    label = A.metric_label(metric, A.best_metric_of(norm))
     for ax, (key, _grid) in zip(axes, grids):
         cells = done[
             (done["study"] == key[0]) & (done["model"] == key[1]) & (done["dataset"] == key[2])
@@ -662,7 +662,7 @@ def _heatmap(
     if vmax <= vmin:
         vmax = vmin + 1e-9
     im = ax.imshow(masked, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", aspect="auto")
-    label = A.METRIC_LABELS.get(metric, metric)
+    label = A.metric_label(metric, A.best_metric_of(grid))
     cbar = fig.colorbar(im, ax=ax, pad=0.02)
     cbar.set_label(label if len(label) < 30 else label.split(" (")[0])
     ax.set_xticks(range(len(lrs)))
@@ -733,7 +733,7 @@ def write_figures(
     norm = A.normalize(frame)
     done = A.finished_cells(norm, metric, include_diverged)
     several = norm["study"].nunique() > 1
-    label = A.METRIC_LABELS.get(metric, metric)
+    label = A.metric_label(metric, A.best_metric_of(norm))
     paths = [
         _figure_ratio(norm, done, metric, out / "figure1_ratio.png", several, dpi),
         _curves_figure(

@@ -46,7 +46,10 @@ DEFAULT_MAX_ATTEMPTS = 3
 BUSY_TIMEOUT_MS = 30_000
 
 # Columns of `epochs` with a fixed meaning; other numbers Keras reports go to metrics_json.
-EPOCH_COLUMNS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+# train_loss/train_accuracy: Keras's running averages over the epoch; train_eval_*: the
+# clean training metrics (a fixed training subset, measured as the test set).
+EPOCH_COLUMNS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy",
+                 "train_eval_loss", "train_eval_accuracy")
 
 
 class StoreError(RuntimeError):
@@ -210,11 +213,67 @@ def _migration_3(conn: sqlite3.Connection) -> None:
     """)
 
 
+# The study's rule for the kept epoch (``training.best_metric``); studies without one
+# (a user's own ``SQLiteLogger`` runs) keep the paper's, the highest test accuracy.
+BEST_METRIC_SQL = ("COALESCE(json_extract(s.spec_json, '$.training.best_metric'), "
+                   "'test_accuracy')")
+
+# One row per cell, every number read at the kept epoch `k` (its epoch row) or named
+# for what it is: `best_test_accuracy` is the highest test accuracy of any epoch (the
+# paper's measure; the kept epoch's when best_metric is test_accuracy), `final_*` the
+# last epoch's, and `final_train_loss`/`final_train_accuracy` Keras's running averages
+# over that epoch (augmented images, batch norm in training mode). The clean training
+# metrics `train_eval_*` are measured like the test set on a fixed training subset.
+BEST_VIEW_SQL = f"""
+    CREATE VIEW best AS
+        SELECT s.name AS study, c.cell_id, c.model, c.dataset, c.batch_size,
+               c.learning_rate, c.seed, c.batch_size / c.learning_rate AS ratio,
+               c.status, {BEST_METRIC_SQL} AS best_metric, c.kept_epoch,
+               k.test_accuracy, k.test_loss, k.train_eval_accuracy, k.train_eval_loss,
+               k.train_eval_accuracy - k.test_accuracy AS gap,
+               k.test_loss - k.train_eval_loss AS loss_gap,
+               c.best_test_accuracy, c.best_epoch, c.final_train_accuracy,
+               c.final_train_loss, c.final_test_accuracy, c.final_test_loss,
+               c.final_train_eval_accuracy, c.final_train_eval_loss, c.epochs_done,
+               c.diverged_epoch
+        FROM cells c JOIN studies s USING (study_id)
+        LEFT JOIN epochs k ON k.cell_id = c.cell_id AND k.epoch = c.kept_epoch;
+"""
+
+
+def _migration_4(conn: sqlite3.Connection) -> None:
+    # Clean generalization metrics: the training set measured as the test set is (a
+    # fixed subset, no augmentation, batch norm in inference mode), and the kept epoch
+    # chosen by the study's best_metric. Older stores read with NULL clean metrics.
+    run_script(conn, f"""
+        ALTER TABLE epochs ADD COLUMN train_eval_loss REAL;
+        ALTER TABLE epochs ADD COLUMN train_eval_accuracy REAL;
+        ALTER TABLE cells ADD COLUMN kept_epoch INTEGER;
+        ALTER TABLE cells ADD COLUMN final_train_eval_loss REAL;
+        ALTER TABLE cells ADD COLUMN final_train_eval_accuracy REAL;
+        DROP VIEW best;
+        {BEST_VIEW_SQL}
+    """)
+    # Existing cells: the kept epoch by their study's rule (frozen here: later
+    # migrations may change what _refresh_summary writes).
+    conn.execute(f"""
+        UPDATE cells SET kept_epoch = CASE (SELECT {BEST_METRIC_SQL} FROM studies s
+                                            WHERE s.study_id = cells.study_id)
+            WHEN 'test_loss' THEN (SELECT e.epoch FROM epochs e WHERE e.cell_id = cells.cell_id
+                                   AND e.test_loss IS NOT NULL
+                                   ORDER BY e.test_loss ASC, e.epoch ASC LIMIT 1)
+            ELSE (SELECT e.epoch FROM epochs e WHERE e.cell_id = cells.cell_id
+                  AND e.test_accuracy IS NOT NULL
+                  ORDER BY e.test_accuracy DESC, e.epoch ASC LIMIT 1) END
+    """)
+
+
 # Numbered migrations: MIGRATIONS[i] takes the schema from version i to i + 1.
 MIGRATIONS: list[tuple[str, Any]] = [
     ("studies, cells, epochs; views best and progress", _migration_1),
     ("index epochs by (cell_id, recorded_at)", _migration_2),
     ("bounds: PAC-Bayes bound terms per cell", _migration_3),
+    ("clean training metrics, the kept epoch; view best with gap and loss_gap", _migration_4),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -789,11 +848,11 @@ class Store:
             if claim is not None:
                 _check_owner(conn, claim, cell_id)
             cur = conn.execute(
-                "INSERT OR IGNORE INTO epochs (cell_id, epoch, train_loss, train_accuracy, "
-                "test_loss, test_accuracy, wall_seconds, metrics_json, recorded_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?)",
-                (cell_id, int(epoch), fixed["train_loss"], fixed["train_accuracy"],
-                 fixed["test_loss"], fixed["test_accuracy"], _finite_or_none(wall_seconds),
+                f"INSERT OR IGNORE INTO epochs (cell_id, epoch, {', '.join(EPOCH_COLUMNS)}, "
+                "wall_seconds, metrics_json, recorded_at) "
+                f"VALUES (?, ?, {', '.join('?' * len(EPOCH_COLUMNS))}, ?, ?, ?)",
+                (cell_id, int(epoch), *(fixed[k] for k in EPOCH_COLUMNS),
+                 _finite_or_none(wall_seconds),
                  json.dumps(extra, sort_keys=True) if extra else None, now),
             )
             if cur.rowcount == 0:
@@ -900,15 +959,26 @@ def _check_owner(conn: sqlite3.Connection, claim: Claim, cell_id: int) -> None:
 
 
 def _refresh_summary(conn: sqlite3.Connection, cell_id: int, now: str) -> None:
-    """Recompute a cell's summary columns from its epoch rows (one source of truth)."""
+    """Recompute a cell's summary columns from its epoch rows (one source of truth).
+
+    ``kept_epoch`` follows the study's ``best_metric``: the epoch of highest test
+    accuracy (the paper's), or of lowest test loss; ties go to the earlier epoch."""
     conn.execute(
-        """
+        f"""
         UPDATE cells SET
             epochs_done = (SELECT COUNT(*) FROM epochs WHERE cell_id = :id),
             best_test_accuracy = (SELECT MAX(test_accuracy) FROM epochs WHERE cell_id = :id),
             best_epoch = (SELECT epoch FROM epochs WHERE cell_id = :id
                           AND test_accuracy IS NOT NULL
                           ORDER BY test_accuracy DESC, epoch ASC LIMIT 1),
+            kept_epoch = CASE (SELECT {BEST_METRIC_SQL} FROM studies s
+                               WHERE s.study_id = cells.study_id)
+                WHEN 'test_loss' THEN (SELECT epoch FROM epochs WHERE cell_id = :id
+                                       AND test_loss IS NOT NULL
+                                       ORDER BY test_loss ASC, epoch ASC LIMIT 1)
+                ELSE (SELECT epoch FROM epochs WHERE cell_id = :id
+                      AND test_accuracy IS NOT NULL
+                      ORDER BY test_accuracy DESC, epoch ASC LIMIT 1) END,
             final_train_loss = (SELECT train_loss FROM epochs WHERE cell_id = :id
                                 ORDER BY epoch DESC LIMIT 1),
             final_train_accuracy = (SELECT train_accuracy FROM epochs WHERE cell_id = :id
@@ -917,6 +987,10 @@ def _refresh_summary(conn: sqlite3.Connection, cell_id: int, now: str) -> None:
                                ORDER BY epoch DESC LIMIT 1),
             final_test_accuracy = (SELECT test_accuracy FROM epochs WHERE cell_id = :id
                                    ORDER BY epoch DESC LIMIT 1),
+            final_train_eval_loss = (SELECT train_eval_loss FROM epochs WHERE cell_id = :id
+                                     ORDER BY epoch DESC LIMIT 1),
+            final_train_eval_accuracy = (SELECT train_eval_accuracy FROM epochs
+                                         WHERE cell_id = :id ORDER BY epoch DESC LIMIT 1),
             updated_at = :now
         WHERE cell_id = :id
         """,
@@ -964,10 +1038,40 @@ def describe_difference(old: Any, new: Any, prefix: str = "") -> str:
 
 RESULT_COLUMNS = [
     "study", "cell_id", "model", "dataset", "batch_size", "learning_rate", "seed", "ratio",
-    "status", "best_test_accuracy", "best_epoch", "final_train_accuracy", "final_train_loss",
-    "final_test_accuracy", "final_test_loss", "epochs_done", "diverged_epoch", "error",
-    "worker", "pack_id", "heartbeat_at", "started_at", "finished_at", "updated_at",
+    "status", "best_metric", "kept_epoch", "test_accuracy", "test_loss",
+    "train_eval_accuracy", "train_eval_loss", "gap", "loss_gap", "best_test_accuracy",
+    "best_epoch", "final_train_accuracy", "final_train_loss", "final_test_accuracy",
+    "final_test_loss", "final_train_eval_accuracy", "final_train_eval_loss", "epochs_done",
+    "diverged_epoch", "last_batch", "error", "worker", "pack_id", "attempts", "failures",
+    "heartbeat_at", "started_at", "finished_at", "updated_at",
 ]
+
+_OPERATIONAL = ("c.error, c.worker, c.pack_id, c.attempts, c.failures, c.heartbeat_at, "
+                "c.started_at, c.finished_at, c.updated_at")
+_LAST_BATCH_SQL = "COALESCE(json_extract(s.spec_json, '$.training.last_batch'), 'keep')"
+
+# A store written before migration 4 (read, never migrated, by a reader): the same
+# columns, with NULL clean metrics and the kept epoch as the paper's.
+_LEGACY_RESULTS_SQL = (
+    "SELECT s.name AS study, c.cell_id, c.model, c.dataset, c.batch_size, c.learning_rate, "
+    "c.seed, c.batch_size / c.learning_rate AS ratio, c.status, "
+    "'test_accuracy' AS best_metric, c.best_epoch AS kept_epoch, "
+    "c.best_test_accuracy AS test_accuracy, "
+    "(SELECT e.test_loss FROM epochs e WHERE e.cell_id = c.cell_id AND e.epoch = c.best_epoch)"
+    " AS test_loss, NULL AS train_eval_accuracy, NULL AS train_eval_loss, NULL AS gap, "
+    "NULL AS loss_gap, c.best_test_accuracy, c.best_epoch, c.final_train_accuracy, "
+    "c.final_train_loss, c.final_test_accuracy, c.final_test_loss, "
+    "NULL AS final_train_eval_accuracy, NULL AS final_train_eval_loss, c.epochs_done, "
+    f"c.diverged_epoch, {_LAST_BATCH_SQL} AS last_batch, {_OPERATIONAL} "
+    "FROM cells c JOIN studies s USING (study_id)")
+_RESULTS_SQL = (
+    f"SELECT b.*, {_LAST_BATCH_SQL} AS last_batch, {_OPERATIONAL} "
+    "FROM best b JOIN cells c USING (cell_id) JOIN studies s ON s.study_id = c.study_id")
+
+
+def has_clean_metrics(conn: sqlite3.Connection) -> bool:
+    """Whether the store has the clean training metrics' columns (schema >= 4)."""
+    return any(r[1] == "kept_epoch" for r in conn.execute("PRAGMA table_info(cells)"))
 
 
 def _reader(db) -> tuple[sqlite3.Connection, bool]:
@@ -978,34 +1082,53 @@ def _reader(db) -> tuple[sqlite3.Connection, bool]:
     return connect_readonly(db), True
 
 
+def read_cell_rows(conn: sqlite3.Connection, study: str | None = None,
+                   order: str = "cell_id") -> tuple[list[str], list[tuple]]:
+    """The one cell-summary query (``RESULT_COLUMNS``) as plain tuples: what
+    ``load_results`` and the dashboard read. ``order``: ``"cell_id"``, or ``"grid"``
+    (study, model, dataset, seed, cell id: the dashboard's grids)."""
+    sql = _RESULTS_SQL if has_clean_metrics(conn) else _LEGACY_RESULTS_SQL
+    sql = (f"SELECT r.* FROM ({sql}) r JOIN studies st ON st.name = r.study")
+    params: tuple = ()
+    if study is not None:
+        sql += " WHERE r.study = ?"
+        params = (study,)
+    sql += {"cell_id": " ORDER BY r.cell_id",
+            "grid": " ORDER BY st.study_id, r.model, r.dataset, r.seed, r.cell_id"}[order]
+    cursor = conn.execute(sql, params)
+    columns = [d[0] for d in cursor.description]
+    return columns, cursor.fetchall()
+
+
 def load_results(db, study: str | None = None) -> pd.DataFrame:
-    """One row per cell: the grid's coordinates, ``ratio = batch_size / learning_rate``,
-    status, best test accuracy and its epoch, final train/test metrics.
+    """One row per cell (columns ``RESULT_COLUMNS``): the grid's coordinates,
+    ``ratio = batch_size / learning_rate``, status, and every number at the kept epoch
+    (``kept_epoch``, chosen by the study's ``best_metric``): ``test_accuracy``,
+    ``test_loss``, the clean training metrics ``train_eval_accuracy`` /
+    ``train_eval_loss``, ``gap`` (train_eval_accuracy - test_accuracy) and ``loss_gap``
+    (test_loss - train_eval_loss); beside them ``best_test_accuracy`` (the highest of
+    any epoch, the paper's measure) and the last epoch's ``final_*`` values
+    (``final_train_*``: Keras's running averages).
 
     ``db`` is a path (opened read-only) or an open connection. Accuracies are fractions
-    in [0, 1]; cells with no finished epoch have NaN there.
+    in [0, 1]; cells with no finished epoch, and clean metrics a store written before
+    they existed lacks, are NaN.
     """
     conn, owned = _reader(db)
     try:
-        sql = ("SELECT s.name AS study, c.cell_id, c.model, c.dataset, c.batch_size, "
-               "c.learning_rate, c.seed, c.batch_size / c.learning_rate AS ratio, c.status, "
-               "c.best_test_accuracy, c.best_epoch, c.final_train_accuracy, "
-               "c.final_train_loss, c.final_test_accuracy, c.final_test_loss, c.epochs_done, "
-               "c.diverged_epoch, c.error, c.worker, c.pack_id, c.attempts, c.failures, "
-               "c.heartbeat_at, c.started_at,"
-               " c.finished_at, c.updated_at FROM cells c JOIN studies s USING (study_id)")
-        params: tuple = ()
-        if study is not None:
-            sql += " WHERE s.name = ?"
-            params = (study,)
-        sql += " ORDER BY c.cell_id"
-        frame = pd.read_sql_query(sql, conn, params=params)
+        columns, rows = read_cell_rows(conn, study)
     finally:
         if owned:
             conn.close()
-    for col in ("best_epoch", "diverged_epoch"):
+    frame = pd.DataFrame(rows, columns=columns)
+    for col in ("best_epoch", "kept_epoch", "diverged_epoch"):
         frame[col] = frame[col].astype(float)
-    return frame
+    for col in ("ratio", "test_accuracy", "test_loss", "train_eval_accuracy", "train_eval_loss",
+                "gap", "loss_gap", "best_test_accuracy", "final_train_accuracy",
+                "final_train_loss", "final_test_accuracy", "final_test_loss",
+                "final_train_eval_accuracy", "final_train_eval_loss"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+    return frame[RESULT_COLUMNS]
 
 
 def load_epochs(db, study: str | None = None, cell_ids: Sequence[int] | None = None,
@@ -1017,9 +1140,11 @@ def load_epochs(db, study: str | None = None, cell_ids: Sequence[int] | None = N
     """
     conn, owned = _reader(db)
     try:
+        clean = ("e.train_eval_loss, e.train_eval_accuracy" if has_clean_metrics(conn)
+                 else "NULL AS train_eval_loss, NULL AS train_eval_accuracy")
         sql = ("SELECT e.rowid AS row, s.name AS study, e.cell_id, c.model, c.dataset, "
                "c.batch_size, c.learning_rate, c.seed, e.epoch, e.train_loss, "
-               "e.train_accuracy, e.test_loss, e.test_accuracy, e.wall_seconds, "
+               f"e.train_accuracy, e.test_loss, e.test_accuracy, {clean}, e.wall_seconds, "
                "e.metrics_json, e.recorded_at FROM epochs e JOIN cells c USING (cell_id) "
                "JOIN studies s USING (study_id) WHERE e.rowid > ?")
         params: list = [int(after)]

@@ -1,15 +1,25 @@
 """Training one pack: K cells of a group that share a batch size, in one ``model.fit``.
 
 Plain SGD, constant learning rate and batch size: a packed model holds one copy of the
-network per cell, all starting from the group's initial weights; the loss is
-``sum_k lr_k * loss_k`` and the optimizer ``SGD(learning_rate=1.0)``, so copy k's update
-is exactly ``-lr_k * grad loss_k``. Momentum (off by default) carries over unchanged;
-weight decay (off by default) is coupled, as PyTorch's SGD, and scaled per copy.
+network per cell, all starting from the group's initial weights. The copies' losses are
+summed unweighted, so the gradient of copy k's variables is its own ``grad loss_k``, and
+``PackedSGD`` applies to them its own learning rate, ``w -= lr_k * grad loss_k``: SGD's
+own operation on the same numbers, so a pack equals separate runs bit for bit. Momentum
+(off by default) carries over unchanged; weight decay (off by default) is coupled, as
+PyTorch's SGD, and scaled by each copy's rate.
 
-Every epoch: the test set is evaluated, the pack is checkpointed (atomically), then
-each cell's row is committed to the store. A killed pack resumes from its last
-checkpoint; rows that the checkpoint holds but the store lacks are written back first,
-so nothing is missing and nothing is written twice.
+Every epoch where the test set is evaluated, each copy is also evaluated on a fixed
+subset of the training set, exactly as the test set is (no augmentation, batch norm in
+inference mode): the clean training metrics (``train_eval_*``) that the generalization
+gap is measured with. Then the pack is checkpointed (atomically), then each cell's row
+is committed to the store. A killed pack resumes from its last checkpoint; rows that the
+checkpoint holds but the store lacks are written back first, so nothing is missing and
+nothing is written twice.
+
+``training.dtype = "float64"`` trains in float64 end to end: Keras's float type and
+dtype policy are float64 while the pack is built and trained (variables, computation,
+optimizer state), from the group's initial weights drawn in float32 (so float32 and
+float64 studies of a group start from the same weights).
 """
 
 from __future__ import annotations
@@ -21,37 +31,19 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from kerasgen import data as data_lib
-from kerasgen.callbacks import SQLiteLogger
+from kerasgen.callbacks import SQLiteLogger, split_logs
 from kerasgen.models import build_model, copies_of, copy_name, packed
 from kerasgen.models.fused import fused, fused_weights, unfuse_weights
+from kerasgen.options import RunOptions
 from kerasgen.spec import Spec
 from kerasgen.store import Claim, ClaimLost, Store
 
-
-
-@dataclass
-class RunOptions:
-    """How a study is run (not what it studies): nothing here changes a result."""
-
-    pack_size: int = 20
-    data_dir: str = "data"
-    checkpoint_dir: str | None = None  # default: <db>.checkpoints next to the store
-    jit_compile: bool | str = "auto"  # "auto": off on CPU (measured slower), on for GPU
-    layout: str = "auto"  # packed layout: "branches", "fused"; "auto" per device
-    stale_seconds: float = 600.0
-    heartbeat_seconds: float | None = None  # default: stale_seconds / 4
-    max_attempts: int = 3
-    steps_per_execution: int = 1
-    mirrored: bool = False  # one cell on all local GPUs (MirroredStrategy)
-    verbose: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- determinism and init
@@ -74,18 +66,39 @@ def group_weights_path(checkpoint_dir: Path, model: str, dataset: str, seed: int
 
 
 def initial_weights(model: str, ds: data_lib.Dataset, seed: int, checkpoint_dir: Path) -> list:
-    """The group's initial weights: drawn once from the seed, saved, and loaded by every
-    cell of the group (on any worker, in any process, after any restart)."""
+    """The group's initial weights: drawn once from the seed (in float32, whatever the
+    study's dtype), saved, and loaded by every cell of the group (on any worker, in any
+    process, after any restart)."""
     path = group_weights_path(checkpoint_dir, model, ds.name, seed)
     if path.exists():
         with np.load(path) as saved:
             return [saved[f"w{i}"] for i in range(len(saved.files))]
     keras.utils.set_random_seed(int(seed))
-    net = build_model(model, num_classes=ds.num_classes, input_shape=ds.input_shape)
-    weights = net.get_weights()
+    with float_type("float32"):
+        net = build_model(model, num_classes=ds.num_classes, input_shape=ds.input_shape)
+        weights = net.get_weights()
     del net
     _atomic_savez(path, {f"w{i}": w for i, w in enumerate(weights)})
     return weights
+
+
+@contextlib.contextmanager
+def float_type(dtype: str):
+    """Keras's float type and dtype policy set to ``dtype`` inside the block (restored
+    after): every variable, computation and optimizer slot created there uses it. Under
+    JAX, float64 also needs ``jax_enable_x64`` (process-wide, switched on once)."""
+    old_floatx, old_policy = keras.config.floatx(), keras.config.dtype_policy()
+    if dtype == "float64" and keras.backend.backend() == "jax":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    keras.config.set_floatx(dtype)
+    keras.config.set_dtype_policy(dtype)
+    try:
+        yield
+    finally:
+        keras.config.set_floatx(old_floatx)
+        keras.config.set_dtype_policy(old_policy)
 
 
 def _atomic_savez(path: Path, arrays: dict) -> None:
@@ -117,7 +130,7 @@ class PackedSGD(keras.optimizers.SGD):
     update, momentum included) with ``lr_k`` the learning rate of the copy that owns
     the variable. That is the update of ``SGD(learning_rate=lr_k)`` on copy k alone,
     the same operation on the same numbers, so a pack matches separate runs bit for bit
-    for any learning rates. (DESIGN.md's formulation, loss ``sum_k lr_k * loss_k`` with
+    for any learning rates. (The textbook formulation, loss ``sum_k lr_k * loss_k`` with
     ``SGD(1.0)``, computes the same update but rounds differently except for
     power-of-two rates.) The learning rates are optimizer state (``copy_learning_rates``),
     so one compiled pack is reused for the next pack of the same shape: Keras/TensorFlow
@@ -390,10 +403,11 @@ class PackLogger(SQLiteLogger):
 
     def __init__(self, store: Store, claim: Claim, cell_ids: list[int], spec: Spec,
                  checkpoint: PackCheckpoint, active: list[bool], history: dict,
-                 lost: threading.Event, layout: str = "branches"):
+                 lost: threading.Event, layout: str = "branches", train_eval=None):
         super().__init__(store, cell=cell_ids, claim=claim)
         self.spec = spec
         self.layout = layout
+        self.train_eval = train_eval  # the clean training subset, as model.evaluate takes it
         self.checkpoint = checkpoint
         self.active = list(active)
         self.history = history  # cell_id -> list of [epoch, row, wall_seconds]
@@ -405,8 +419,25 @@ class PackLogger(SQLiteLogger):
         if self.lost.is_set():
             raise ClaimLost("this worker's claim on the pack was taken over; stopping")
 
+    def add_metrics(self, epoch: int, rows: list[dict]) -> None:
+        """Clean training metrics, at every epoch where the test set was evaluated: each
+        copy on the fixed training subset, through ``model.evaluate`` as the test set
+        (same weights, batch norm in inference mode, no augmentation)."""
+        if self.train_eval is None or not any("test_loss" in row for row in rows):
+            return
+        if isinstance(self.train_eval, tuple):  # numpy arrays (backends without tf.data)
+            x, y = self.train_eval
+            logs = self.model.evaluate(x, y, batch_size=1000, verbose=0, return_dict=True)
+        else:
+            logs = self.model.evaluate(self.train_eval, verbose=0, return_dict=True)
+        clean = split_logs({f"val_{k}": v for k, v in logs.items()}, len(rows))
+        for row, measured in zip(rows, clean):
+            for name in ("loss", "accuracy"):
+                if f"test_{name}" in measured:
+                    row[f"train_eval_{name}"] = measured[f"test_{name}"]
+
     def before_write(self, epoch: int, rows: list[dict], diverged: list[bool]) -> None:
-        wall = time.perf_counter() - self._epoch_started
+        wall = self.wall
         cap_reached = epoch + 1 >= self.spec.epochs
         self._finishing = []
         for k, row in enumerate(rows):
@@ -522,11 +553,24 @@ def train_pack(store: Store, claim: Claim, spec: Spec, ds: data_lib.Dataset,
 
     configure_determinism(seed)
     weights = initial_weights(model_name, ds, seed, root)
+    with float_type(spec.training.dtype):
+        started = time.perf_counter()
+        _fit_pack(store, claim, spec, ds, options, checkpoint, meta, cell_ids, learning_rates,
+                  weights, active, statuses, history, initial_epoch)
+    return {"pack_id": claim.pack_id, "epochs": spec.epochs - initial_epoch,
+            "resumed_from": initial_epoch, "seconds": time.perf_counter() - started}
+
+
+def _fit_pack(store, claim, spec, ds, options, checkpoint, meta, cell_ids, learning_rates,
+              weights, active, statuses, history, initial_epoch) -> None:
+    first = claim.cells[0]
+    model_name, seed, batch_size = first["model"], int(first["seed"]), int(first["batch_size"])
     training = spec.training
     jit = resolve_jit_compile(options.jit_compile)
     # A resumed pack keeps the layout its checkpoint was written in.
     layout = meta.get("layout", "branches") if meta is not None else resolve_layout(options.layout)
     strategy = mirrored_strategy() if options.mirrored else None
+
     def build():
         return build_pack(model_name, ds, learning_rates, weights, training.momentum,
                           training.weight_decay, jit, options.steps_per_execution,
@@ -547,25 +591,30 @@ def train_pack(store: Store, claim: Claim, spec: Spec, ds: data_lib.Dataset,
                   f"from epoch {initial_epoch}", file=sys.stderr, flush=True)
 
     augment = ds.augment if training.augment == "default" else bool(training.augment)
+    drop_last = training.last_batch == "drop"
     copies = len(cell_ids)
+    subset = data_lib.train_eval_indices(seed, ds.train_size, training.train_eval_size,
+                                         int(ds.x_test.shape[0]))
+    train_eval = data_lib.train_eval_arrays(ds, subset, copies) if len(subset) else None
     if keras.backend.backend() == "tensorflow":
         train = data_lib.train_dataset(ds, seed, batch_size, initial_epoch, spec.epochs,
-                                       copies=copies, augment=augment)
+                                       copies=copies, augment=augment, drop_last=drop_last)
         test = data_lib.test_dataset(ds, copies=copies)
+        if train_eval is not None:
+            train_eval = data_lib.evaluation_dataset(*train_eval)
     else:  # JAX (or another backend): the same batches, from numpy
         train = data_lib.batch_generator(ds, seed, batch_size, initial_epoch, spec.epochs,
-                                         copies=copies, augment=augment)
+                                         copies=copies, augment=augment, drop_last=drop_last)
         test = data_lib.test_arrays(ds, copies=copies)
     heartbeat = Heartbeat(store, claim,
                           options.heartbeat_seconds or max(1.0, options.stale_seconds / 4))
     logger = PackLogger(store, claim, cell_ids, spec, checkpoint, active, history,
-                        heartbeat.lost, layout)
+                        heartbeat.lost, layout, train_eval=train_eval)
     logger.statuses = dict(statuses)
     heartbeat.start()
-    started = time.perf_counter()
     try:
         model.fit(
-            train, steps_per_epoch=data_lib.steps_per_epoch(ds.train_size, batch_size),
+            train, steps_per_epoch=data_lib.steps_per_epoch(ds.train_size, batch_size, drop_last),
             initial_epoch=initial_epoch, epochs=spec.epochs, validation_data=test,
             validation_freq=training.test_every, callbacks=[logger], verbose=options.verbose,
             shuffle=False, validation_batch_size=1000,
@@ -578,8 +627,6 @@ def train_pack(store: Store, claim: Claim, spec: Spec, ds: data_lib.Dataset,
             gc.collect()
     if heartbeat.lost.is_set():
         raise ClaimLost(f"pack {claim.pack_id} was taken over by another worker")
-    return {"pack_id": claim.pack_id, "epochs": spec.epochs - initial_epoch,
-            "resumed_from": initial_epoch, "seconds": time.perf_counter() - started}
 
 
 def _replay(store: Store, claim: Claim, meta: dict) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from kerasgen import runtime
 from kerasgen.spec import Spec, from_dict
 from kerasgen.store import ClaimLost, Store, StoreError, utc_now
-from kerasgen.train import RunOptions
+from kerasgen.options import RunOptions
 
 
 class StudyError(RuntimeError):
@@ -127,7 +127,7 @@ def _worker_process(db_path: str, study: str, options_dict: dict, gpu: str | Non
     """Entry point of a spawned worker process (one per GPU, or CPU workers)."""
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    runtime.set_onednn(options_dict.get("extra", {}).get("onednn"))
+    runtime.set_onednn(options_dict.get("onednn"))
     runtime.quiet_tensorflow()
     options = RunOptions(**options_dict)
     if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":

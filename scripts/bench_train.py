@@ -5,8 +5,9 @@ for K = 1, 2, 4, 8, 20, in both packed layouts (K branches in one graph, or the 
 fused into grouped convolutions), with XLA (jit_compile) on and off; each figure's min
 and median over repeats and its ratio to K = 1 of the same layout and compile mode.
 Then the input pipeline alone (augmentation included) next to the step it feeds, the
-share of epoch time spent in the runner's callbacks (checkpoint + SQLite), and a
-projection of the paper preset's device-hours from the measured FLOP rates.
+share of epoch time spent in the runner's callbacks (checkpoint + SQLite), the epoch time
+with and without the clean training metrics, and a projection of the paper preset's
+device-hours from the measured FLOP rates.
 
     .venv/bin/python scripts/bench_train.py --model resnet20 --batch-size 16
     .venv/bin/python scripts/bench_train.py --model resnet110 --batch-size 16 --copies 1,20 \
@@ -46,6 +47,7 @@ def parse_args():
     p.add_argument("--input-shape", default="32,32,3")
     p.add_argument("--skip-pipeline", action="store_true")
     p.add_argument("--skip-overhead", action="store_true")
+    p.add_argument("--skip-train-eval", action="store_true")
     p.add_argument("--skip-projection", action="store_true")
     p.add_argument("--skip-autotune", action="store_true")
     p.add_argument("--onednn-ab", action="store_true",
@@ -254,6 +256,46 @@ def bench_overhead(args):
           f"time; whole pack incl. build/compile: {total:.2f} s")
 
 
+def bench_train_eval(args):
+    """Epoch time of the runner with the clean training metrics (the default: a training
+    subset as large as the test set, evaluated each epoch) against without them
+    (train_eval_size = 0), interleaved repeats, in one run."""
+    from kerasgen import train as train_lib
+    from kerasgen.runtime import environment_facts, worker_name
+    from kerasgen.spec import Spec, Training
+    from kerasgen.store import Store
+
+    dataset = "synthetic-16-3-10-1000"  # 1,000 training, 250 test images (CIFAR: 50,000/10,000)
+    print("\n## clean training metrics: epoch time with / without (the runner, resnet20, "
+          f"{dataset}, batch 32, K=4, 3 epochs; epoch 0 left out: it compiles)")
+    walls: dict[str, list[float]] = {"test": [], "0": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(args.repeats):
+            for size in ("test", 0) if repeat % 2 == 0 else (0, "test"):
+                spec = Spec(name=f"eval-{size}-{repeat}", models=("resnet20",),
+                            datasets=(dataset,), batch_sizes=(32,),
+                            learning_rates=(0.01, 0.02, 0.03, 0.04), epochs=3,
+                            training=Training(train_eval_size=size))
+                options = train_lib.RunOptions(pack_size=4, data_dir=tmp)
+                store = Store(Path(tmp) / f"{spec.name}.db")
+                study = store.create_study(spec.name, spec.to_dict(), spec.cells(),
+                                           environment_facts())
+                ds = train_lib.prepare_dataset(dataset, options)
+                claim = store.claim_pack(study, worker_name(), 4)
+                train_lib.train_pack(store, claim, spec, ds, options)
+                walls[str(size)] += [r["wall_seconds"] for r in store.epochs_of(claim.cell_ids[0])
+                                     if r["epoch"] > 0]
+                store.close()
+    on, off = statistics.median(walls["test"]), statistics.median(walls["0"])
+    share = on / off - 1
+    print(f"epoch seconds (median of {len(walls['0'])}): without {off:.2f} "
+          f"(min {min(walls['0']):.2f}, max {max(walls['0']):.2f}), with {on:.2f} "
+          f"(min {min(walls['test']):.2f}, max {max(walls['test']):.2f}): "
+          f"overhead {100 * share:+.1f} %")
+    print(f"at CIFAR's proportions (a test set 1/5 of the training set, here 1/4): about "
+          f"{100 * share * 0.8:+.1f} %")
+
+
 def bench_autotune(args):
     """How long model.fit takes to return after its last batch, with tf.data autotuning
     on (TensorFlow's default) and off (kerasgen's pipeline_options)."""
@@ -399,6 +441,8 @@ def main() -> int:
         bench_pipeline(args, shape, max(k1) if k1 else None)
     if not args.skip_overhead:
         bench_overhead(args)
+    if not args.skip_train_eval:
+        bench_train_eval(args)
     if not args.skip_projection:
         projection(results, args, shape)
     return 0

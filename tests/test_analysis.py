@@ -47,6 +47,12 @@ def make_grid(
                     "seed": seed,
                     "ratio": bs / lr,
                     "status": "done",
+                    "best_metric": "test_accuracy",
+                    "kept_epoch": 10.0,
+                    "test_accuracy": acc,
+                    "test_loss": 2.0 * (1.0 - acc),
+                    "train_eval_accuracy": 1.0,
+                    "train_eval_loss": float(rng.uniform(0.001, 0.01)),
                     "best_test_accuracy": acc,
                     "best_epoch": 10.0,
                     "final_train_accuracy": 1.0,
@@ -133,7 +139,7 @@ def test_every_coefficient_and_pvalue_equals_scipy_spearmanr_on_the_same_cells()
             x = cells["learning_rate"]
         else:
             x = cells["batch_size"] / cells["learning_rate"]
-        expected = stats.spearmanr(x.to_numpy(), cells["best_test_accuracy"].to_numpy())
+        expected = stats.spearmanr(x.to_numpy(), cells["test_accuracy"].to_numpy())
         assert row.n == len(cells)
         assert row.scc == pytest.approx(expected.statistic, abs=1e-12)
         assert row.p_value == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-300)
@@ -149,7 +155,7 @@ def test_ratio_ties_are_treated_as_ties_despite_float_rounding():
     exact = [float(Fraction(100 * bs) / Fraction(round(lr * 100))) for bs, lr in zip(frame["batch_size"], frame["learning_rate"])]
     assert frame["ratio"].nunique() > len(set(exact))  # the noise is really there
     t3 = _rows(A.spearman_tests(frame, pvalue="asymptotic"), 3).iloc[0]
-    expected = stats.spearmanr(exact, frame["best_test_accuracy"])
+    expected = stats.spearmanr(exact, frame["test_accuracy"])
     assert t3["scc"] == pytest.approx(expected.statistic, abs=1e-12)
     assert t3["p_value"] == pytest.approx(expected.pvalue, rel=1e-9)
 
@@ -183,7 +189,7 @@ def test_groups_smaller_than_min_cells_report_fewer_than_3_with_n():
 def test_no_coefficient_is_ever_a_bare_nan():
     frame = make_grid([16, 32, 64], [0.01, 0.02, 0.03])
     frame.loc[:4, "status"] = "pending"
-    frame.loc[frame["learning_rate"] == 0.03, "best_test_accuracy"] = 0.7
+    frame.loc[frame["learning_rate"] == 0.03, "test_accuracy"] = 0.7
     tests = A.spearman_tests(frame, pvalue="asymptotic")
     assert (tests["scc"].isna() == tests["reason"].notna()).all()
     assert (tests["p_value"].isna() == tests["reason"].notna()).all()
@@ -213,7 +219,7 @@ def test_diverged_cells_count_with_best_accuracy_and_can_be_excluded():
     assert g_ex["reason"] == "fewer than 3 finished cells (n=2)"
     assert _rows(included, 3)["n"].iloc[0] == 16 and _rows(excluded, 3)["n"].iloc[0] == 14
     kept = frame[frame["learning_rate"] == 0.08]
-    assert g_in["scc"] == pytest.approx(stats.spearmanr(kept["batch_size"], kept["best_test_accuracy"]).statistic)
+    assert g_in["scc"] == pytest.approx(stats.spearmanr(kept["batch_size"], kept["test_accuracy"]).statistic)
 
 
 def test_partial_grid_ignores_pending_running_failed_and_keeps_the_test_count():
@@ -221,14 +227,14 @@ def test_partial_grid_ignores_pending_running_failed_and_keeps_the_test_count():
     frame.loc[0, "status"] = "pending"
     frame.loc[1, "status"] = "running"
     frame.loc[2, "status"] = "failed"
-    frame.loc[[0, 1], "best_test_accuracy"] = np.nan
-    frame.loc[3, "best_test_accuracy"] = np.nan  # done but never finished an epoch
+    frame.loc[[0, 1], "test_accuracy"] = np.nan
+    frame.loc[3, "test_accuracy"] = np.nan  # done but never finished an epoch
     tests = A.spearman_tests(frame, pvalue="asymptotic")
     assert len(tests) == 3 + 4 + 1
     t3 = _rows(tests, 3).iloc[0]
     assert (t3["n"], t3["n_total"]) == (12 - 4, 12)
     done = frame.drop(index=[0, 1, 2, 3])
-    expected = stats.spearmanr(done["batch_size"] / done["learning_rate"], done["best_test_accuracy"])
+    expected = stats.spearmanr(done["batch_size"] / done["learning_rate"], done["test_accuracy"])
     assert t3["scc"] == pytest.approx(expected.statistic)
     assert t3["p_value"] == pytest.approx(expected.pvalue)
 
@@ -236,7 +242,7 @@ def test_partial_grid_ignores_pending_running_failed_and_keeps_the_test_count():
 def test_frame_with_only_pending_cells_yields_reasons_not_errors():
     frame = make_grid([16, 32, 64], [0.01, 0.02, 0.03])
     frame["status"] = "pending"
-    frame["best_test_accuracy"] = np.nan
+    frame["test_accuracy"] = np.nan
     tests = A.spearman_tests(frame, pvalue="asymptotic")
     assert len(tests) == 7 and tests["reason"].str.startswith("fewer than 3 finished cells (n=0)").all()
 
@@ -292,7 +298,7 @@ def test_exact_pvalues_in_tests_frame_match_enumeration():
     for row in _rows(tests, 1).itertuples():
         cells = frame[np.isclose(frame["learning_rate"], row.group_value)]
         assert row.p_value == pytest.approx(
-            _brute_force_pvalue(cells["batch_size"].tolist(), cells["best_test_accuracy"].tolist())
+            _brute_force_pvalue(cells["batch_size"].tolist(), cells["test_accuracy"].tolist())
         )
         assert row.pvalue_method == "exact (120 permutations)"
 
@@ -334,13 +340,30 @@ def test_unknown_pvalue_method_is_rejected():
 # --------------------------------------------------------------------------- metrics and directions
 
 
-def test_gap_is_final_train_accuracy_minus_best_test_accuracy():
+def test_gaps_are_clean_train_minus_test_at_the_kept_epoch_never_the_running_metrics():
     frame = make_grid([16, 32], [0.1])
-    frame["final_train_accuracy"] = [0.99, 0.98]
-    frame["best_test_accuracy"] = [0.9, 0.7]
+    frame["train_eval_accuracy"] = [0.99, 0.98]
+    frame["test_accuracy"] = [0.9, 0.7]
+    frame["train_eval_loss"] = [0.01, 0.05]
+    frame["test_loss"] = [0.3, 0.9]
     out = A.add_derived_metrics(frame)
     assert out["gap"].tolist() == pytest.approx([0.09, 0.28])
+    assert out["loss_gap"].tolist() == pytest.approx([0.29, 0.85])
     assert "gap" not in frame.columns
+    # A store without clean metrics: no gap at all, even though Keras's running train
+    # accuracy is there (it is averaged over augmented batches in training mode).
+    old = frame.drop(columns=["train_eval_accuracy", "train_eval_loss"])
+    assert old["final_train_accuracy"].notna().all()
+    derived = A.add_derived_metrics(old)
+    assert derived["gap"].isna().all() and derived["loss_gap"].isna().all()
+    tests = A.spearman_tests(old, metric="gap")
+    assert tests["scc"].isna().all() and tests["reason"].notna().all()
+
+
+def test_a_frame_without_kept_epoch_columns_is_read_with_the_papers_rule():
+    frame = make_grid([16, 32, 64], [0.1, 0.2]).drop(columns=["test_accuracy"])
+    out = A.add_derived_metrics(frame)
+    assert out["test_accuracy"].tolist() == frame["best_test_accuracy"].tolist()
 
 
 def test_all_metrics_get_the_same_three_analyses():
@@ -354,13 +377,16 @@ def test_direction_summary_holds_for_the_paper_pattern_and_flips_for_gap():
     # (with 5 cells it is 2/5! = 0.017 and nothing is ever significant).
     frame = make_grid([16 * 2**i for i in range(7)], [0.01 * 2**i for i in range(7)],
                       accuracy=lambda bs, lr, rng: 1 - bs / lr / 1e6)
-    frame["final_train_accuracy"] = 1.0
+    frame["train_eval_accuracy"] = 1.0
+    frame["train_eval_loss"] = 0.001
     summary = A.direction_summary(A.spearman_tests_all(frame, pvalue="exact"))
     assert summary["holds"].all(), summary[["metric", "variable", "verdict"]]
     gap = summary[summary["metric"] == "gap"].set_index("variable")
     assert gap.loc["ratio", "expected_sign"] == 1 and gap.loc["batch_size", "expected_sign"] == 1
     assert gap.loc["learning_rate", "expected_sign"] == -1
-    acc = summary[summary["metric"] == "best_test_accuracy"].set_index("variable")
+    loss_gap = summary[summary["metric"] == "loss_gap"].set_index("variable")
+    assert loss_gap.loc["ratio", "expected_sign"] == 1 and loss_gap.loc["ratio", "holds"]
+    acc = summary[summary["metric"] == "test_accuracy"].set_index("variable")
     assert acc.loc["batch_size", "significant_expected"] == 7 and acc.loc["batch_size", "significant_against"] == 0
     assert "7/7 groups tested" in acc.loc["batch_size", "summary"]
 
@@ -384,30 +410,91 @@ def test_direction_summary_counts_expected_against_and_untested_groups():
 # --------------------------------------------------------------------------- premise
 
 
-def test_premise_check_warns_when_train_loss_tracks_the_ratio():
-    frame = make_grid([16, 32, 64, 128], [0.01, 0.02, 0.04, 0.08])
-    frame["final_train_loss"] = 1e-4 * frame["ratio"]
+GRID_4X4 = ([16, 32, 64, 128], [0.01, 0.02, 0.04, 0.08])
+
+
+def test_premise_check_warns_of_the_confound_when_clean_loss_rises_and_accuracy_falls():
+    # The paper's direction (accuracy falls with the ratio, make_grid's default) and
+    # large-ratio cells that fit the training set worse: under-training could explain it.
+    frame = make_grid(*GRID_4X4)
+    frame["train_eval_loss"] = 1e-4 * frame["ratio"]
     row = A.premise_check(frame).iloc[0]
-    assert row["loss_ratio_scc"] == pytest.approx(stats.spearmanr(frame["ratio"], frame["final_train_loss"]).statistic)
+    assert row["train_source"] == "clean (kept epoch)"
+    assert row["loss_ratio_scc"] == pytest.approx(
+        stats.spearmanr(frame["ratio"], frame["train_eval_loss"]).statistic)
+    assert row["metric_ratio_scc"] < 0
     assert not row["ok"]
-    assert any("train loss rises" in w and "under-training" in w for w in row["warnings"])
+    (warning,) = [w for w in row["warnings"] if "under-training" in w]
+    assert "clean train loss rises" in warning and "SCC +1.00" in warning
+    assert f"SCC {row['metric_ratio_scc']:+.2f}" in warning and row["notes"] == ()
+
+
+def test_premise_check_says_the_opposite_trend_cannot_be_under_training():
+    # Large-ratio cells fit better (clean loss falls with the ratio, as on the paper-size
+    # store of scripts/bench_tui.py) yet test worse: no under-training warning.
+    frame = make_grid(*GRID_4X4)
+    frame["train_eval_loss"] = 1.0 / frame["ratio"]
+    row = A.premise_check(frame).iloc[0]
+    assert row["ok"] and not any("under-training" in w for w in row["warnings"])
+    (note,) = row["notes"]
+    assert "clean train loss falls" in note and "fit the training set better yet test worse" in note
+
+
+def test_premise_check_warns_of_unequal_fit_without_the_papers_trend():
+    frame = make_grid(*GRID_4X4, accuracy=lambda bs, lr, rng: 0.5 + 1e-4 * bs / lr)
+    frame["train_eval_loss"] = 1e-4 * frame["ratio"]
+    row = A.premise_check(frame).iloc[0]
+    assert row["metric_ratio_scc"] > 0
+    (warning,) = row["warnings"]
+    assert "not equally well fitted" in warning and "under-training" not in warning
 
 
 def test_premise_check_warns_about_cells_below_train_accuracy_threshold():
     frame = make_grid([16, 32, 64], [0.01, 0.02, 0.04])
-    frame.loc[[0, 4], "final_train_accuracy"] = [0.6, 0.95]
+    frame.loc[[0, 4], "train_eval_accuracy"] = [0.6, 0.95]
+    frame["final_train_accuracy"] = 0.5  # the running metric is not what is judged
     row = A.premise_check(frame, train_accuracy_threshold=0.99).iloc[0]
     assert row["n_below_threshold"] == 2 and row["train_accuracy_min"] == 0.6
     assert row["train_accuracy_median"] == 1.0 and row["train_accuracy_max"] == 1.0
-    assert any("2 of 9 cells end below 99% train accuracy" in w for w in row["warnings"])
+    assert any("2 of 9 cells are below 99% clean train accuracy" in w for w in row["warnings"])
 
 
 def test_premise_check_is_quiet_when_every_cell_fits_and_loss_is_unrelated():
-    frame = make_grid([16, 32, 64, 128], [0.01, 0.02, 0.04, 0.08])
-    frame["final_train_loss"] = np.random.default_rng(5).permutation(np.linspace(0.001, 0.002, 16))
+    frame = make_grid(*GRID_4X4)
+    frame["train_eval_loss"] = np.random.default_rng(5).permutation(np.linspace(0.001, 0.002, 16))
     row = A.premise_check(frame).iloc[0]
     assert row["ok"] and row["warnings"] == () and row["n_below_threshold"] == 0
     assert math.isnan(row["accuracy_ratio_scc"])  # constant train accuracy: no coefficient
+
+
+def test_premise_check_without_clean_metrics_says_so_and_uses_the_running_ones():
+    frame = make_grid(*GRID_4X4).drop(columns=["train_eval_accuracy", "train_eval_loss"])
+    frame["final_train_loss"] = 1e-4 * frame["ratio"]
+    row = A.premise_check(frame).iloc[0]
+    assert row["train_source"].startswith("running")
+    assert any("clean training metrics are missing" in w for w in row["warnings"])
+    assert any("running train loss rises" in w for w in row["warnings"])
+
+
+@pytest.mark.parametrize("model, last_batch, flagged", [
+    ("resnet8", "keep", ((16, 3), (32, 3), (64, 3))),  # 1347 = 84 * 16 + 3 ...
+    ("resnet8", "drop", ()),
+    ("vgg11_nobn", "keep", ()),  # no batch norm, no moving statistics
+    ("mine", "keep", ()),  # not a registry model: nothing is assumed
+])
+def test_premise_check_names_small_last_batches_of_batch_norm_networks(model, last_batch,
+                                                                       flagged):
+    frame = make_grid([16, 32, 64, 128], [0.1, 0.2], models=(model,), datasets=("digits",))
+    frame["last_batch"] = last_batch
+    row = A.premise_check(frame).iloc[0]
+    assert row["small_last_batches"] == flagged
+    warned = [w for w in row["warnings"] if "last batch" in w]
+    if flagged:  # 1347 mod 128 = 67 is more than a quarter of 128: not named
+        (warning,) = warned
+        assert "16 (last batch 3), 32 (last batch 3), 64 (last batch 3)" in warning
+        assert "10%" in warning and "128" not in warning
+    else:
+        assert warned == []
 
 
 # --------------------------------------------------------------------------- module hygiene

@@ -312,7 +312,7 @@ def test_whole_space_bound_is_reported_vacuous_when_examples_are_fewer_than_para
 @pytest.fixture(scope="module")
 def trained_store(tmp_path_factory):
     from kerasgen.spec import Spec
-    from kerasgen.train import RunOptions
+    from kerasgen.options import RunOptions
     from kerasgen.worker import run_study
 
     root = tmp_path_factory.mktemp("bound")

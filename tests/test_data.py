@@ -308,6 +308,54 @@ def test_epoch_order_differs_between_epochs_and_seeds_and_repeats_exactly():
 def test_last_partial_batch_is_kept():
     assert [len(b) for b in D.batch_indices(0, 0, 100, 32)] == [32, 32, 32, 4]
     assert D.steps_per_epoch(100, 32) == 4 and D.steps_per_epoch(96, 32) == 3
+    assert D.last_batch_size(100, 32) == 4 and D.last_batch_size(96, 32) == 32
+
+
+def test_dropping_the_last_batch_leaves_the_full_batches_of_the_same_order():
+    kept = D.batch_indices(0, 0, 100, 32)
+    dropped = D.batch_indices(0, 0, 100, 32, drop_last=True)
+    assert [len(b) for b in dropped] == [32, 32, 32]
+    for a, b in zip(dropped, kept):
+        np.testing.assert_array_equal(a, b)
+    assert D.steps_per_epoch(100, 32, drop_last=True) == 3
+    assert D.last_batch_size(100, 32, drop_last=True) == 32
+    # A batch size that divides n: dropping changes nothing.
+    assert len(D.batch_indices(0, 0, 96, 32, drop_last=True)) == 3
+
+
+def test_tf_pipeline_drops_each_epochs_last_batch_when_asked():
+    ds = small_dataset(n=40)
+    kept = list(D.train_dataset(ds, 3, 16, 0, 2).as_numpy_iterator())
+    dropped = list(D.train_dataset(ds, 3, 16, 0, 2, drop_last=True).as_numpy_iterator())
+    assert [len(y) for _, y in kept] == [16, 16, 8] * 2
+    assert [len(y) for _, y in dropped] == [16, 16] * 2
+    reference = [b for e in range(2) for b in D.numpy_batches(ds, 3, e, 16, drop_last=True)]
+    for (x, y), (ex, ey) in zip(dropped, reference, strict=True):
+        np.testing.assert_allclose(x, ex, atol=1e-6)
+        np.testing.assert_array_equal(y, ey)
+
+
+# ---------------------------------------------------------------- the clean training subset
+
+def test_train_eval_subset_is_fixed_by_the_seed_and_sized_like_the_test_set():
+    a = D.train_eval_indices(7, 1000, "test", 200)
+    assert len(a) == 200 and len(set(a.tolist())) == 200 and np.all(np.diff(a) > 0)
+    assert a.min() >= 0 and a.max() < 1000
+    np.testing.assert_array_equal(a, D.train_eval_indices(7, 1000, "test", 200))
+    assert not np.array_equal(a, D.train_eval_indices(8, 1000, "test", 200))
+    assert len(D.train_eval_indices(7, 1000, 50, 200)) == 50
+    np.testing.assert_array_equal(D.train_eval_indices(7, 1000, "all", 200), np.arange(1000))
+    assert len(D.train_eval_indices(7, 1000, 0, 200)) == 0
+    # A test set larger than the training set: the whole training set.
+    np.testing.assert_array_equal(D.train_eval_indices(7, 100, "test", 500), np.arange(100))
+
+
+def test_train_eval_arrays_are_the_chosen_images_normalized_never_augmented():
+    ds = small_dataset(augment=True)
+    idx = D.train_eval_indices(1, ds.train_size, "test", 16)
+    x, ys = D.train_eval_arrays(ds, idx, copies=2)
+    np.testing.assert_allclose(x, ds.normalize(ds.x_train[idx]), atol=0)
+    assert len(ys) == 2 and all(np.array_equal(y, ds.y_train[idx]) for y in ys)
 
 
 # ---------------------------------------------------------------- augmentation

@@ -15,7 +15,7 @@ ray = pytest.importorskip("ray", reason="the Ray extra is not installed")
 
 from kerasgen.spec import Spec  # noqa: E402
 from kerasgen.store import Store, load_epochs, load_results  # noqa: E402
-from kerasgen.train import RunOptions  # noqa: E402
+from kerasgen.options import RunOptions  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,11 @@ def make_grid(batch_sizes, learning_rates, models=("resnet110",), datasets=("cif
                     rows.append({
                         "study": "s", "cell_id": len(rows), "model": model, "dataset": dataset,
                         "batch_size": bs, "learning_rate": lr, "seed": 0, "ratio": bs / lr,
-                        "status": "done", "best_test_accuracy": acc, "best_epoch": 10.0,
+                        "status": "done", "best_metric": "test_accuracy", "kept_epoch": 10.0,
+                        "test_accuracy": acc, "test_loss": 2.0 * (1.0 - acc),
+                        "train_eval_accuracy": 1.0,
+                        "train_eval_loss": float(rng.uniform(0.001, 0.01)),
+                        "best_test_accuracy": acc, "best_epoch": 10.0,
                         "final_train_accuracy": 1.0, "final_train_loss": float(rng.uniform(0.001, 0.01)),
                         "final_test_accuracy": acc - 0.01, "final_test_loss": 1.0,
                         "epochs_done": 20, "diverged_epoch": np.nan,
@@ -46,7 +50,8 @@ def frame() -> pd.DataFrame:
     f.loc[div, ["status", "diverged_epoch"]] = ["diverged", 4.0]
     pend = (f["model"] == "resnet110") & (f["dataset"] == "cifar100") & (f["batch_size"] == 256) & (f["learning_rate"] >= 0.1)
     f.loc[pend, "status"] = "pending"
-    f.loc[pend, ["best_test_accuracy", "final_test_accuracy", "final_train_accuracy"]] = np.nan
+    f.loc[pend, ["test_accuracy", "test_loss", "train_eval_accuracy", "train_eval_loss",
+                 "best_test_accuracy", "final_test_accuracy", "final_train_accuracy"]] = np.nan
     return f
 
 
@@ -133,27 +138,45 @@ def test_markdown_report_has_tables_directions_other_metrics_and_premise(frame):
     text = R.render_report(frame, pvalue="asymptotic")
     for heading in ("## Cells", "## Tables 1-3", "## Direction of the correlations",
                     "## Beyond the paper", "### final test accuracy", "### generalization gap",
-                    "## Premise"):
+                    "### loss gap", "## Premise"):
         assert heading in text, heading
-    assert text.count("**Table 1:") == 1 and text.count("**Table 3:") == 3
+    assert text.count("**Table 1:") == 1 and text.count("**Table 3:") == 4
+    assert "Metric: **best test accuracy (kept epoch: highest test accuracy)**" in text
     # cell counts: the pending and diverged cells appear
     assert re.search(r"\| s \| resnet110 \| cifar100 \| 17 \| 0 \| 0 \| 3 \| 0 \| 20 \|", text)
     assert "Diverged cells are included" in text
 
 
-def test_markdown_report_warns_when_train_loss_tracks_the_ratio(frame):
+def test_markdown_report_warns_when_clean_train_loss_tracks_the_ratio(frame):
     f = frame.copy()
-    f["final_train_loss"] = 1e-5 * f["ratio"]
+    f["train_eval_loss"] = 1e-5 * f["ratio"]
     text = R.render_report(f, pvalue="asymptotic")
-    assert "**Warning (ResNet-110 on CIFAR-10)**: final train loss rises" in text
+    assert "**Warning (ResNet-110 on CIFAR-10)**: clean train loss rises" in text
+    assert "under-training" in text
     quiet = R.render_report(frame, pvalue="asymptotic")
-    assert "final train loss rises" not in quiet
+    assert "clean train loss rises" not in quiet
+
+
+def test_markdown_report_of_a_store_without_clean_metrics_says_they_are_missing(frame):
+    old = frame.drop(columns=["train_eval_accuracy", "train_eval_loss"])
+    text = R.render_report(old, pvalue="asymptotic")
+    assert text.count("_No gap: the clean training metrics are missing") == 2  # gap, loss gap
+    assert "clean training metrics are missing" in text.split("## Premise")[1]
+
+
+def test_a_study_that_keeps_the_lowest_test_loss_epoch_is_labelled_so(frame):
+    f = frame.copy()
+    f["best_metric"] = "test_loss"
+    text = R.render_report(f, pvalue="asymptotic")
+    assert "Metric: **test accuracy (kept epoch: lowest test loss)**" in text
+    assert "best test accuracy" not in text.split("## Premise")[0]
 
 
 def test_markdown_report_of_a_study_with_nothing_finished_still_renders():
     f = make_grid([16, 32], [0.1, 0.2])
     f["status"] = "pending"
-    f[["best_test_accuracy", "final_train_accuracy", "final_test_accuracy"]] = np.nan
+    f[["test_accuracy", "train_eval_accuracy", "best_test_accuracy", "final_train_accuracy",
+       "final_test_accuracy"]] = np.nan
     text = R.render_report(f, pvalue="asymptotic")
     assert "fewer than 3 finished cells" in text and "no finished cells" in text
 
@@ -162,7 +185,7 @@ def test_exclude_diverged_changes_the_rendered_n(frame):
     inc = R.render_report(frame, fmt="csv", pvalue="asymptotic")
     exc = R.render_report(frame, fmt="csv", include_diverged=False, pvalue="asymptotic")
     a, b = pd.read_csv(io.StringIO(inc)), pd.read_csv(io.StringIO(exc))
-    key = (a["model"] == "vgg19") & (a["table"] == 3) & (a["metric"] == "best_test_accuracy")
+    key = (a["model"] == "vgg19") & (a["table"] == 3) & (a["metric"] == "test_accuracy")
     assert (a.loc[key, "n"] - b.loc[key, "n"]).tolist() == [1, 1]
 
 
@@ -172,10 +195,10 @@ def test_exclude_diverged_changes_the_rendered_n(frame):
 def test_csv_is_the_tidy_tests_table_of_all_metrics(frame):
     out = pd.read_csv(io.StringIO(R.render_report(frame, fmt="csv", pvalue="asymptotic")))
     assert list(out.columns) == A.TEST_COLUMNS
-    assert len(out) == 3 * A.expected_test_count(frame)
-    assert out["metric"].iloc[0] == "best_test_accuracy"
+    assert len(out) == len(A.METRICS) * A.expected_test_count(frame)
+    assert out["metric"].iloc[0] == "test_accuracy"
     direct = A.spearman_tests(frame, pvalue="asymptotic")
-    first = out[out["metric"] == "best_test_accuracy"].reset_index(drop=True)
+    first = out[out["metric"] == "test_accuracy"].reset_index(drop=True)
     assert np.allclose(first["scc"], direct["scc"], equal_nan=True)
     assert np.allclose(first["p_value"], direct["p_value"], equal_nan=True, rtol=1e-12)
 

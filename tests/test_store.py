@@ -915,7 +915,10 @@ def test_a_store_of_every_earlier_schema_version_upgrades_to_the_current_one(tmp
         monkeypatch.setattr(S, "SCHEMA_VERSION", version)
         with Store(db) as old:
             old.create_study("s", spec_of("s"), grid([16], [0.1]))
-            old.record_epoch(1, 0, logs())
+            # Written as that version's code wrote it: the columns epochs has had since 1.
+            with old.transaction() as conn:
+                conn.execute("INSERT INTO epochs (cell_id, epoch, train_loss, test_accuracy, "
+                             "recorded_at) VALUES (1, 0, 1.0, 0.5, '2024-01-01T00:00:00Z')")
         monkeypatch.setattr(S, "MIGRATIONS", full)
         monkeypatch.setattr(S, "SCHEMA_VERSION", len(full))
         assert inspect_store(db)["user_version"] == version
@@ -1021,3 +1024,75 @@ def test_a_closed_writer_leaves_every_commit_in_the_main_file_while_a_reader_wat
     assert result["status"].tolist() == ["done"]
     assert result["best_test_accuracy"].tolist() == [0.5]
     assert len(load_epochs(copy)) == 3
+
+
+# ---------------------------------------------------------------- the kept epoch and clean metrics
+
+def _three_epochs(store: Store, cell_id: int) -> None:
+    # accuracy peaks at epoch 2, loss bottoms out at epoch 1
+    for epoch, (test_loss, test_acc, clean_loss, clean_acc) in enumerate(
+            [(1.0, 0.50, 0.9, 0.6), (0.7, 0.70, 0.5, 0.8), (0.8, 0.75, 0.3, 0.9)]):
+        store.record_epoch(cell_id, epoch, logs(test_loss=test_loss, test_acc=test_acc,
+                                                train_eval_loss=clean_loss,
+                                                train_eval_accuracy=clean_acc))
+
+
+@pytest.mark.parametrize("best_metric, kept, test_acc", [
+    ("test_accuracy", 2, 0.75),   # the paper's: the epoch of highest test accuracy
+    ("test_loss", 1, 0.70),       # the epoch of lowest test loss
+])
+def test_the_kept_epoch_follows_the_studys_best_metric_and_every_number_is_read_there(
+        tmp_path, best_metric, kept, test_acc):
+    store, _ = new_study(tmp_path / "k.db", grid([16], [0.1]),
+                         training={"best_metric": best_metric})
+    _three_epochs(store, 1)
+    store.finish_cell(1, "done")
+    store.close()
+    row = load_results(tmp_path / "k.db").iloc[0]
+    clean_acc, clean_loss, test_loss = {2: (0.9, 0.3, 0.8), 1: (0.8, 0.5, 0.7)}[kept]
+    assert row["best_metric"] == best_metric and row["kept_epoch"] == kept
+    assert row["test_accuracy"] == test_acc and row["test_loss"] == test_loss
+    assert row["train_eval_accuracy"] == clean_acc and row["train_eval_loss"] == clean_loss
+    assert row["gap"] == pytest.approx(clean_acc - test_acc)
+    assert row["loss_gap"] == pytest.approx(test_loss - clean_loss)
+    # Named for what they are, whatever the rule: the highest test accuracy of any epoch,
+    # and the last epoch's values.
+    assert row["best_test_accuracy"] == 0.75 and row["best_epoch"] == 2
+    assert row["final_test_loss"] == 0.8 and row["final_train_eval_accuracy"] == 0.9
+    # The view for people says the same.
+    conn = sqlite3.connect(tmp_path / "k.db")
+    view = conn.execute("SELECT kept_epoch, test_accuracy, gap, loss_gap, final_test_loss "
+                        "FROM best").fetchone()
+    conn.close()
+    assert view == (kept, test_acc, pytest.approx(clean_acc - test_acc),
+                    pytest.approx(test_loss - clean_loss), 0.8)
+
+
+def test_a_store_written_before_clean_metrics_reads_with_nulls_and_no_running_gap(tmp_path,
+                                                                                 monkeypatch):
+    db = tmp_path / "v3.db"
+    full = list(S.MIGRATIONS)
+    monkeypatch.setattr(S, "MIGRATIONS", full[:3])
+    monkeypatch.setattr(S, "SCHEMA_VERSION", 3)
+    with Store(db) as old:
+        old.create_study("s", spec_of("s"), grid([16, 32], [0.1]))
+        with old.transaction() as conn:
+            conn.execute("INSERT INTO epochs (cell_id, epoch, train_loss, train_accuracy, "
+                         "test_loss, test_accuracy, recorded_at) VALUES "
+                         "(1, 0, 0.1, 0.99, 0.5, 0.8, '2024-01-01T00:00:00Z')")
+            conn.execute("UPDATE cells SET status = 'done', best_test_accuracy = 0.8, "
+                         "best_epoch = 0, final_train_accuracy = 0.99 WHERE cell_id = 1")
+    monkeypatch.setattr(S, "MIGRATIONS", full)
+    monkeypatch.setattr(S, "SCHEMA_VERSION", len(full))
+    before = sha256(db)
+    frame = load_results(db)  # a reader: never migrates
+    assert sha256(db) == before and inspect_store(db)["user_version"] == 3
+    first = frame.iloc[0]
+    assert first["test_accuracy"] == 0.8 and first["kept_epoch"] == 0 and first["test_loss"] == 0.5
+    assert frame["train_eval_accuracy"].isna().all() and frame["gap"].isna().all()
+    assert load_epochs(db)["train_eval_loss"].isna().all()
+    # A writer migrates it: the kept epoch is filled in, the clean metrics stay missing.
+    with Store(db):
+        pass
+    again = load_results(db).iloc[0]
+    assert again["kept_epoch"] == 0 and math.isnan(again["gap"])

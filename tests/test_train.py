@@ -14,7 +14,8 @@ from kerasgen import data  # noqa: E402
 from kerasgen.models import build_model, copies_of  # noqa: E402
 from kerasgen.spec import Spec, Stop, Training  # noqa: E402
 from kerasgen.store import Store, load_epochs, load_results  # noqa: E402
-from kerasgen.train import PackedSGD, RunOptions, build_pack, configure_determinism  # noqa: E402
+from kerasgen.options import RunOptions  # noqa: E402
+from kerasgen.train import PackedSGD, build_pack, configure_determinism  # noqa: E402
 from kerasgen.worker import run_study  # noqa: E402
 
 N_TRAIN, BATCH, EPOCHS = 64, 16, 2
@@ -181,6 +182,21 @@ def rows_by_cell(db):
     return epochs[cols].sort_values(["learning_rate", "epoch"]).reset_index(drop=True)
 
 
+def _first_nonfinite_epoch(tmp_path, db, learning_rate) -> int:
+    from kerasgen.train import initial_weights
+
+    ds = data.load_dataset("synthetic-8-1-10-64")
+    init = initial_weights("resnet8", ds, 0, tmp_path / f"{db.name}.checkpoints")
+    model = build_model("resnet8", ds.num_classes, ds.input_shape)
+    model.set_weights(init)
+    model.compile(keras.optimizers.SGD(learning_rate),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    losses = model.fit(data.train_dataset(ds, 0, BATCH, 0, 3),
+                       steps_per_epoch=data.steps_per_epoch(ds.train_size, BATCH), epochs=3,
+                       verbose=0, shuffle=False).history["loss"]
+    return next(e for e, loss in enumerate(losses) if not np.isfinite(loss))
+
+
 def test_diverged_cell_does_not_disturb_its_pack(tmp_path):
     sane = [0.0625, 0.125]
     absurd = 1.0e6
@@ -195,7 +211,10 @@ def test_diverged_cell_does_not_disturb_its_pack(tmp_path):
               progress=False)
     results = load_results(with_absurd).set_index("learning_rate")
     assert results.loc[absurd, "status"] == "diverged"
-    assert results.loc[absurd, "diverged_epoch"] >= 0
+    # Marked at the epoch whose training loss became non-finite: the same cell trained
+    # alone by plain Keras, from the group's saved initial weights, says which one.
+    assert results.loc[absurd, "diverged_epoch"] == _first_nonfinite_epoch(
+        tmp_path, with_absurd, absurd)
     # The diverged cell has no rows at or after the epoch it diverged.
     epochs = load_epochs(with_absurd)
     assert (epochs.loc[epochs.learning_rate == absurd, "epoch"]
@@ -261,10 +280,21 @@ def test_the_same_cell_trained_twice_gives_the_same_numbers(tmp_path):
 
 
 def test_spec_training_options_reach_the_optimizer(tmp_path):
+    from kerasgen.train import PACKS
+
     spec = study(tmp_path, [0.05], epochs=1).replace(
         training={**Training().__dict__, "momentum": 0.9, "weight_decay": 5e-4})
     run_study(spec, tmp_path / "s.db", RunOptions(pack_size=1, data_dir=str(tmp_path)),
               progress=False)
+    # The optimizer that trained the pack (kept for reuse) has them...
+    optimizer = PACKS.net.optimizer
+    assert isinstance(optimizer, PackedSGD)
+    assert optimizer.momentum == 0.9 and optimizer.coupled_weight_decay == 5e-4
+    assert optimizer.momentums and any(np.any(m.numpy() != 0) for m in optimizer.momentums)
+    # ...and they changed the numbers: plain SGD from the same weights differs.
+    run_study(study(tmp_path, [0.05], epochs=1), tmp_path / "plain.db",
+              RunOptions(pack_size=1, data_dir=str(tmp_path)), progress=False)
+    assert not rows_by_cell(tmp_path / "s.db").equals(rows_by_cell(tmp_path / "plain.db"))
     with Store(tmp_path / "s.db") as store:
         stored = store.study("t")
     import json
@@ -276,9 +306,90 @@ def test_spec_training_options_reach_the_optimizer(tmp_path):
     (worker,) = [v for k, v in env.items() if k.startswith("worker ")]
     assert worker["jit_compile"] is False and worker["layout"] == "branches"
     assert worker["keras_backend"] == "tensorflow" and worker["pack_size"] == 1
-    from kerasgen.runtime import onednn_in_effect
 
-    assert worker["onednn_in_effect"] is onednn_in_effect() and onednn_in_effect() is not None
+
+# ---------------------------------------------------------------- clean metrics, dtype, last batch
+
+def test_clean_train_metrics_are_the_weights_evaluated_like_the_test_set_on_a_fixed_subset(
+        tmp_path):
+    from kerasgen.train import load_cell_weights
+
+    # Augmentation on, so Keras's running training metrics are of augmented images.
+    spec = study(tmp_path, [0.05, 0.2], epochs=2).replace(
+        training={**Training().__dict__, "augment": True})
+    db = tmp_path / "c.db"
+    run_study(spec, db, RunOptions(pack_size=2, data_dir=str(tmp_path)), progress=False)
+    epochs = load_epochs(db)
+    assert epochs[["train_eval_loss", "train_eval_accuracy"]].notna().all().all()
+    ds = data.load_dataset("synthetic-8-1-10-64")
+    subset = data.train_eval_indices(0, ds.train_size, "test", len(ds.y_test))
+    assert len(subset) == len(ds.y_test)  # default size: as many images as the test set
+    x, y = data.train_eval_arrays(ds, subset)
+    for cell in load_results(db).itertuples():
+        # The cell's final weights, in a plain single network, in inference mode on
+        # the un-augmented subset: exactly the last epoch's clean metrics.
+        model = build_model("resnet8", ds.num_classes, ds.input_shape)
+        model.set_weights(load_cell_weights(tmp_path / "c.db.checkpoints" / "t", cell.cell_id))
+        model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+        loss, accuracy = model.evaluate(x, y, batch_size=1000, verbose=0)
+        last = epochs[epochs.cell_id == cell.cell_id].sort_values("epoch").iloc[-1]
+        assert last["train_eval_loss"] == pytest.approx(loss, rel=1e-5, abs=1e-6)
+        assert last["train_eval_accuracy"] == pytest.approx(accuracy, abs=1e-9)
+        # not Keras's running average over augmented batches
+        assert last["train_eval_loss"] != last["train_loss"]
+    # train_eval_size = 0: nothing is measured, nothing is recorded.
+    off = spec.replace(name="off", training={**spec.to_dict()["training"], "train_eval_size": 0})
+    run_study(off, tmp_path / "off.db", RunOptions(pack_size=2, data_dir=str(tmp_path)),
+              progress=False)
+    assert load_epochs(tmp_path / "off.db")["train_eval_loss"].isna().all()
+
+
+def test_a_float64_study_trains_in_float64_end_to_end_and_packs_equal_single_cells(tmp_path):
+    import json
+
+    from kerasgen.train import PACKS, load_cell_weights
+
+    spec = study(tmp_path, [0.05, 0.2], epochs=2).replace(
+        training={**Training().__dict__, "dtype": "float64"})
+    packed_db, alone_db = tmp_path / "packed.db", tmp_path / "alone.db"
+    run_study(spec, packed_db, RunOptions(pack_size=2, data_dir=str(tmp_path)), progress=False)
+    # Variables, optimizer state: float64 in the model that trained.
+    assert {v.dtype for v in PACKS.net.variables} == {"float64"}
+    assert PACKS.net.optimizer.copy_learning_rates.dtype == "float64"
+    assert all(w.dtype == np.float64 for w in
+               load_cell_weights(tmp_path / "packed.db.checkpoints" / "t", 1))
+    meta = json.loads((next((tmp_path / "packed.db.checkpoints" / "t").glob("pack-*"))
+                       / "state.json").read_text())
+    with np.load(tmp_path / "packed.db.checkpoints" / "t" / f"pack-{meta['pack_id']}"
+                 / meta["arrays"]) as saved:
+        floats = [saved[k] for k in saved.files if saved[k].dtype.kind == "f"]
+    assert floats and all(a.dtype == np.float64 for a in floats)
+    # And Keras's float type is back to float32 for whatever the process does next.
+    assert keras.config.floatx() == "float32"
+    run_study(spec, alone_db, RunOptions(pack_size=1, data_dir=str(tmp_path)), progress=False)
+    assert rows_by_cell(packed_db).equals(rows_by_cell(alone_db))
+    # float64 is not float32: the same study in float32 records other numbers.
+    run_study(study(tmp_path, [0.05, 0.2], epochs=2), tmp_path / "f32.db",
+              RunOptions(pack_size=2, data_dir=str(tmp_path)), progress=False)
+    assert not rows_by_cell(packed_db).equals(rows_by_cell(tmp_path / "f32.db"))
+
+
+def test_dropping_the_last_batch_changes_only_batch_sizes_that_do_not_divide_the_data(tmp_path):
+    # 64 training images: batch 16 has no partial batch, batch 24 ends with 16 images.
+    def run(name, last_batch):
+        spec = study(tmp_path, [0.1], epochs=2, name=name).replace(
+            batch_sizes=[16, 24], training={**Training().__dict__, "last_batch": last_batch})
+        run_study(spec, tmp_path / f"{name}.db", RunOptions(pack_size=1, data_dir=str(tmp_path)),
+                  progress=False)
+        return load_epochs(tmp_path / f"{name}.db")
+
+    keep, drop = run("keep", "keep"), run("drop", "drop")
+    cols = ["epoch", "train_loss", "test_loss", "test_accuracy", "train_eval_loss"]
+    for bs, same in ((16, True), (24, False)):
+        a = keep[keep.batch_size == bs][cols].reset_index(drop=True)
+        b = drop[drop.batch_size == bs][cols].reset_index(drop=True)
+        assert a.equals(b) is same, bs
 
 
 def test_a_cell_mirrored_on_two_devices_with_synchronized_bn_matches_one_device(tmp_path):

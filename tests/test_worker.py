@@ -137,7 +137,7 @@ def test_a_missing_dataset_fails_fast_and_leaves_the_store_untouched(tmp_path, m
 def test_a_pack_that_keeps_failing_is_marked_failed_and_the_study_goes_on(tmp_path, monkeypatch):
     from kerasgen import train
     from kerasgen.spec import Spec
-    from kerasgen.train import RunOptions
+    from kerasgen.options import RunOptions
     from kerasgen.worker import run_study
 
     real = train.train_pack
@@ -159,6 +159,10 @@ def test_a_pack_that_keeps_failing_is_marked_failed_and_the_study_goes_on(tmp_pa
     assert "simulated out-of-memory in batch 32" in failed["error"]
 
 
+_BASE = ('name = "x"\nmodels = ["resnet8"]\ndatasets = ["digits"]\nbatch_sizes = [16]\n'
+         'learning_rates = [0.1]\n')
+
+
 @pytest.mark.parametrize("content, message", [
     ('name = "x"\nmodels = ["resnet21"]\ndatasets = ["digits"]\nbatch_sizes = [16]\n'
      'learning_rates = [0.1]\n', "6n + 2"),
@@ -175,6 +179,10 @@ def test_a_pack_that_keeps_failing_is_marked_failed_and_the_study_goes_on(tmp_pa
     ('name = "x"\nmodels = "resnet8"\ndatasets = ["digits"]\nbatch_sizes = [16]\n'
      'learning_rates = [0.1]\n', "must be a list"),
     ('name = "x"\nmodels = ["resnet8"\n', "not valid TOML"),
+    (_BASE + '[training]\nbest_metric = "val_acc"\n', "training.best_metric must be one of"),
+    (_BASE + '[training]\ndtype = "float16"\n', "training.dtype must be one of"),
+    (_BASE + '[training]\nlast_batch = "trim"\n', "'trim'"),
+    (_BASE + '[training]\ntrain_eval_size = 5000\n', "train_eval_size = 5000 is larger than"),
 ])
 def test_cli_refuses_a_bad_spec_with_a_message_naming_the_bad_value(tmp_path, content, message):
     spec = tmp_path / "bad.toml"
@@ -206,12 +214,11 @@ def test_cli_refuses_a_foreign_database_without_touching_it(tmp_path):
     ("aarch64", None, None),     # no measurement: TensorFlow's own default
     ("x86_64", "0", None),       # a value the user exported wins
 ])
-def test_onednn_auto_is_on_for_x86_unless_the_user_chose(monkeypatch, machine, exported,
-                                                         expected):
+def test_onednn_auto_resolves_on_for_x86_unless_the_user_chose(monkeypatch, machine, exported,
+                                                               expected):
     import platform
 
     from kerasgen import runtime
-    from kerasgen.cli import _run_options, build_parser
 
     monkeypatch.setattr(platform, "machine", lambda: machine)
     if exported is None:
@@ -219,8 +226,67 @@ def test_onednn_auto_is_on_for_x86_unless_the_user_chose(monkeypatch, machine, e
     else:
         monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", exported)
     assert runtime.resolve_onednn_auto() is expected
-    # `kerasgen run` asks for "auto" unless told otherwise; "default" asks for nothing.
-    parse = build_parser().parse_args
-    assert _run_options(parse(["run", "--preset", "smoke"])).extra["onednn"] == "auto"
-    assert "onednn" not in _run_options(parse(["run", "--onednn", "default"])).extra
-    assert _run_options(parse(["run", "--onednn", "off"])).extra["onednn"] is False
+
+
+# A child that refuses to import TensorFlow or Keras, then runs the CLI.
+NO_TENSORFLOW = """
+import importlib.abc, sys
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras", "tensorflow_datasets"):
+            raise ImportError("this process must not import " + name)
+sys.meta_path.insert(0, Refuse())
+from kerasgen.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_options_spec_validation_and_store_setup_never_import_tensorflow(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(_BASE.replace("resnet8", "resnet9"))
+    run = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, "run", str(bad), "--db",
+                          str(tmp_path / "x.db"), "--onednn", "off"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert "6n + 2" in run.stderr and "resnet9" in run.stderr and "Traceback" not in run.stderr
+    # The readers too: status and report of a store, with TensorFlow unavailable.
+    db = tmp_path / "s.db"
+    with Store(db) as store:
+        store.create_study("s", {"name": "s", "epochs": 1}, [
+            {"model": "resnet8", "dataset": "digits", "batch_size": 16, "learning_rate": 0.1,
+             "seed": 0}])
+    for command in ("status", "report", "db"):
+        run = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, command, "--db", str(db)],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode in (0, 2) and "Traceback" not in run.stderr, (command, run.stderr)
+
+
+def _onednn_records(db: Path) -> tuple[object, list[tuple]]:
+    import json
+
+    with Store(db) as store:
+        env = json.loads(store.study("resume")["environment_json"])
+    workers = [(v["tf_enable_onednn_opts"], v["onednn_in_effect"])
+               for k, v in env.items() if k.startswith("worker ")]
+    return env["tf_enable_onednn_opts"], workers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("choice, workers, variable, in_effect", [
+    ("off", 2, "0", False),   # spawned worker processes
+    ("on", 1, "1", True),     # the driver's own worker
+])
+def test_the_onednn_choice_takes_effect_in_every_training_process(tmp_path, choice, workers,
+                                                                  variable, in_effect):
+    spec = write_spec(tmp_path, epochs=1)
+    db = tmp_path / f"{choice}.db"
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    run = subprocess.run([sys.executable, "-m", "kerasgen", "run", str(spec), "--db", str(db),
+                          "--onednn", choice, "--workers", str(workers), "--pack-size", "2",
+                          "--data-dir", str(tmp_path), "--progress", "plain"],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert run.returncode == 0, run.stderr
+    study_variable, recorded = _onednn_records(db)
+    assert study_variable == variable
+    assert len(recorded) == workers and all(r == (variable, in_effect) for r in recorded), recorded

@@ -38,16 +38,18 @@ import numpy as np
 import pandas as pd
 
 from kerasgen import analysis
-from kerasgen.report import display_name
 from kerasgen.progress import format_duration, study_progress
-from kerasgen.store import StoreError, connect_readonly, inspect_store
+from kerasgen.store import (StoreError, connect_readonly, has_clean_metrics, inspect_store,
+                            read_cell_rows)
+from kerasgen.vocabulary import display_name
 from tui.view import METRICS
 
 ALPHA = 0.005  # the paper's significance level
 TABLES = (1, 2, 3)
 
 # Per-epoch columns kept for the curves, in this order.
-CURVE_COLUMNS = ("epoch", "train_accuracy", "test_accuracy", "train_loss", "test_loss")
+CURVE_COLUMNS = ("epoch", "train_accuracy", "test_accuracy", "train_loss", "test_loss",
+                 "train_eval_accuracy")
 
 GroupKey = tuple[str, str, str]  # (study, model, dataset): one progress bar, one Spearman set
 GridKey = tuple[str, str, str, int]  # (study, model, dataset, seed): one heatmap
@@ -57,7 +59,9 @@ GridKey = tuple[str, str, str, int]  # (study, model, dataset, seed): one heatma
 
 @dataclass(frozen=True)
 class CellView:
-    """One cell as the heatmap and the detail panel show it."""
+    """One cell as the heatmap and the detail panel show it: every number at the kept
+    epoch (``test_accuracy``, the clean ``train_eval_accuracy``, ``gap``, ``loss_gap``),
+    beside the highest test accuracy of any epoch and the last epoch's values."""
 
     cell_id: int
     batch_size: int
@@ -65,22 +69,20 @@ class CellView:
     ratio: float
     status: str
     epochs_done: int
-    best_epoch: int | None
+    kept_epoch: int | None
+    test_accuracy: float | None
+    train_eval_accuracy: float | None
+    gap: float | None
+    loss_gap: float | None
     best_test_accuracy: float | None
-    final_train_accuracy: float | None
     final_test_accuracy: float | None
+    final_train_accuracy: float | None  # Keras's running average over the last epoch
     diverged_epoch: int | None
     worker: str | None
     error: str | None
 
-    @property
-    def gap(self) -> float | None:
-        if self.final_train_accuracy is None or self.best_test_accuracy is None:
-            return None
-        return self.final_train_accuracy - self.best_test_accuracy
-
     def value(self, metric: str) -> float | None:
-        return self.gap if metric == "gap" else getattr(self, metric)
+        return getattr(self, metric)
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class GridView:
     cells: Mapping[tuple[int, float], CellView]
     epochs: int  # the study's epoch cap (0 when the spec names none)
     several_seeds: bool
+    best_metric: str | None = "test_accuracy"  # the study's rule for the kept epoch
 
     @property
     def group(self) -> GroupKey:
@@ -109,10 +112,11 @@ class Curve:
     """Per-epoch values of one cell (numpy arrays of equal length, by epoch)."""
 
     epoch: np.ndarray
-    train_accuracy: np.ndarray
+    train_accuracy: np.ndarray  # Keras's running average over the epoch
     test_accuracy: np.ndarray
     train_loss: np.ndarray
     test_loss: np.ndarray
+    train_eval_accuracy: np.ndarray  # clean: a fixed training subset, measured as the test
 
     def __len__(self) -> int:
         return len(self.epoch)
@@ -237,13 +241,15 @@ class Snapshot:
 def read_epoch_rows(conn: sqlite3.Connection, after: int, upto: int,
                     study: str | None = None) -> np.ndarray:
     """Epoch rows with ``after < rowid <= upto`` as a float array, columns
-    (cell_id, epoch, train_accuracy, test_accuracy, train_loss, test_loss); NULL -> NaN.
+    (cell_id, epoch, train_accuracy, test_accuracy, train_loss, test_loss,
+    train_eval_accuracy); NULL -> NaN.
 
     A leaner cousin of ``kerasgen.store.read_new_epochs`` (no join, no text columns, no
     DataFrame): the first read of a paper-size store is 320,000 rows.
     """
-    sql = ("SELECT cell_id, epoch, train_accuracy, test_accuracy, train_loss, test_loss "
-           "FROM epochs WHERE rowid > ? AND rowid <= ?")
+    clean = "train_eval_accuracy" if has_clean_metrics(conn) else "NULL"
+    sql = ("SELECT cell_id, epoch, train_accuracy, test_accuracy, train_loss, test_loss, "
+           f"{clean} FROM epochs WHERE rowid > ? AND rowid <= ?")
     params: list = [int(after), int(upto)]
     if study is not None:
         sql += (" AND cell_id IN (SELECT cell_id FROM cells WHERE study_id = "
@@ -251,7 +257,7 @@ def read_epoch_rows(conn: sqlite3.Connection, after: int, upto: int,
         params.append(study)
     rows = conn.execute(sql, params).fetchall()
     if not rows:
-        return np.empty((0, 6))
+        return np.empty((0, 7))
     return np.array(rows, dtype=float)
 
 
@@ -266,12 +272,13 @@ def merge_curves(curves: dict[int, Curve], rows: np.ndarray) -> set[int]:
     ids, starts = np.unique(rows[:, 0], return_index=True)
     touched = set()
     for cell_id, part in zip(ids.astype(int).tolist(), np.split(rows, starts[1:])):
-        columns = part[:, 1:].T  # epoch, train_acc, test_acc, train_loss, test_loss
+        columns = part[:, 1:].T  # epoch, train_acc, test_acc, train_loss, test_loss, clean
         old = curves.get(cell_id)
         if old is not None:
             merged = np.concatenate([np.vstack([old.epoch, old.train_accuracy,
                                                 old.test_accuracy, old.train_loss,
-                                                old.test_loss]), columns], axis=1)
+                                                old.test_loss, old.train_eval_accuracy]),
+                                     columns], axis=1)
             if np.any(np.diff(merged[0]) < 0):
                 merged = merged[:, np.argsort(merged[0], kind="stable")]
             columns = merged
@@ -297,45 +304,54 @@ def _text(value) -> str | None:
 
 
 CELL_COLUMNS = ("study", "cell_id", "model", "dataset", "seed", "batch_size",
-                "learning_rate", "ratio", "status", "epochs_done", "best_epoch",
-                "best_test_accuracy", "final_train_accuracy", "final_train_loss",
-                "final_test_accuracy", "diverged_epoch", "worker", "error")
-_CELLS_SQL = (
-    "SELECT s.name, c.cell_id, c.model, c.dataset, c.seed, c.batch_size, c.learning_rate, "
-    "c.batch_size / c.learning_rate, c.status, c.epochs_done, c.best_epoch, "
-    "c.best_test_accuracy, c.final_train_accuracy, c.final_train_loss, "
-    "c.final_test_accuracy, c.diverged_epoch, c.worker, c.error "
-    "FROM cells c JOIN studies s USING (study_id)")
+                "learning_rate", "ratio", "status", "epochs_done", "kept_epoch",
+                "best_metric", "test_accuracy", "test_loss", "train_eval_accuracy",
+                "train_eval_loss", "gap", "loss_gap", "best_test_accuracy",
+                "final_test_accuracy", "final_train_accuracy", "final_train_loss",
+                "last_batch", "diverged_epoch", "worker", "error")
+"""What the dashboard reads of each cell (from the store's one cell-summary query)."""
+_AT = {name: i for i, name in enumerate(CELL_COLUMNS)}
+# Coordinates, then what a finished cell's Spearman tables depend on.
+_COORDINATES = tuple(_AT[c] for c in ("study", "cell_id", "model", "dataset", "seed",
+                                      "batch_size", "learning_rate"))
+_OUTCOME = tuple(_AT[c] for c in ("status", "best_metric", "test_accuracy", "test_loss",
+                                  "train_eval_accuracy", "train_eval_loss", "gap",
+                                  "loss_gap", "best_test_accuracy", "final_test_accuracy",
+                                  "final_train_accuracy", "final_train_loss", "last_batch"))
+_NUMERIC = ("kept_epoch", "test_accuracy", "test_loss", "train_eval_accuracy",
+            "train_eval_loss", "gap", "loss_gap", "best_test_accuracy",
+            "final_test_accuracy", "final_train_accuracy", "final_train_loss",
+            "diverged_epoch")
 
 
 def read_cells(conn: sqlite3.Connection, study: str | None = None) -> list[tuple]:
-    """The cells table as tuples (columns :data:`CELL_COLUMNS`), ordered by study,
-    model, dataset, seed. The same facts as ``kerasgen.store.load_results`` minus the
-    volatile ones (heartbeats), without a DataFrame: this runs on every refresh."""
-    sql, params = _CELLS_SQL, ()
-    if study is not None:
-        sql, params = sql + " WHERE s.name = ?", (study,)
-    return conn.execute(sql + " ORDER BY s.study_id, c.model, c.dataset, c.seed, c.cell_id",
-                        params).fetchall()
+    """The cells as tuples (columns :data:`CELL_COLUMNS`), ordered by study, model,
+    dataset, seed: ``kerasgen.store.read_cell_rows`` (the query behind
+    ``load_results``) without a DataFrame, since this runs on every refresh."""
+    columns, rows = read_cell_rows(conn, study, order="grid")
+    index = [columns.index(c) for c in CELL_COLUMNS]
+    return [tuple(row[i] for i in index) for row in rows]
 
 
 def cells_frame(rows: list[tuple]) -> pd.DataFrame:
     """Rows of :func:`read_cells` as the frame ``kerasgen.analysis`` expects."""
     frame = pd.DataFrame(rows, columns=list(CELL_COLUMNS))
-    for col in ("study", "model", "dataset", "status"):
+    for col in ("study", "model", "dataset", "status", "best_metric", "last_batch"):
         frame[col] = frame[col].astype(object)
-    for col in ("best_epoch", "best_test_accuracy", "final_train_accuracy",
-                "final_train_loss", "final_test_accuracy", "diverged_epoch"):
+    for col in _NUMERIC:
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
     return frame
 
 
 def _cell_view(row: tuple) -> CellView:
-    (_study, cell_id, _model, _dataset, _seed, bs, lr, ratio, status, epochs_done,
-     best_epoch, best, train, _train_loss, test, diverged_epoch, worker, error) = row
-    return CellView(int(cell_id), int(bs), analysis.round_sig(lr), float(ratio), str(status),
-                    int(epochs_done or 0), _int(best_epoch), _num(best), _num(train),
-                    _num(test), _int(diverged_epoch), _text(worker), _text(error))
+    get = dict(zip(CELL_COLUMNS, row)).get
+    return CellView(
+        int(get("cell_id")), int(get("batch_size")), analysis.round_sig(get("learning_rate")),
+        float(get("ratio")), str(get("status")), int(get("epochs_done") or 0),
+        _int(get("kept_epoch")), _num(get("test_accuracy")), _num(get("train_eval_accuracy")),
+        _num(get("gap")), _num(get("loss_gap")), _num(get("best_test_accuracy")),
+        _num(get("final_test_accuracy")), _num(get("final_train_accuracy")),
+        _int(get("diverged_epoch")), _text(get("worker")), _text(get("error")))
 
 
 def split_rows(rows: list[tuple], index: tuple[int, ...]) -> dict[tuple, list[tuple]]:
@@ -378,7 +394,8 @@ def build_grids(rows: list[tuple], epochs_by_study: Mapping[str, int],
             key=key,
             batch_sizes=tuple(sorted({bs for bs, _ in mapping})),
             learning_rates=tuple(sorted({lr for _, lr in mapping})),
-            cells=mapping, epochs=epochs, several_seeds=several))
+            cells=mapping, epochs=epochs, several_seeds=several,
+            best_metric=_text(part[0][_AT["best_metric"]])))
     return out
 
 
@@ -426,15 +443,18 @@ def build_spearman(cells: pd.DataFrame, metric: str, alpha: float = ALPHA,
 
 def premise_warnings(frame: pd.DataFrame, alpha: float = ALPHA) -> tuple[str, ...]:
     """``kerasgen.analysis.premise_check``'s warnings for one (study, model, dataset)."""
-    premise = analysis.premise_check(frame, alpha=alpha)
+    premise = analysis.premise_check(frame, alpha=alpha)  # against the paper's metric
     return tuple(premise["warnings"].iloc[0]) if len(premise) else ()
 
 
 def finished_signature(rows: list[tuple]) -> tuple:
     """What the Spearman tables of a group depend on: its cells' coordinates (all of
-    them define the groups) and the values of the finished ones."""
-    return tuple(row[:9] + row[11:15] if row[8] in analysis.FINISHED_STATUSES else row[:7]
+    them define the groups) and the outcomes of the finished ones."""
+    return tuple(tuple(row[i] for i in _COORDINATES)
+                 + (tuple(row[i] for i in _OUTCOME)
+                    if row[_AT["status"]] in analysis.FINISHED_STATUSES else ())
                  for row in rows)
+
 
 def _progress_views(conn, now: datetime, study: str | None):
     groups = study_progress(conn, now=now)

@@ -6,17 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from kerasgen.vocabulary import METRICS as VOCABULARY_METRICS
+from kerasgen.vocabulary import metric_label, short_label
+
 if TYPE_CHECKING:
     from tui.data import GridKey, GridView, Snapshot, SpearmanView
 
-METRICS: tuple[str, ...] = ("best_test_accuracy", "final_train_accuracy", "gap")
-"""What the heatmap and the Spearman screen show; ``m`` cycles through them."""
+METRICS: tuple[str, ...] = VOCABULARY_METRICS
+"""What the heatmap and the Spearman screen show (the report's metrics); ``m`` cycles."""
 
-METRIC_LABELS: dict[str, str] = {
-    "best_test_accuracy": "best test accuracy",
-    "final_train_accuracy": "final train accuracy",
-    "gap": "gap (final train − best test accuracy)",
-}
+
+def metric_title(metric: str, best_metric: str | None = "test_accuracy") -> str:
+    """The metric's label on screen (short enough for a banner)."""
+    return metric_label(metric, best_metric).replace(" - ", " − ")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,20 @@ class ViewState:
         if self.snapshot is None or self.grid_key is None:
             return None
         return self.snapshot.spearman_for(self.grid_key[:3], self.metric)
+
+    @property
+    def best_metric(self) -> str | None:
+        grid = self.grid
+        return grid.best_metric if grid is not None else "test_accuracy"
+
+    @property
+    def metric_title(self) -> str:
+        """The metric's full label (it names the kept epoch's rule)."""
+        return metric_title(self.metric, self.best_metric)
+
+    @property
+    def metric_short(self) -> str:
+        return short_label(self.metric, self.best_metric)
 
     def with_(self, **changes) -> "ViewState":
         return replace(self, **changes)

@@ -10,10 +10,10 @@ import math
 
 import keras
 
-# PyTorch's BatchNorm2d(momentum=0.1, eps=1e-5) updates running = 0.9*running + 0.1*batch;
-# Keras's momentum is the weight of the old value, so 0.1 in PyTorch is 0.9 here.
-BN_MOMENTUM = 0.9
-BN_EPSILON = 1e-5
+from kerasgen.naming import BN_EPSILON, BN_MOMENTUM
+
+__all__ = ["BN_EPSILON", "BN_MOMENTUM", "batch_norm", "check_input_shape",
+           "check_num_classes", "conv_initializer", "torch_linear_initializers"]
 
 
 def conv_initializer() -> keras.initializers.Initializer:

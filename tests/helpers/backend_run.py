@@ -21,7 +21,7 @@ keras.config.set_dtype_policy("float64")
 
 from kerasgen.spec import Spec, Training  # noqa: E402
 from kerasgen.store import load_epochs  # noqa: E402
-from kerasgen.train import RunOptions  # noqa: E402
+from kerasgen.options import RunOptions  # noqa: E402
 from kerasgen.worker import run_study  # noqa: E402
 
 tmp = sys.argv[1]
@@ -44,6 +44,7 @@ for label, layout, pack_size in (("branches", "branches", 2), ("fused", "fused",
     run_study(spec, db, RunOptions(pack_size=pack_size, layout=layout, data_dir=tmp),
               progress=False)
     rows = load_epochs(db)[["learning_rate", "epoch", "train_loss", "train_accuracy",
-                            "test_loss", "test_accuracy"]].sort_values(["learning_rate", "epoch"])
+                            "test_loss", "test_accuracy", "train_eval_loss",
+                            "train_eval_accuracy"]].sort_values(["learning_rate", "epoch"])
     out[label] = rows.to_dict(orient="records")
 print(json.dumps(out))

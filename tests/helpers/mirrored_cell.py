@@ -19,7 +19,7 @@ keras.config.set_dtype_policy("float64")
 
 from kerasgen.spec import Spec, Training  # noqa: E402
 from kerasgen.store import load_epochs  # noqa: E402
-from kerasgen.train import RunOptions  # noqa: E402
+from kerasgen.options import RunOptions  # noqa: E402
 from kerasgen.worker import run_study  # noqa: E402
 
 tmp = sys.argv[1]

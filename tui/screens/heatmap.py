@@ -8,7 +8,7 @@ from textual.containers import Horizontal, Vertical
 from textual.timer import Timer
 
 from tui.screens.base import DashboardScreen
-from tui.view import METRIC_LABELS, ViewState
+from tui.view import ViewState
 from tui.widgets.cell_detail import CellDetail
 from tui.widgets.curve_chart import CurveChart
 from tui.widgets.heatmap import HeatmapGrid
@@ -34,7 +34,7 @@ class HeatmapScreen(DashboardScreen):
     def show(self, view: ViewState) -> None:
         grid = view.grid
         heatmap = self.query_one(HeatmapGrid)
-        heatmap.show(grid, view.metric, METRIC_LABELS.get(view.metric, view.metric))
+        heatmap.show(grid, view.metric, view.metric_title)
         self._show_cell()
         self._show_chart()
 

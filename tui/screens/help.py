@@ -16,7 +16,7 @@ KEYS = (
     ("o", "overview: every study, progress per model and data set, live workers"),
     ("h", "heatmap of the selected grid (batch size × learning rate)"),
     ("s", "Spearman Tables 1–3 of the selected grid, direction verdicts, premise"),
-    ("m", "cycle the metric: best test accuracy → final train accuracy → gap"),
+    ("m", "cycle the metric: test accuracy → final test accuracy → gap → loss gap"),
     ("[  ]", "previous / next grid (model, data set)"),
     ("↑ ↓ ← →", "move the heatmap cursor (also Home / End, or click a cell)"),
     ("enter", "on the overview: open the heatmap of the highlighted row"),

@@ -14,7 +14,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Static
 
 from tui.screens.base import DashboardScreen
-from tui.view import METRIC_LABELS, ViewState, grid_title
+from tui.view import ViewState, grid_title
 
 if TYPE_CHECKING:
     from tui.data import SpearmanRow, SpearmanView
@@ -100,8 +100,8 @@ def directions(view: SpearmanView) -> Text:
 
 def premise(view: SpearmanView) -> Text:
     if not view.premise_warnings:
-        return Text("✓ premise check: no warning (finished cells trained to ≥99% train "
-                    "accuracy, train loss does not track BS/LR)", style="green")
+        return Text("✓ premise check: no warning (finished cells at ≥99% clean train "
+                    "accuracy, their fit does not worsen with BS/LR)", style="green")
     text = Text()
     text.append("⚠ Premise warning\n", style="bold yellow")
     for warning in view.premise_warnings:
@@ -151,7 +151,7 @@ class SpearmanScreen(DashboardScreen):
         if spearman is None:
             title = grid_title(view.snapshot, view.grid_key)
             summary.update(Text(f"Computing Tables 1–3 for {title} "
-                                f"({METRIC_LABELS.get(view.metric, view.metric)})…", style="dim"))
+                                f"({view.metric_title})…", style="dim"))
             for part in parts:
                 part.update("")
             return

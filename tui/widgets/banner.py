@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual.widgets import Static
 
-from tui.view import METRIC_LABELS, ViewState, grid_title
+from tui.view import ViewState, grid_title
 
 if TYPE_CHECKING:
     from tui.data import Snapshot
@@ -56,6 +56,6 @@ class StoreBanner(Static):
         text = Text.assemble(("kerasgen", "bold"), f" · {name} · ", (self.screen_name, "bold"))
         if self.screen_name != "Overview" and view.grid_key is not None:
             text.append(f" · {grid_title(snapshot, view.grid_key)}")
-            text.append(f" · {METRIC_LABELS.get(view.metric, view.metric)}")
+            text.append(f" · {view.metric_short}")
         text.append(f" · updated {_when(snapshot)}", style="dim")
         return text

@@ -1,4 +1,4 @@
-"""What the heatmap's cursor is on: coordinates, status, best epoch, accuracies, ratio."""
+"""What the heatmap's cursor is on: coordinates, status, the kept epoch and its numbers."""
 
 from __future__ import annotations
 
@@ -40,12 +40,17 @@ def detail_table(grid: GridView, cell: CellView) -> Table:
     table.add_row("learning rate", f"{cell.learning_rate:g}")
     table.add_row("ratio BS/LR", f"{cell.ratio:,.4g}")
     table.add_row("status", status_text(cell, grid.epochs))
-    best = _acc(cell.best_test_accuracy)
-    if cell.best_epoch is not None:
-        best += f" at epoch {cell.best_epoch}"
-    table.add_row("best test acc", best)
-    table.add_row("final train acc", _acc(cell.final_train_accuracy))
+    kept = _acc(cell.test_accuracy)
+    if cell.kept_epoch is not None:
+        kept += f" at epoch {cell.kept_epoch}"
+    table.add_row("test acc", kept)
+    if grid.best_metric not in (None, "test_accuracy"):
+        table.add_row("best test acc", _acc(cell.best_test_accuracy))
+    table.add_row("clean train acc", _acc(cell.train_eval_accuracy))
     table.add_row("gap", "–" if cell.gap is None else f"{cell.gap:+.4f}")
+    table.add_row("loss gap", "–" if cell.loss_gap is None else f"{cell.loss_gap:+.4f}")
+    table.add_row("running train", Text(_acc(cell.final_train_accuracy) + " (Keras)",
+                                        style="dim"))
     if cell.worker and cell.status == "running":
         table.add_row("worker", cell.worker)
     if cell.error:

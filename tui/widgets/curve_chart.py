@@ -1,4 +1,5 @@
-"""Per-epoch train and test accuracy of one cell, drawn with textual-plotext."""
+"""Per-epoch accuracies of one cell (clean train, test, Keras's running train), drawn
+with textual-plotext."""
 
 from __future__ import annotations
 
@@ -29,14 +30,16 @@ def epoch_ticks(last: int, count: int = 6) -> list[int]:
 
 
 class CurveChart(PlotextPlot):
-    """Train/test accuracy against epoch; a vertical line marks the best epoch."""
+    """Accuracy against epoch: the clean training accuracy (a fixed training subset
+    measured as the test set), the test accuracy and Keras's running training accuracy;
+    a vertical line marks the kept epoch."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._shown: tuple | None = None
 
     def show(self, cell: CellView | None, curve: Curve | None) -> None:
-        shown = (None if cell is None else (cell.cell_id, cell.best_epoch, cell.status),
+        shown = (None if cell is None else (cell.cell_id, cell.kept_epoch, cell.status),
                  id(curve), None if curve is None else len(curve))
         if shown == self._shown:
             return
@@ -51,14 +54,15 @@ class CurveChart(PlotextPlot):
             plt.title(f"BS {cell.batch_size} · LR {cell.learning_rate:g}: no epochs recorded yet")
         else:
             plt.title(f"BS {cell.batch_size} · LR {cell.learning_rate:g}: accuracy per epoch")
-            x, y = _finite(curve.epoch, curve.train_accuracy)
-            if x:
-                plt.plot(x, y, label="train", color="cyan", marker="braille")
-            x, y = _finite(curve.epoch, curve.test_accuracy)
-            if x:
-                plt.plot(x, y, label="test", color="orange", marker="braille")
-            if cell.best_epoch is not None:
-                plt.vline(cell.best_epoch, color="gray")
+            for values, label, colour in (
+                    (curve.train_accuracy, "running train", "gray"),
+                    (curve.train_eval_accuracy, "clean train", "cyan"),
+                    (curve.test_accuracy, "test", "orange")):
+                x, y = _finite(curve.epoch, values)
+                if x:
+                    plt.plot(x, y, label=label, color=colour, marker="braille")
+            if cell.kept_epoch is not None:
+                plt.vline(cell.kept_epoch, color="gray")
             last = int(max(curve.epoch)) if len(curve) else 0
             plt.xticks(epoch_ticks(last))
         self.refresh()

@@ -151,7 +151,7 @@ class HeatmapGrid(Widget, can_focus=True):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.grid: GridView | None = None
-        self.metric = "best_test_accuracy"
+        self.metric = "test_accuracy"
         self.metric_label = ""
         self._strips: dict[tuple, Strip] = {}
         self._scale_key: tuple | None = None

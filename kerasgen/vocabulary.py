@@ -1,0 +1,105 @@
+"""The words kerasgen shows and stores, defined once: cell statuses, the metrics a
+report or the dashboard analyses and their labels, display names of models and data sets.
+
+Plain Python (no pandas, no TensorFlow): the dashboard's lightest modules import it.
+"""
+
+from __future__ import annotations
+
+import re
+
+# ---------------------------------------------------------------- statuses
+
+STATUSES: tuple[str, ...] = ("pending", "running", "done", "diverged", "failed")
+FINISHED: tuple[str, ...] = ("done", "diverged")
+"""Statuses of a cell whose numbers count (a diverged cell with those before it)."""
+
+# ---------------------------------------------------------------- metrics
+
+PAPER_METRIC = "test_accuracy"
+"""The test accuracy at each cell's kept epoch. With the default ``best_metric``
+(``test_accuracy``) that is the highest test accuracy over all epochs, the paper's
+measure; with ``best_metric = "test_loss"`` it is read at the epoch of lowest test loss."""
+
+METRICS: tuple[str, ...] = ("test_accuracy", "final_test_accuracy", "gap", "loss_gap")
+"""What the report and the dashboard analyse: the paper's measure, the last epoch's test
+accuracy, and the generalization gaps at the kept epoch, measured with the clean training
+metrics (a fixed training subset evaluated as the test set): ``gap = train_eval_accuracy -
+test_accuracy`` and ``loss_gap = test_loss - train_eval_loss`` (what Theorems 1-2 bound)."""
+
+METRIC_LABELS: dict[str, str] = {
+    "test_accuracy": "test accuracy (kept epoch)",
+    "best_test_accuracy": "best test accuracy (highest of any epoch)",
+    "final_test_accuracy": "final test accuracy (last epoch)",
+    "gap": "generalization gap (clean train acc. - test acc., kept epoch)",
+    "loss_gap": "loss gap (test loss - clean train loss, kept epoch)",
+    "train_eval_accuracy": "clean train accuracy (kept epoch)",
+    "train_eval_loss": "clean train loss (kept epoch)",
+    "test_loss": "test loss (kept epoch)",
+    "final_train_accuracy": "running train accuracy (Keras, last epoch)",
+    "final_train_loss": "running train loss (Keras, last epoch)",
+    "final_test_loss": "final test loss (last epoch)",
+}
+
+METRIC_SHORT: dict[str, str] = {
+    "test_accuracy": "test accuracy",
+    "best_test_accuracy": "best test accuracy",
+    "final_test_accuracy": "final test accuracy",
+    "gap": "generalization gap",
+    "loss_gap": "loss gap",
+    "train_eval_accuracy": "clean train accuracy",
+}
+
+GROWING_METRICS: tuple[str, ...] = ("gap", "loss_gap", "test_loss", "final_test_loss")
+"""Metrics the paper predicts to grow with the ratio (accuracies fall)."""
+
+KEPT_EPOCH_RULES: dict[str, str] = {
+    "test_accuracy": "highest test accuracy",
+    "test_loss": "lowest test loss",
+}
+"""``training.best_metric`` -> how the kept epoch is chosen, in words."""
+
+
+def metric_label(metric: str, best_metric: str | None = None) -> str:
+    """A metric's label; for the kept-epoch test accuracy it names the rule that chose
+    the epoch (under the paper's rule, the paper's "best test accuracy")."""
+    if metric == "test_accuracy" and best_metric in KEPT_EPOCH_RULES:
+        if best_metric == "test_accuracy":
+            return "best test accuracy (kept epoch: highest test accuracy)"
+        return f"test accuracy (kept epoch: {KEPT_EPOCH_RULES[best_metric]})"
+    return METRIC_LABELS.get(metric, metric)
+
+
+def short_label(metric: str, best_metric: str | None = None) -> str:
+    """A label short enough for an axis or a narrow screen."""
+    if metric == "test_accuracy" and best_metric == "test_accuracy":
+        return "best test accuracy"
+    return METRIC_SHORT.get(metric, metric_label(metric, best_metric).split(" (")[0])
+
+
+# ---------------------------------------------------------------- names
+
+def display_name(name: str) -> str:
+    """Human name of a model or data set: ``resnet110`` -> ``ResNet-110``,
+    ``vgg19`` -> ``VGG-19``, ``vgg11_w16`` -> ``VGG-11 (width 16)``, ``cifar100`` ->
+    ``CIFAR-100``; others unchanged."""
+    lowered = str(name).lower()
+    m = re.fullmatch(r"vgg[-_]?(\d+)(_nobn)?(?:_w(\d+))?", lowered)
+    if m:
+        extras = (["no BN"] if m.group(2) else []) + ([f"width {m.group(3)}"] if m.group(3) else [])
+        return f"VGG-{m.group(1)}" + (f" ({', '.join(extras)})" if extras else "")
+    for pattern, pretty in (
+        (r"resnet[-_]?(\d+)", "ResNet-{}"),
+        (r"cifar[-_]?(\d+)", "CIFAR-{}"),
+    ):
+        m = re.fullmatch(pattern, lowered)
+        if m:
+            return pretty.format(m.group(1))
+    if lowered in ("mnist", "svhn"):
+        return lowered.upper()
+    return str(name)
+
+
+__all__ = ["FINISHED", "GROWING_METRICS", "KEPT_EPOCH_RULES", "METRICS", "METRIC_LABELS",
+           "METRIC_SHORT", "PAPER_METRIC", "STATUSES", "display_name", "metric_label",
+           "short_label"]
