@@ -4,6 +4,7 @@ the library. TensorFlow is imported only by commands that train."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -15,6 +16,26 @@ DEFAULT_DB = "data/kerasgen.db"
 
 class CLIError(Exception):
     """A user error: printed without a traceback, exit status 2."""
+
+
+def _number(kind, minimum, what):
+    """An argparse type: a finite number of ``kind`` >= ``minimum`` (the error names
+    the value, and argparse exits 2 with the usage)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {what} >= {minimum:g}")
+        return value
+    parse.__name__ = what
+    return parse
+
+
+positive_int = _number(int, 1, "an integer")
+non_negative_float = _number(float, 0.0, "a number")
+positive_float = _number(float, 1e-9, "a positive number")
 
 
 # ---------------------------------------------------------------- run
@@ -61,12 +82,14 @@ def cmd_run(args) -> int:
         counts = run_study_ray(spec, args.db, options, address=args.address,
                                cpus_per_pack=args.cpus_per_pack,
                                gpus_per_pack=args.gpus_per_pack,
-                               progress=args.progress, retry_failed=args.retry_failed)
+                               progress=args.progress, retry_failed=args.retry_failed,
+                               force=args.force)
     else:
         from kerasgen.worker import run_study
 
         counts = run_study(spec, args.db, options, workers=args.workers,
-                           progress=args.progress, retry_failed=args.retry_failed)
+                           progress=args.progress, retry_failed=args.retry_failed,
+                           force=args.force)
     finished = counts["done"] + counts["diverged"]
     print(f"Study {spec.name!r}: {finished} of {sum(counts.values())} cells finished "
           f"({counts['done']} done, {counts['diverged']} diverged, {counts['failed']} failed). "
@@ -156,12 +179,27 @@ def _demo_with_dashboard(db: Path, args) -> int:
 
 # ---------------------------------------------------------------- status
 
+def _readonly_note(db) -> None:
+    """Say so when this user may only read the store (it is then read as a snapshot)."""
+    from kerasgen.store import connect_readonly, readonly_note
+
+    conn = connect_readonly(db)
+    try:
+        note = readonly_note(conn)
+    finally:
+        conn.close()
+    if note:
+        print(f"kerasgen: note: {note}.", file=sys.stderr)
+
+
 def cmd_status(args) -> int:
     from rich.console import Console
+    from rich.text import Text
 
     from kerasgen.display import progress_table, summary_line
     from kerasgen.progress import study_progress, workers_alive
 
+    _readonly_note(args.db)
     groups = study_progress(args.db)
     if args.study:
         groups = [g for g in groups if g.study == args.study]
@@ -172,9 +210,9 @@ def cmd_status(args) -> int:
     for study in sorted({g.study for g in groups}):
         mine = [g for g in groups if g.study == study]
         console.print(progress_table(mine, title=f"study {study}"))
-        console.print(summary_line(mine))
+        console.print(Text(summary_line(mine)))
     alive = workers_alive(groups)
-    console.print(f"workers training now: {', '.join(alive) if alive else 'none'}")
+    console.print(Text(f"workers training now: {', '.join(alive) if alive else 'none'}"))
     return 0
 
 
@@ -184,6 +222,7 @@ def cmd_report(args) -> int:
     from kerasgen.report import render_report, write_figures
     from kerasgen.store import load_results
 
+    _readonly_note(args.db)
     frame = load_results(args.db, study=args.study)
     if frame.empty:
         raise CLIError(f"{args.db} holds no cells" + (f" of study {args.study!r}" if args.study else "") + ".")
@@ -239,6 +278,7 @@ def cmd_db(args) -> int:
     if not info["exists"] or info["empty"]:
         print(f"{args.db}: no kerasgen store yet")
         return 0
+    _readonly_note(args.db)
     print(f"{args.db}: kerasgen store, schema version {info['user_version']} "
           f"(this kerasgen: {SCHEMA_VERSION})")
     studies = load_studies(args.db)
@@ -267,10 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items()))
     run.add_argument("--db", default=DEFAULT_DB, help=f"the store (default {DEFAULT_DB})")
     run.add_argument("--name", help="override the study's name")
-    run.add_argument("--epochs", type=int, help="override the study's epochs")
-    run.add_argument("--workers", type=int, default=1,
+    run.add_argument("--epochs", type=positive_int, help="override the study's epochs")
+    run.add_argument("--workers", type=positive_int, default=1,
                      help="worker processes on this machine (one per GPU where GPUs exist)")
-    run.add_argument("--pack-size", type=int, default=20,
+    run.add_argument("--pack-size", type=positive_int, default=20,
                      help="cells trained together in one fit (1: one cell per fit)")
     run.add_argument("--data-dir", default="data", help="where data sets are (default data/)")
     run.add_argument("--checkpoint-dir", help="default: <db>.checkpoints")
@@ -283,19 +323,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="TF_ENABLE_ONEDNN_OPTS for the training processes: auto = on for "
                           "x86-64 CPUs (measured 1.6x faster) unless already exported; "
                           "default = TensorFlow's own choice")
-    run.add_argument("--steps-per-execution", type=int, default=1)
+    run.add_argument("--steps-per-execution", type=positive_int, default=1)
     run.add_argument("--mirrored", action="store_true",
                      help="train each cell on all local GPUs (MirroredStrategy, sync BN)")
-    run.add_argument("--stale-seconds", type=float, default=600.0,
-                     help="a claim without heartbeat for this long is reclaimed")
-    run.add_argument("--max-attempts", type=int, default=3,
+    run.add_argument("--stale-seconds", type=_number(float, 1.0, "a number of seconds"),
+                     default=600.0,
+                     help="a claim without heartbeat for this long is reclaimed (at least 1; "
+                          "workers beat 4 times within it)")
+    run.add_argument("--max-attempts", type=positive_int, default=3,
                      help="a pack that fails this often is marked failed")
+    run.add_argument("--force", action="store_true",
+                     help="run a grid of more than 100,000 cells")
     run.add_argument("--retry-failed", action="store_true", help="put failed cells back to pending")
     run.add_argument("--progress", choices=("auto", "live", "plain"), default="auto")
     run.add_argument("--backend", choices=("local", "ray"), default="local")
     run.add_argument("--address", help="Ray cluster address (default: start a local one)")
-    run.add_argument("--cpus-per-pack", type=float, default=1.0)
-    run.add_argument("--gpus-per-pack", type=float, default=None,
+    run.add_argument("--cpus-per-pack", type=non_negative_float, default=1.0)
+    run.add_argument("--gpus-per-pack", type=non_negative_float, default=None,
                      help="default: 1 where the cluster has GPUs, else 0")
     run.set_defaults(func=cmd_run)
 
@@ -323,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="test_accuracy: at each cell's kept epoch (the paper's best test "
                              "accuracy under the default best_metric); gap / loss_gap: clean "
                              "train vs test at the kept epoch")
-    report.add_argument("--alpha", type=float, default=0.005, help="significance level")
+    report.add_argument("--alpha", type=positive_float, default=0.005, help="significance level")
     report.add_argument("--pvalue", choices=("auto", "asymptotic", "exact", "permutation"),
                         default="auto",
                         help="auto: asymptotic (the paper's) for groups of 10+ cells, exact "
@@ -338,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     tui = sub.add_parser("tui", help="the live terminal dashboard")
     tui.add_argument("--db", default=DEFAULT_DB)
     tui.add_argument("--study")
-    tui.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    tui.add_argument("--interval", type=_number(float, 0.1, "a number of seconds"), default=2.0,
+                     help="seconds between refreshes")
     tui.set_defaults(func=cmd_tui)
 
     bound = sub.add_parser("bound", help="PAC-Bayes bound terms (Theorems 1-2) of finished cells")
@@ -346,8 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     bound.add_argument("--study")
     bound.add_argument("--cells", help="comma-separated cell ids (default: every finished cell)")
     bound.add_argument("--params", choices=("classifier", "all"), default="classifier")
-    bound.add_argument("--delta", type=float, default=0.05)
-    bound.add_argument("--max-examples", type=int, default=None,
+    bound.add_argument("--delta", type=positive_float, default=0.05)
+    bound.add_argument("--max-examples", type=_number(int, 2, "an integer"), default=None,
                        help="training examples used for A and C (default: all)")
     bound.add_argument("--data-dir", default="data")
     bound.add_argument("--checkpoint-dir")
@@ -361,15 +406,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from kerasgen.checkpoints import DiskFull
     from kerasgen.data import DataError
+    from kerasgen.options import OptionsError
     from kerasgen.spec import SpecError
     from kerasgen.store import StoreError
+    from kerasgen.worker import StudyError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (CLIError, SpecError, StoreError, DataError) as exc:
+    except (CLIError, SpecError, StoreError, DataError, OptionsError, StudyError,
+            DiskFull) as exc:
         print(f"kerasgen {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

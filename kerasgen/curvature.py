@@ -1052,8 +1052,8 @@ def compute_bounds_for_store(db, study: str | None = None, cells: Sequence[int] 
         raise CurvatureError(f"max_examples must be at least 2, got {max_examples}")
     if not 0.0 < float(delta) < 1.0:
         raise CurvatureError(f"delta must lie in (0, 1) (the confidence parameter), got {delta}")
-    with Store(db):  # migrate (creates the bounds table on an older store)
-        pass
+    with Store(db) as store:  # migrate (creates the bounds table on an older store)
+        uids = dict(store.conn.execute("SELECT name, uid FROM studies").fetchall())
     frame = load_results(db, study=study)
     if frame.empty:
         raise CurvatureError(f"{db} holds no cells" + (f" of study {study!r}" if study else ""))
@@ -1089,13 +1089,16 @@ def compute_bounds_for_store(db, study: str | None = None, cells: Sequence[int] 
     if not todo:
         return []
 
-    from kerasgen.train import RunOptions, checkpoint_root, cell_weights_path
+    from kerasgen.checkpoints import cell_weights_path, study_directory
+    from kerasgen.options import RunOptions
+    from kerasgen.train import checkpoint_root
 
     options = RunOptions(data_dir=data_dir, checkpoint_dir=checkpoint_dir)
     root = checkpoint_root(db, options)
+    dirs = {name: study_directory(root, name, uid) for name, uid in uids.items()}
     runnable = []
     for row in todo:
-        path = cell_weights_path(root / row.study, row.cell_id)
+        path = cell_weights_path(dirs[row.study], row.cell_id)
         if path.exists():
             runnable.append(row)
         elif explicit:
@@ -1106,17 +1109,17 @@ def compute_bounds_for_store(db, study: str | None = None, cells: Sequence[int] 
                   f"skipped (no final weights at {path})")
     if not runnable:
         return []
-    return _compute_rows(db, runnable, params, label, delta, options, root, max_examples)
+    return _compute_rows(db, runnable, params, label, delta, options, dirs, max_examples)
 
 
-def _compute_rows(db: Path, rows, params, label: str, delta: float, options, root: Path,
+def _compute_rows(db: Path, rows, params, label: str, delta: float, options, dirs: dict,
                   max_examples: int | None) -> list[dict]:
     from kerasgen import runtime
 
     runtime.quiet_tensorflow()
     config = CurvatureConfig()
     with _single_threaded_blas():
-        return _compute_rows_inner(db, rows, params, label, delta, options, root,
+        return _compute_rows_inner(db, rows, params, label, delta, options, dirs,
                                    max_examples, config)
 
 
@@ -1132,10 +1135,11 @@ def _single_threaded_blas():
     return threadpool_limits(1, user_api="blas")
 
 
-def _compute_rows_inner(db, rows, params, label, delta, options, root, max_examples, config):
+def _compute_rows_inner(db, rows, params, label, delta, options, dirs, max_examples, config):
+    from kerasgen.checkpoints import load_cell_weights
     from kerasgen.models import build_model
     from kerasgen.store import Store, utc_now
-    from kerasgen.train import load_cell_weights, prepare_dataset
+    from kerasgen.train import prepare_dataset
 
     written: list[dict] = []
     groups: dict[tuple, list] = {}
@@ -1157,7 +1161,7 @@ def _compute_rows_inner(db, rows, params, label, delta, options, root, max_examp
             objective = None
             for row in members:
                 started = time.perf_counter()
-                model.set_weights(load_cell_weights(root / study_name, row.cell_id))
+                model.set_weights(load_cell_weights(dirs[study_name], row.cell_id))
                 if objective is None:
                     objective = Objective(model, selection, x, y, config.chunk, config.pfor_rows)
                 est = estimate_curvature(model, x, y, selection, config, objective=objective)

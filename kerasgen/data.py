@@ -36,6 +36,7 @@ as a tf.data pipeline with the whole data set resident in memory, and
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tarfile
 import threading
@@ -344,13 +345,16 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
     return load_synthetic(**_synthetic_args(name))
 
 
+_SYNTHETIC = re.compile(r"synthetic-([0-9]+)-([0-9]+)-([0-9]+)-([0-9]+)")
+
+
 def _synthetic_args(name: str) -> dict:
     if name == "synthetic":
         return {}
-    parts = name.split("-")[1:]
+    match = _SYNTHETIC.fullmatch(name)  # ASCII digits, nothing after them
     try:
-        size, channels, classes, n_train = (int(p) for p in parts)
-    except ValueError:
+        size, channels, classes, n_train = (int(p) for p in match.groups())  # type: ignore
+    except AttributeError:
         raise ValueError(
             f"Unknown data set {name!r}: synthetic data sets are named "
             "synthetic-<size>-<channels>-<classes>-<n_train>, e.g. synthetic-8-3-10-256."
@@ -460,6 +464,25 @@ def read_cifar_archive(path: Path, name: str):
                                 f"bytes is not a multiple of the record size {record}).")
         blob = b"".join(found[f] for f in files)
         raw = np.frombuffer(blob, np.uint8).reshape(-1, record)
+        # Every label byte in range (coarse 0-19 and fine 0-99 for CIFAR-100, 0-9 for
+        # CIFAR-10): a damaged archive is refused here, not as a TensorFlow error in
+        # every cell.
+        limits = (10,) if name == "cifar10" else (20, 100)
+        for column, limit in enumerate(limits):
+            bad = np.flatnonzero(raw[:, column] >= limit)
+            if bad.size:
+                index = int(bad[0])
+                start = 0
+                for f in files:
+                    count = len(found[f]) // record
+                    if index < start + count:
+                        break
+                    start += count
+                what = "label" if name == "cifar10" else ("coarse label", "fine label")[column]
+                raise DataError(
+                    f"{path}: record {index - start} of {f} has {what} {int(raw[index, column])}"
+                    f", outside 0-{limit - 1} ({bad.size} such record(s)): the archive is "
+                    f"damaged. Download it again from {CIFAR_ARCHIVES[name][1]}.")
         labels = raw[:, label_bytes - 1].astype(np.int64)
         images = raw[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         return (images.astype(np.float32) / 255.0), labels

@@ -13,19 +13,23 @@ from rich.console import Console
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
+from rich.text import Text
 
 from kerasgen.progress import GroupProgress, format_duration, study_progress
 from kerasgen.store import StoreError
 
 
 def progress_table(groups: list[GroupProgress], title: str | None = None) -> Table:
-    table = Table(title=title, expand=False)
+    """Names are data: they are shown as plain text (a study named ``[bold]x`` or
+    ``oops[/]`` is printed as written, never read as markup)."""
+    table = Table(title=Text(title) if title is not None else None, expand=False)
     for col in ("model", "dataset", "progress", "cells done", "diverged", "failed",
                 "running", "epochs/s", "ETA"):
         table.add_column(col, justify="right" if col not in ("model", "dataset", "progress") else "left")
     for g in groups:
         table.add_row(
-            g.model, g.dataset, ProgressBar(total=max(g.epochs_total, 1), completed=g.epochs_done, width=24),
+            Text(g.model), Text(g.dataset),
+            ProgressBar(total=max(g.epochs_total, 1), completed=g.epochs_done, width=24),
             f"{g.finished}/{g.cells}", str(g.counts["diverged"]), str(g.counts["failed"]),
             str(g.counts["running"]), f"{g.epochs_per_second:.2f}", format_duration(g.eta_seconds),
         )
@@ -37,7 +41,7 @@ def progress_table(groups: list[GroupProgress], title: str | None = None) -> Tab
             mine = [r for r in running if r[0] == w]
             lrs = ", ".join(f"{r[3]:g}" for r in mine[:6]) + (" ..." if len(mine) > 6 else "")
             lines.append(f"{w}: batch {mine[0][2]}, lr {lrs}, epoch {max(r[4] for r in mine)}")
-        table.caption = "\n".join(lines)
+        table.caption = Text("\n".join(lines))
     return table
 
 
@@ -47,8 +51,10 @@ def summary_line(groups: list[GroupProgress]) -> str:
     rate = sum(g.epochs_per_second for g in groups)
     etas = [g.eta_seconds for g in groups if g.eta_seconds is not None]
     eta = max(etas) if etas else None
+    failed = sum(g.counts["failed"] for g in groups)
     return (f"{done}/{cells} cells finished, {sum(g.counts['running'] for g in groups)} "
             f"running, {sum(g.counts['diverged'] for g in groups)} diverged, "
+            + (f"{failed} failed, " if failed else "") +
             f"{rate:.2f} epochs/s, ETA {format_duration(eta)}")
 
 

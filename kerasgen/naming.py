@@ -18,13 +18,15 @@ MODEL_NAME_HELP = (
     "or vgg<depth>[_nobn][_w<width>] with depth in 11/13/16/19 (vgg19 has batch norm, "
     "vgg19_nobn has not; _w16 narrows the first stage from 64 to 16 filters)"
 )
-_PATTERN = re.compile(r"^(resnet|vgg)(\d+)(_nobn)?(?:_w(\d+))?$")
+# ASCII digits only, the whole name (``$`` would also accept a trailing newline, ``\d``
+# any Unicode digit such as "٨"; Keras would then fail on the name).
+_PATTERN = re.compile(r"(resnet|vgg)([0-9]+)(_nobn)?(?:_w([0-9]+))?")
 
 
 def check_model_name(name: str) -> tuple[str, int, bool]:
     """Parse a registry name into (family, depth, batch_norm); raise ValueError naming it.
     See ``model_width`` for the VGG width suffix."""
-    match = _PATTERN.match(name) if isinstance(name, str) else None
+    match = _PATTERN.fullmatch(name) if isinstance(name, str) else None
     if match is None:
         raise ValueError(f"Unknown model {name!r}: expected {MODEL_NAME_HELP}.")
     family, depth, nobn = match.group(1), int(match.group(2)), bool(match.group(3))
@@ -50,5 +52,5 @@ def check_model_name(name: str) -> tuple[str, int, bool]:
 
 def model_width(name: str) -> int:
     """The base width of a VGG name (``vgg11_w16`` -> 16; 64, the paper's, by default)."""
-    match = _PATTERN.match(name)
+    match = _PATTERN.fullmatch(name)
     return int(match.group(4)) if match and match.group(4) else 64

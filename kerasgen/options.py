@@ -8,9 +8,21 @@ applied afterwards, in the driver and in every worker process.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 ONEDNN_CHOICES = ("auto", "default", "on", "off")
+LAYOUT_CHOICES = ("auto", "branches", "fused")
+HEARTBEATS_PER_STALE = 4
+"""A claim is refreshed this many times within the stale limit: a live worker whose
+heartbeat is late once or twice (a busy machine, a garbage collection) never looks dead."""
+MIN_STALE_SECONDS = 1.0
+"""The shortest stale limit accepted (a heartbeat every 0.25 s): below it a busy machine
+could delay heartbeats past the limit and workers would take packs from each other."""
+
+
+class OptionsError(ValueError):
+    """A run option with a bad value; the message names it and what it must be."""
 
 
 @dataclass
@@ -36,10 +48,51 @@ class RunOptions:
     onednn: bool | str | None = "auto"
     verbose: int = 0
 
+    def __post_init__(self):
+        check_options(self)
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """Seconds between a training worker's heartbeats."""
+        return self.heartbeat_seconds or self.stale_seconds / HEARTBEATS_PER_STALE
+
+
+def _number(name: str, value, integer: bool, minimum: float) -> None:
+    ok = not isinstance(value, bool) and (
+        isinstance(value, int) if integer else isinstance(value, (int, float)))
+    if not ok or not math.isfinite(value) or value < minimum:
+        kind = "an integer" if integer else "a finite number"
+        raise OptionsError(f"{name} must be {kind} >= {minimum:g}. Received: {name}={value!r}")
+
+
+def check_options(options: "RunOptions") -> None:
+    """Raise OptionsError naming the first bad value (before anything is claimed)."""
+    _number("pack_size", options.pack_size, True, 1)
+    _number("max_attempts", options.max_attempts, True, 1)
+    _number("steps_per_execution", options.steps_per_execution, True, 1)
+    _number("stale_seconds", options.stale_seconds, False, MIN_STALE_SECONDS)
+    if options.heartbeat_seconds is not None:
+        _number("heartbeat_seconds", options.heartbeat_seconds, False, 0.01)
+        if options.heartbeat_seconds * 3 > options.stale_seconds:
+            raise OptionsError(
+                f"heartbeat_seconds={options.heartbeat_seconds!r} must be at most a third of "
+                f"stale_seconds={options.stale_seconds!r}: a live worker must beat several "
+                "times before its claim looks stale")
+    if options.layout not in LAYOUT_CHOICES:
+        raise OptionsError(f"layout must be one of {LAYOUT_CHOICES}. Received: "
+                           f"layout={options.layout!r}")
+    if options.jit_compile not in (True, False, "auto"):
+        raise OptionsError("jit_compile must be True, False or 'auto'. Received: "
+                           f"jit_compile={options.jit_compile!r}")
+    if options.onednn not in ("auto", True, False, None):
+        raise OptionsError("onednn must be 'auto', True, False or None. Received: "
+                           f"onednn={options.onednn!r}")
+
 
 def onednn_option(choice: str) -> bool | str | None:
     """The command line's ``--onednn auto|default|on|off`` as a ``RunOptions.onednn``."""
     return {"auto": "auto", "default": None, "on": True, "off": False}[choice]
 
 
-__all__ = ["ONEDNN_CHOICES", "RunOptions", "onednn_option"]
+__all__ = ["HEARTBEATS_PER_STALE", "LAYOUT_CHOICES", "MIN_STALE_SECONDS", "ONEDNN_CHOICES",
+           "OptionsError", "RunOptions", "check_options", "onednn_option"]

@@ -32,7 +32,8 @@ class GroupProgress:
 
     @property
     def finished(self) -> int:
-        return self.counts["done"] + self.counts["diverged"] + self.counts["failed"]
+        """Cells whose numbers count: done or diverged (a failed cell is not finished)."""
+        return self.counts["done"] + self.counts["diverged"]
 
     @property
     def fraction(self) -> float:

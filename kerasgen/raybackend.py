@@ -27,6 +27,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from kerasgen import runtime
+from kerasgen.checkpoints import DiskFull
 from kerasgen.spec import Spec, from_dict
 from kerasgen.store import Claim, ClaimLost, Store
 from kerasgen.options import RunOptions
@@ -71,6 +72,9 @@ class StoreWriter:
     def heartbeat(self, claim: Claim) -> None:
         self.store.heartbeat(claim)
 
+    def check_claim(self, claim: Claim) -> None:
+        self.store.check_claim(claim)
+
     def report_pid(self, pack_id: str, pid: int) -> None:
         """Tasks say which process trains them (tests kill it; operators find it)."""
         self.pids[pack_id] = pid
@@ -111,6 +115,9 @@ class RemoteStore:
         return self._call("finish_cell", cell_id, status, diverged_epoch=diverged_epoch,
                           error=error, claim=claim)
 
+    def check_claim(self, claim: Claim) -> None:
+        return self._call("check_claim", claim)
+
     def heartbeat_sender(self, claim: Claim):
         return (lambda: self._call("heartbeat", claim)), (lambda: None)
 
@@ -127,7 +134,10 @@ def _train_pack_task(writer, db_path: str, spec_dict: dict, claim: Claim, option
     options = RunOptions(**options_dict)
     ray.get(writer.report_pid.remote(claim.pack_id, os.getpid()))
     ds = prepare_dataset(claim.cells[0]["dataset"], options, spec.training.dtype)
-    return train_pack(RemoteStore(writer, db_path), claim, spec, ds, options)
+    try:
+        return train_pack(RemoteStore(writer, db_path), claim, spec, ds, options)
+    except DiskFull as exc:  # not the pack's fault: no Ray retry, no failure counted
+        return {"pack_id": claim.pack_id, "paused": str(exc)}
 
 
 def _task_slots(resources: dict, cpus_per_pack: float, gpus_per_pack: float) -> int:
@@ -140,26 +150,40 @@ def _task_slots(resources: dict, cpus_per_pack: float, gpus_per_pack: float) -> 
     return max(min(slots) if slots else 1, 1)
 
 
+def _check_pack_resources(ray, cpus_per_pack: float, gpus_per_pack: float) -> None:
+    """A pack must fit on one node of the cluster; otherwise Ray would wait forever."""
+    from kerasgen.worker import StudyError
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    for name, need in (("CPU", cpus_per_pack), ("GPU", gpus_per_pack)):
+        most = max((float(r.get(name, 0)) for r in nodes), default=0.0)
+        if need > most:
+            flag = "--cpus-per-pack" if name == "CPU" else "--gpus-per-pack"
+            raise StudyError(f"{flag} {need:g}: no node of the Ray cluster has that many "
+                             f"{name}s (the largest has {most:g}); lower it.")
+
+
 def run_study_ray(spec: Spec, db, options: RunOptions | None = None, address: str | None = None,
                   cpus_per_pack: float = 1.0, gpus_per_pack: float | None = None,
                   progress: bool | str = "auto", retry_failed: bool = False,
-                  num_cpus: int | None = None, on_submitted=None) -> dict:
+                  num_cpus: int | None = None, on_submitted=None, force: bool = False) -> dict:
     """Train every cell of ``spec`` on a Ray cluster; the store stays at ``db`` here.
 
     ``address``: an existing cluster ("auto", "ray://host:10001", "host:6379"); None
-    starts a local one (``num_cpus`` CPUs). Returns the counts by status.
+    starts a local one (``num_cpus`` CPUs). Returns the counts by status. What can be
+    checked before a pack is claimed is (the grid, the checkpoint directory, the data
+    sets, that a pack's CPUs and GPUs fit on a node).
     """
     ray = _import_ray()
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from kerasgen.worker import check_datasets, register_study
+    from kerasgen.worker import DISK_FULL_WAIT_SECONDS, check_before_claiming, register_study
 
     options = options or RunOptions()
     db = Path(db).resolve()
     if options.checkpoint_dir is None:
         options.checkpoint_dir = str(Path(str(db) + ".checkpoints"))
-    check_datasets(spec, options)
-    study_id = register_study(spec, db, options, retry_failed)
+    check_before_claiming(spec, db, options, force=force)
 
     started_here = not ray.is_initialized()
     if started_here:
@@ -170,6 +194,8 @@ def run_study_ray(spec: Spec, db, options: RunOptions | None = None, address: st
     try:
         if gpus_per_pack is None:
             gpus_per_pack = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+        _check_pack_resources(ray, cpus_per_pack, gpus_per_pack)
+        study_id = register_study(spec, db, options, retry_failed)
         here = ray.get_runtime_context().get_node_id()
         writer = ray.remote(num_cpus=0)(StoreWriter).options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
@@ -220,7 +246,14 @@ def run_study_ray(spec: Spec, db, options: RunOptions | None = None, address: st
                 for ref in ready:
                     claim = pending.pop(ref)
                     try:
-                        ray.get(ref)
+                        summary = ray.get(ref)
+                        if isinstance(summary, dict) and summary.get("paused"):
+                            store.release(claim, f"paused: {summary['paused']}",
+                                          count_failure=False)
+                            print(f"kerasgen: {summary['paused']}. Pack {claim.pack_id} is "
+                                  f"paused, not failed; trying again in "
+                                  f"{DISK_FULL_WAIT_SECONDS:g} s.", file=sys.stderr, flush=True)
+                            time.sleep(DISK_FULL_WAIT_SECONDS)
                     except Exception as exc:  # retries exhausted: the study goes on
                         error = f"{type(exc).__name__}: {exc}"
                         store.release(claim, error, max_attempts=1)

@@ -26,11 +26,20 @@ def set_onednn(enabled: bool | str | None) -> None:
     and leaves other architectures to TensorFlow. Has no effect once TensorFlow is
     imported, so callers set it first thing in a worker process.
     """
+    explicit = enabled in (True, False)
     if enabled == "auto":
         enabled = resolve_onednn_auto()
     if enabled is None:
         return
     if "tensorflow" in sys.modules:
+        in_effect = onednn_in_effect()
+        if explicit and in_effect is not None and in_effect != enabled:
+            import warnings
+
+            warnings.warn(f"oneDNN was asked {'on' if enabled else 'off'}, but TensorFlow was "
+                          f"already imported with it {'on' if in_effect else 'off'}; it stays "
+                          "so in this process (the study records what was in effect)",
+                          RuntimeWarning, stacklevel=2)
         return
     os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if enabled else "0"
 

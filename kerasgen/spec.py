@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import tomllib
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,19 @@ class Spec:
     training: Training = field(default_factory=Training)
 
     def __post_init__(self):
+        # As the TOML takes them: lists, ranges ({start, stop, step} or a Python range),
+        # and the [stop]/[training] tables as dicts. Stored as tuples (the spec is frozen).
+        for key in ("models", "datasets", "batch_sizes", "learning_rates", "seeds"):
+            value = getattr(self, key)
+            if isinstance(value, dict):
+                value = _expand_range(value, key)
+            if isinstance(value, (list, range)):
+                object.__setattr__(self, key, tuple(value))
+        for key, kind in (("stop", Stop), ("training", Training)):
+            value = getattr(self, key)
+            if isinstance(value, dict):
+                _reject_unknown(value, set(kind.__dataclass_fields__), f"specification [{key}]")
+                object.__setattr__(self, key, kind(**value))
         validate(self)
 
     # -- derived
@@ -211,16 +225,49 @@ def _expand_range(value, key: str):
 
 # ---------------------------------------------------------------- validation
 
+MAX_NAME_LENGTH = 128
+MAX_SEED = 2**32 - 1  # numpy's and Keras's seeding take 32-bit seeds
+
+# What each list holds: (test, what to say).
+_ELEMENTS = {
+    "models": (lambda v: isinstance(v, str), "names (strings)"),
+    "datasets": (lambda v: isinstance(v, str), "names (strings)"),
+    "batch_sizes": (lambda v: isinstance(v, int) and not isinstance(v, bool), "integers"),
+    "learning_rates": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+                       "numbers"),
+    "seeds": (lambda v: isinstance(v, int) and not isinstance(v, bool), "integers"),
+}
+
+
+def check_name(name) -> None:
+    """A study name is data: any printable text up to MAX_NAME_LENGTH characters (it never
+    forms a path; see kerasgen.checkpoints). Control characters (a NUL, a newline) are
+    refused: they would garble every table and log that prints the name."""
+    if not isinstance(name, str) or not name.strip():
+        raise SpecError(f"name must be a non-empty string. Received: name={name!r}")
+    if len(name) > MAX_NAME_LENGTH:
+        raise SpecError(f"name must be at most {MAX_NAME_LENGTH} characters; it has "
+                        f"{len(name)}. Received: name={name[:40]!r}...")
+    bad = [c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")]
+    if bad:
+        raise SpecError(f"name must be printable text; it contains {bad[0]!r}. "
+                        f"Received: name={name!r}")
+
+
 def validate(spec: Spec) -> None:
     """Raise SpecError naming the first bad value."""
-    if not isinstance(spec.name, str) or not spec.name.strip():
-        raise SpecError(f"name must be a non-empty string. Received: name={spec.name!r}")
+    check_name(spec.name)
     for key in ("models", "datasets", "batch_sizes", "learning_rates", "seeds"):
         values = getattr(spec, key)
         if not isinstance(values, tuple):
             raise SpecError(f"{key} must be a list. Received: {key}={values!r}")
         if not values:
             raise SpecError(f"{key} must not be empty.")
+        ok, what = _ELEMENTS[key]
+        for v in values:  # before anything hashes them: a nested list is a message
+            if not ok(v):
+                raise SpecError(f"{key} must be a list of {what}. Received: {v!r} in "
+                                f"{key}={list(values)!r}")
         seen = set()
         for v in values:
             marker = round(v, 12) if isinstance(v, float) else v
@@ -228,8 +275,6 @@ def validate(spec: Spec) -> None:
                 raise SpecError(f"{key} lists {v!r} twice; each value may appear once.")
             seen.add(marker)
     for m in spec.models:
-        if not isinstance(m, str):
-            raise SpecError(f"models must be names (strings). Received: {m!r}")
         try:
             check_model_name(m)
         except ValueError as exc:
@@ -240,8 +285,6 @@ def validate(spec: Spec) -> None:
         except ValueError as exc:
             raise SpecError(str(exc)) from None
     for b in spec.batch_sizes:
-        if isinstance(b, bool) or not isinstance(b, int):
-            raise SpecError(f"batch_sizes must be integers. Received: {b!r}")
         if b < 1:
             raise SpecError(f"batch_sizes must be positive. Received: {b!r}")
     for d in spec.datasets:
@@ -256,8 +299,9 @@ def validate(spec: Spec) -> None:
         if lr <= 0:
             raise SpecError(f"learning_rates must be positive. Received: {lr!r}")
     for s in spec.seeds:
-        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-            raise SpecError(f"seeds must be non-negative integers. Received: {s!r}")
+        if not 0 <= s <= MAX_SEED:
+            raise SpecError(f"seeds must be integers from 0 to {MAX_SEED} (2**32 - 1). "
+                            f"Received: {s!r}")
     if isinstance(spec.epochs, bool) or not isinstance(spec.epochs, int):
         raise SpecError(f"epochs must be an integer. Received: epochs={spec.epochs!r}")
     if spec.epochs < 1:

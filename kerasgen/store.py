@@ -26,11 +26,12 @@ import math
 import os
 import socket
 import sqlite3
+import sys
 import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -44,6 +45,17 @@ FINISHED = ("done", "diverged")
 DEFAULT_STALE_SECONDS = 600.0
 DEFAULT_MAX_ATTEMPTS = 3
 BUSY_TIMEOUT_MS = 30_000
+"""How long one SQLite call waits for a lock (``KERASGEN_BUSY_TIMEOUT_MS`` overrides it,
+for tests). Past it a write does not fail: it reports who holds the lock and waits on."""
+LOCK_REPORT_SECONDS = 60.0
+"""While a write waits for the lock, how often it says so again."""
+
+
+def busy_timeout_ms() -> int:
+    try:
+        return max(int(os.environ.get("KERASGEN_BUSY_TIMEOUT_MS", BUSY_TIMEOUT_MS)), 1)
+    except ValueError:
+        return BUSY_TIMEOUT_MS
 
 # Columns of `epochs` with a fixed meaning; other numbers Keras reports go to metrics_json.
 # train_loss/train_accuracy: Keras's running averages over the epoch; train_eval_*: the
@@ -268,12 +280,23 @@ def _migration_4(conn: sqlite3.Connection) -> None:
     """)
 
 
+def _migration_5(conn: sqlite3.Connection) -> None:
+    # A random id per study: the study's files beside the store are keyed by it (and a
+    # slug of the name), never by the name alone, so two stores sharing a checkpoint
+    # directory cannot overwrite each other's weights and a name never forms a path.
+    run_script(conn, "ALTER TABLE studies ADD COLUMN uid TEXT;")
+    for (study_id,) in conn.execute("SELECT study_id FROM studies").fetchall():
+        conn.execute("UPDATE studies SET uid = ? WHERE study_id = ?",
+                     (uuid.uuid4().hex, study_id))
+
+
 # Numbered migrations: MIGRATIONS[i] takes the schema from version i to i + 1.
 MIGRATIONS: list[tuple[str, Any]] = [
     ("studies, cells, epochs; views best and progress", _migration_1),
     ("index epochs by (cell_id, recorded_at)", _migration_2),
     ("bounds: PAC-Bayes bound terms per cell", _migration_3),
     ("clean training metrics, the kept epoch; view best with gap and loss_gap", _migration_4),
+    ("studies.uid: the key of a study's files beside the store", _migration_5),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -349,7 +372,7 @@ class TrackedConnection(sqlite3.Connection):
 
 def _connect(path: Path, uri: str | None = None, **kwargs) -> sqlite3.Connection:
     conn = sqlite3.connect(uri or path, uri=uri is not None, factory=TrackedConnection,
-                           timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, **kwargs)
+                           timeout=busy_timeout_ms() / 1000, check_same_thread=False, **kwargs)
     conn._tracked_path = Path(path)
     _track(Path(path), +1)
     return conn
@@ -378,7 +401,7 @@ def inspect_store(path: str | os.PathLike) -> dict:
 def _inspect_through_sqlite(path: Path) -> dict:
     """Inspection of a file this process already has open through SQLite (so it was
     inspected when first opened): version and application id, no raw file access."""
-    conn = sqlite3.connect(_ro_uri(path), uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn = sqlite3.connect(_ro_uri(path), uri=True, timeout=busy_timeout_ms() / 1000)
     try:
         application_id = conn.execute("PRAGMA application_id").fetchone()[0]
         user_version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -442,10 +465,13 @@ def _inspect_once(path: Path) -> dict:
     # file that turns out to belong to another application or a newer kerasgen. When a
     # -wal exists (a live or crashed writer), the ordinary read-only connection is needed
     # to see its committed frames; it then creates nothing new except, at most, the -shm.
+    # A reader that may not write beside the file (a read-only directory or -shm) cannot
+    # use the WAL index at all; it reads the file as immutable too (see connect_readonly).
     wal_mode = header[18] == 2 or header[19] == 2
-    uri = _ro_uri(path) + ("&immutable=1" if wal_mode and not wal_exists else "")
+    immutable = wal_mode and (not wal_exists or not _can_share_wal_index(path))
+    uri = _ro_uri(path) + ("&immutable=1" if immutable else "")
     try:
-        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+        conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_ms() / 1000,
                                isolation_level=None)
     except sqlite3.Error as exc:
         raise _Unusable(f"{path} cannot be opened: {exc}") from exc
@@ -453,7 +479,7 @@ def _inspect_once(path: Path) -> dict:
         # One read transaction: the three facts come from the same snapshot (in autocommit
         # a migration committed between two statements would show tables without the
         # application id).
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms()}")
         conn.execute("BEGIN")
         application_id = conn.execute("PRAGMA application_id").fetchone()[0]
         user_version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -490,25 +516,24 @@ def _size(path: Path) -> int:
 
 
 def _configure(conn: sqlite3.Connection) -> None:
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms()}")
     conn.execute("PRAGMA foreign_keys = ON")
 
 
 def _enable_wal(conn: sqlite3.Connection, path: Path) -> None:
     """Switch to WAL. On a new file several processes may try at once; switching needs an
     exclusive lock, and SQLite answers one of two contenders "database is locked" at once,
-    without its busy handler (it would deadlock otherwise), so retry here."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    delay = 0.002
+    without its busy handler (it would deadlock otherwise), so retry here (past the busy
+    timeout too, saying who holds the lock)."""
+    waiter = LockWait(path)
     while True:
         try:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             break
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+            if not _is_locked(exc):
+                raise _store_error(path, exc) from exc
+            waiter.wait(short=True)
     if str(mode).lower() != "wal":
         raise StoreError(
             f"{path} cannot use SQLite's WAL journal (it stayed in {mode!r} mode), which "
@@ -516,39 +541,176 @@ def _enable_wal(conn: sqlite3.Connection, path: Path) -> None:
             "is the usual cause. Put the store on a local disk.")
 
 
+def _can_share_wal_index(path: Path) -> bool:
+    """Whether this process may use the store's WAL index: create (or write) the -shm
+    beside it. A user who may only read the store and its directory cannot."""
+    shm = Path(str(path) + "-shm")
+    if shm.exists():
+        return os.access(shm, os.R_OK | os.W_OK)
+    directory = path.parent if str(path.parent) else Path(".")
+    return os.access(directory, os.W_OK | os.X_OK)
+
+
 def connect_readonly(path: str | os.PathLike) -> sqlite3.Connection:
     """A read-only connection to an existing store (checked first).
 
-    The connection is an ordinary ``mode=ro`` one, not ``immutable``: a dashboard keeps it
+    The connection is an ordinary ``mode=ro`` one where it can be: a dashboard keeps it
     open while workers write, and only a WAL reader that shares the -shm index sees their
     commits safely. On a store that no process has open, SQLite therefore creates the
     (empty) -wal and -shm files beside it; they belong to the store and are removed by
     the next writer that closes it. Files that are refused are never opened this way
-    (``inspect_store`` reads them as immutable)."""
+    (``inspect_store`` reads them as immutable).
+
+    A user who may only read the store (a read-only directory or -shm) cannot share the
+    WAL index; the store is then read as ``immutable``: its main file only, nothing
+    created. If a -wal file with content lies beside it, changes not yet copied into the
+    main file are not seen; ``readonly_note(conn)`` says so (the CLI prints it)."""
+    path = Path(path)
     info = inspect_store(path)
     if not info["exists"]:
         raise StoreError(f"{path} does not exist: no study has been run into it yet "
                          "(start one with `kerasgen run ... --db PATH`).")
     if info["empty"]:
         raise StoreError(f"{path} is empty: no study has been run into it yet.")
-    if info["user_version"] < SCHEMA_VERSION:
-        # Readers never migrate; the views they use exist since version 1.
-        pass
-    conn = _connect(Path(path), uri=_ro_uri(Path(path)))
+    if _can_share_wal_index(path):
+        conn = _connect(path, uri=_ro_uri(path))
+        _configure(conn)
+        conn.readonly_note = None
+        return conn
+    conn = _connect(path, uri=_ro_uri(path) + "&immutable=1")
     _configure(conn)
+    wal = Path(str(path) + "-wal")
+    conn.readonly_note = (
+        f"{path} is read as a snapshot (this user may not write beside it): "
+        + (f"its last changes ({_size(wal):,} bytes in {wal.name}) are not seen, and a "
+           "study still running is not followed" if _size(wal) else
+           "a study still running is not followed"))
     return conn
+
+
+def readonly_note(conn) -> str | None:
+    """Why a reader's view of the store may be stale, or None (see connect_readonly)."""
+    return getattr(conn, "readonly_note", None)
+
+
+# ---------------------------------------------------------------- locks and write errors
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise StoreError when a store at ``path`` could not be written by this process
+    (checked before anything is created or claimed)."""
+    path = Path(path)
+    _check_writable(path, inspect_store(path)["exists"])
+
+
+def _check_writable(path: Path, exists: bool) -> None:
+    """Refuse, before SQLite creates anything, a store this process cannot write: not a
+    regular file (``/dev/null``), a read-only file, or a directory where the journal
+    files (``-wal``, ``-shm``) cannot be created."""
+    if exists and not path.is_file():
+        raise StoreError(f"{path} is not a regular file, so it cannot hold a store; pass "
+                         "the path of a .db file")
+    directory = path.parent if str(path.parent) else Path(".")
+    if exists and not os.access(path, os.W_OK):
+        raise StoreError(f"the store {path} is read-only for this user, so nothing can be "
+                         "written to it; status, report, db and tui can still read it")
+    if directory.exists() and not os.access(directory, os.W_OK | os.X_OK):
+        raise StoreError(f"the directory {directory} is not writable, so the store {path} "
+                         "cannot be written (SQLite needs its -wal and -shm files beside it); "
+                         "status, report, db and tui can still read it")
+
+
+def _is_locked(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _is_write_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return any(w in text for w in ("full", "readonly", "read-only", "disk i/o", "locked",
+                                   "unable to open"))
+
+
+def _store_error(path: Path, exc: Exception) -> StoreError:
+    """A write error as a StoreError that names the store and what to do."""
+    text = str(exc).lower()
+    if "full" in text:
+        return StoreError(f"the disk holding the store {path} is full ({exc}); free space "
+                          "and run the same command again (nothing recorded is lost)")
+    if "readonly" in text or "read-only" in text or "permission" in text:
+        return StoreError(f"the store {path} cannot be written ({exc}): check the "
+                          "permissions of the file and its directory")
+    return StoreError(f"the store {path} cannot be written ({exc})")
+
+
+def lock_holders(path: Path) -> list[str]:
+    """Other processes of this machine that have the store (or its -wal/-shm) open, as
+    ``pid (command)``; Linux only (empty elsewhere or when /proc cannot be read)."""
+    targets = {os.path.realpath(str(path) + suffix) for suffix in ("", "-wal", "-shm")}
+    out = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return out
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            fds = list((entry / "fd").iterdir())
+            if not any(os.path.realpath(fd) in targets for fd in fds):
+                continue
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace").strip()
+        except OSError:
+            continue
+        out.append(f"{entry.name} ({command[:60] or '?'})")
+    return sorted(out)
+
+
+class LockWait:
+    """Waiting for the store's write lock past SQLite's busy timeout: reports on stderr
+    (who holds the lock, how long it has waited) at once and every
+    ``LOCK_REPORT_SECONDS``, then waits on. A lock is never a reason to fail."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.started: float | None = None
+        self.reported = 0.0
+        self.delay = 0.002
+
+    def wait(self, short: bool = False) -> None:
+        now = time.monotonic()
+        if self.started is None:
+            self.started = now
+        # SQLite's busy handler has already waited the busy timeout, except for the few
+        # calls that it answers at once (switching to WAL): those report once they too
+        # have waited that long.
+        due = now - self.started >= (busy_timeout_ms() / 1000 if short else 0.0)
+        if due and (self.reported == 0.0 or now - self.reported >= LOCK_REPORT_SECONDS):
+            self.reported = now
+            holders = lock_holders(self.path)
+            who = f"held by {', '.join(holders)}" if holders else "held by another process"
+            waited = busy_timeout_ms() / 1000 + (now - self.started if not short else 0.0)
+            print(f"kerasgen: waiting for the store lock on {self.path} ({who}) for "
+                  f"{waited:.0f} s so far; kerasgen goes on when it is released",
+                  file=sys.stderr, flush=True)
+        time.sleep(self.delay)
+        self.delay = min(self.delay * 2, 0.25 if short else 1.0)
 
 
 # ---------------------------------------------------------------- the store
 
 @dataclass(frozen=True)
 class Claim:
-    """A pack claimed by a worker: its cells (ordered by learning rate) and token."""
+    """A pack claimed by a worker: its cells (ordered by learning rate), its study, and
+    a token unique to this claim (checkpoint files carry it: a former owner of the pack
+    never deletes the files of the one that took it over)."""
 
     pack_id: str
     worker: str
     cells: tuple[dict, ...]
     resumed: bool  # True when the pack was reclaimed from a dead worker or retried
+    study: str = ""
+    study_uid: str | None = None
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
 
     @property
     def cell_ids(self) -> list[int]:
@@ -563,12 +725,20 @@ class Store:
         info = inspect_store(self.path)
         if not info["exists"] and not create:
             raise StoreError(f"{self.path} does not exist.")
+        _check_writable(self.path, info["exists"])
         if not info["exists"]:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = _connect(self.path, isolation_level=None)
-        _configure(self.conn)
-        _enable_wal(self.conn, self.path)
-        self.conn.execute("PRAGMA synchronous = NORMAL")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"the store {self.path} cannot be created: {exc.strerror} "
+                                 f"({self.path.parent}); choose another --db") from exc
+        try:
+            self.conn = _connect(self.path, isolation_level=None)
+            _configure(self.conn)
+            _enable_wal(self.conn, self.path)
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.OperationalError as exc:
+            raise _store_error(self.path, exc) from exc
         self._migrate(info["user_version"])
 
     # -- lifecycle
@@ -590,15 +760,35 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A short write transaction that takes the write lock at once."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        """A short write transaction that takes the write lock at once.
+
+        Past SQLite's busy timeout it waits on, saying who holds the lock, instead of
+        failing; a full disk or a read-only file is a StoreError naming the store."""
+        waiter = None
+        while True:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if not _is_locked(exc):
+                    raise _store_error(self.path, exc) from exc
+                waiter = waiter or LockWait(self.path)
+                waiter.wait()
         try:
             yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and _is_write_error(exc):
+                raise _store_error(self.path, exc) from exc
             raise
         else:
-            self.conn.execute("COMMIT")
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+                raise _store_error(self.path, exc) from exc
 
     def _migrate(self, current: int) -> None:
         if current >= SCHEMA_VERSION:
@@ -616,11 +806,14 @@ class Store:
 
     # -- studies
     def create_study(self, name: str, spec: dict, cells: Iterable[dict],
-                     environment: dict | None = None) -> int:
+                     environment: dict | None = None, normalize=None) -> int:
         """Create a study with its cells, or attach to the existing one of that name.
 
         ``spec`` is the normalized specification (JSON-serializable). A different
         specification under the same name is refused, naming the differences.
+        ``normalize`` maps a stored specification to the form ``spec`` is in (a study
+        registered by an older kerasgen lacks the options added since, at their
+        defaults); without it the stored text must match exactly.
         """
         spec_json = json.dumps(spec, sort_keys=True, separators=(",", ":"))
         spec_hash = _hash(spec_json)
@@ -630,8 +823,9 @@ class Store:
                                (name,)).fetchone()
             if row is not None:
                 study_id, existing = row
-                if existing != spec_json:
-                    diff = describe_difference(json.loads(existing), spec)
+                stored = json.loads(existing)
+                if existing != spec_json and (normalize is None or normalize(stored) != spec):
+                    diff = describe_difference(stored, spec)
                     raise StudyMismatch(
                         f"A study named {name!r} already exists in {self.path} with a "
                         f"different specification: {diff}. Give the new study another "
@@ -641,10 +835,10 @@ class Store:
             cur = conn.execute(
                 "INSERT INTO studies (name, spec_json, spec_hash, kerasgen_version, "
                 "tensorflow_version, keras_version, python_version, host, device, "
-                "environment_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "environment_json, created_at, uid) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (name, spec_json, spec_hash, env.get("kerasgen"), env.get("tensorflow"),
                  env.get("keras"), env.get("python"), env.get("host"), env.get("device"),
-                 json.dumps(env, sort_keys=True), utc_now()),
+                 json.dumps(env, sort_keys=True), utc_now(), uuid.uuid4().hex),
             )
             study_id = cur.lastrowid
             conn.executemany(
@@ -669,11 +863,11 @@ class Store:
                 study_id = conn.execute(
                     "INSERT INTO studies (name, spec_json, spec_hash, kerasgen_version, "
                     "tensorflow_version, keras_version, python_version, host, "
-                    "environment_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    "environment_json, created_at, uid) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     (study, json.dumps(spec, sort_keys=True), _hash(json.dumps(spec)),
                      env.get("kerasgen"), env.get("tensorflow"), env.get("keras"),
                      env.get("python"), env.get("host"), json.dumps(env, sort_keys=True),
-                     utc_now())).lastrowid
+                     utc_now(), uuid.uuid4().hex)).lastrowid
             else:
                 study_id = row[0]
             conn.execute(
@@ -772,7 +966,9 @@ class Store:
                 "ORDER BY learning_rate", (pack_id,),
             ).fetchall()
             cells = tuple(_row_dict(conn, r, "cells") for r in rows)
-        return Claim(pack_id, worker, cells, resumed)
+            name, uid = conn.execute("SELECT name, uid FROM studies WHERE study_id = ?",
+                                     (study_id,)).fetchone()
+        return Claim(pack_id, worker, cells, resumed, study=name, study_uid=uid)
 
     def heartbeat(self, claim: Claim) -> None:
         """Refresh the claim; raise ClaimLost when another worker took the pack over."""
@@ -787,6 +983,16 @@ class Store:
                     (claim.pack_id,)).fetchone()
                 if owner is not None:
                     raise ClaimLost(f"pack {claim.pack_id} was taken over by {owner[0]}")
+
+    def check_claim(self, claim: Claim) -> None:
+        """Raise ClaimLost unless ``claim``'s worker still owns its pack (checked before
+        a checkpoint is written, so a former owner never writes one)."""
+        owners = {r[0] for r in self.conn.execute(
+            "SELECT worker FROM cells WHERE pack_id = ? AND status = 'running'",
+            (claim.pack_id,))}
+        if owners and owners != {claim.worker}:
+            raise ClaimLost(f"pack {claim.pack_id} was taken over by "
+                            f"{', '.join(sorted(str(o) for o in owners))}")
 
     def heartbeat_sender(self, claim: Claim):
         """(beat, close) for a heartbeat thread: a connection of its own, so the thread
@@ -1191,6 +1397,7 @@ def load_progress(db) -> pd.DataFrame:
 
 __all__ = [
     "APPLICATION_ID", "Claim", "ClaimLost", "SCHEMA_VERSION", "STATUSES", "Store",
-    "StoreError", "StudyMismatch", "connect_readonly", "inspect_store", "load_epochs",
+    "StoreError", "StudyMismatch", "check_writable", "connect_readonly", "inspect_store",
+    "load_epochs", "read_cell_rows", "readonly_note",
     "load_progress", "load_results", "load_studies", "read_new_epochs", "utc_now",
 ]

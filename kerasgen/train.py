@@ -38,6 +38,8 @@ import numpy as np
 
 from kerasgen import data as data_lib
 from kerasgen.callbacks import SQLiteLogger, split_logs
+from kerasgen.checkpoints import (PackCheckpoint, atomic_savez, default_root, group_weights_path,
+                                  load_arrays, save_cell_weights, study_directory)
 from kerasgen.models import build_model, copies_of, copy_name, packed
 from kerasgen.models.fused import fused, fused_weights, unfuse_weights
 from kerasgen.options import RunOptions
@@ -61,24 +63,19 @@ def configure_determinism(seed: int) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def group_weights_path(checkpoint_dir: Path, model: str, dataset: str, seed: int) -> Path:
-    return Path(checkpoint_dir) / "initial" / f"{model}-{dataset}-seed{seed}.weights.npz"
-
-
 def initial_weights(model: str, ds: data_lib.Dataset, seed: int, checkpoint_dir: Path) -> list:
     """The group's initial weights: drawn once from the seed (in float32, whatever the
     study's dtype), saved, and loaded by every cell of the group (on any worker, in any
     process, after any restart)."""
     path = group_weights_path(checkpoint_dir, model, ds.name, seed)
     if path.exists():
-        with np.load(path) as saved:
-            return [saved[f"w{i}"] for i in range(len(saved.files))]
+        return load_arrays(path)
     keras.utils.set_random_seed(int(seed))
     with float_type("float32"):
         net = build_model(model, num_classes=ds.num_classes, input_shape=ds.input_shape)
         weights = net.get_weights()
     del net
-    _atomic_savez(path, {f"w{i}": w for i, w in enumerate(weights)})
+    atomic_savez(path, {f"w{i}": w for i, w in enumerate(weights)})
     return weights
 
 
@@ -99,25 +96,6 @@ def float_type(dtype: str):
     finally:
         keras.config.set_floatx(old_floatx)
         keras.config.set_dtype_policy(old_policy)
-
-
-def _atomic_savez(path: Path, arrays: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- the packed model
@@ -292,23 +270,6 @@ def cell_weights(net: keras.Model, layout: str) -> list[list]:
     return [c.get_weights() for c in copies_of(net)]
 
 
-def cell_weights_path(study_dir: Path, cell_id: int) -> Path:
-    return Path(study_dir) / "cells" / f"cell-{cell_id}.weights.npz"
-
-
-def save_cell_weights(study_dir: Path, cell_id: int, weights: list) -> None:
-    """A finished cell's final weights (single-network order), saved atomically."""
-    _atomic_savez(cell_weights_path(study_dir, cell_id), {f"w{i}": w for i, w in enumerate(weights)})
-
-
-def load_cell_weights(study_dir: Path, cell_id: int) -> list:
-    path = cell_weights_path(study_dir, cell_id)
-    if not path.exists():
-        raise FileNotFoundError(f"no final weights for cell {cell_id} at {path}")
-    with np.load(path) as saved:
-        return [saved[f"w{i}"] for i in range(len(saved.files))]
-
-
 def resolve_layout(option: str) -> str:
     """``"auto"``: what scripts/bench_train.py measured fastest on this kind of device."""
     if option in LAYOUTS:
@@ -354,47 +315,6 @@ def resolve_jit_compile(option: bool | str) -> bool:
     return _has_accelerator()
 
 
-# ---------------------------------------------------------------- checkpoints
-
-class PackCheckpoint:
-    """``state.npz`` (weights, optimizer variables) + ``state.json`` (epoch, cells,
-    their statuses and every recorded row), each written atomically; the JSON is written
-    last and names the npz it belongs to, so a crash between the two is harmless."""
-
-    def __init__(self, directory: Path):
-        self.directory = Path(directory)
-        self.meta_path = self.directory / "state.json"
-
-    def exists(self) -> bool:
-        return self.meta_path.exists()
-
-    def save(self, model: keras.Model, meta: dict) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        epoch = meta["epoch"]
-        arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
-        arrays.update({f"o{i}": np.asarray(v) for i, v in
-                       enumerate(model.optimizer.variables)})
-        name = f"state-{epoch}.npz"
-        _atomic_savez(self.directory / name, arrays)
-        _atomic_write_text(self.meta_path, json.dumps({**meta, "arrays": name}))
-        for old in self.directory.glob("state-*.npz"):
-            if old.name != name:
-                old.unlink(missing_ok=True)
-
-    def load_meta(self) -> dict:
-        return json.loads(self.meta_path.read_text())
-
-    def restore(self, model: keras.Model, meta: dict) -> None:
-        with np.load(self.directory / meta["arrays"]) as saved:
-            n_weights = sum(1 for k in saved.files if k.startswith("w"))
-            model.set_weights([saved[f"w{i}"] for i in range(n_weights)])
-            optimizer = model.optimizer
-            if not optimizer.built:
-                optimizer.build(model.trainable_variables)
-            for i, variable in enumerate(optimizer.variables):
-                variable.assign(saved[f"o{i}"])
-
-
 # ---------------------------------------------------------------- the pack callback
 
 class PackLogger(SQLiteLogger):
@@ -403,9 +323,11 @@ class PackLogger(SQLiteLogger):
 
     def __init__(self, store: Store, claim: Claim, cell_ids: list[int], spec: Spec,
                  checkpoint: PackCheckpoint, active: list[bool], history: dict,
-                 lost: threading.Event, layout: str = "branches", train_eval=None):
+                 lost: threading.Event, layout: str = "branches", train_eval=None,
+                 study_dir: Path | None = None):
         super().__init__(store, cell=cell_ids, claim=claim)
         self.spec = spec
+        self.study_dir = study_dir if study_dir is not None else checkpoint.directory.parent
         self.layout = layout
         self.train_eval = train_eval  # the clean training subset, as model.evaluate takes it
         self.checkpoint = checkpoint
@@ -437,6 +359,10 @@ class PackLogger(SQLiteLogger):
                     row[f"train_eval_{name}"] = measured[f"test_{name}"]
 
     def before_write(self, epoch: int, rows: list[dict], diverged: list[bool]) -> None:
+        if self.claim is not None:
+            # A worker that stalled past the stale limit and woke up finds its pack taken
+            # over here, before it writes a weight file or a checkpoint.
+            self.store.check_claim(self.claim)
         wall = self.wall
         cap_reached = epoch + 1 >= self.spec.epochs
         self._finishing = []
@@ -467,7 +393,7 @@ class PackLogger(SQLiteLogger):
             # finished with (the theory's estimates of A and C are taken at them).
             weights = cell_weights(self.model, self.layout)
             for k in finishing:
-                save_cell_weights(self.checkpoint.directory.parent, self.cell_ids[k], weights[k])
+                save_cell_weights(self.study_dir, self.cell_ids[k], weights[k])
         self.checkpoint.save(self.model, {
             "epoch": epoch, "cell_ids": self.cell_ids, "statuses": self.statuses,
             "history": self.history, "pack_id": self.claim.pack_id if self.claim else None,
@@ -482,7 +408,9 @@ class PackLogger(SQLiteLogger):
 
 class Heartbeat(threading.Thread):
     """Refreshes a claim from a thread of its own (an epoch can outlast the stale limit);
-    sets ``lost`` when another worker has taken the pack over.
+    sets ``lost`` when another worker has taken the pack over. Any other error (the store
+    briefly unwritable, the Ray actor slow) is reported and the next beat tries again:
+    the thread never dies while training goes on.
 
     ``store`` is the trainer's store-like object; its ``heartbeat_sender(claim)`` gives a
     callable safe to use from this thread (a connection of its own for a local store, a
@@ -496,16 +424,27 @@ class Heartbeat(threading.Thread):
         self._halt = threading.Event()
 
     def run(self) -> None:
-        beat, close = self.store.heartbeat_sender(self.claim)
+        beat, close = None, None
+        reported = 0.0
         try:
             while not self._halt.wait(self.interval):
                 try:
+                    if beat is None:
+                        beat, close = self.store.heartbeat_sender(self.claim)
                     beat()
                 except ClaimLost:
                     self.lost.set()
                     return
+                except Exception as exc:  # noqa: BLE001 - reported; the next beat retries
+                    if time.monotonic() - reported > 60.0:
+                        reported = time.monotonic()
+                        print(f"kerasgen: the heartbeat of pack {self.claim.pack_id} failed "
+                              f"({type(exc).__name__}: {exc}); retrying every "
+                              f"{self.interval:g} s while training goes on",
+                              file=sys.stderr, flush=True)
         finally:
-            close()
+            if close is not None:
+                close()
 
     def stop(self) -> None:
         self._halt.set()
@@ -515,20 +454,24 @@ class Heartbeat(threading.Thread):
 # ---------------------------------------------------------------- training a pack
 
 def checkpoint_root(db_path: Path, options: RunOptions) -> Path:
-    if options.checkpoint_dir:
-        return Path(options.checkpoint_dir)
-    return Path(str(db_path) + ".checkpoints")
+    return default_root(db_path, options.checkpoint_dir)
+
+
+def study_dir_of(store, claim: Claim, options: RunOptions) -> Path:
+    """Where the claim's study keeps its checkpoints and weights (see kerasgen.checkpoints)."""
+    return study_directory(checkpoint_root(store.path, options), claim.study, claim.study_uid)
 
 
 def train_pack(store: Store, claim: Claim, spec: Spec, ds: data_lib.Dataset,
                options: RunOptions) -> dict:
     """Train (or resume) one claimed pack to the end; returns a small summary."""
     root = checkpoint_root(store.path, options)
-    checkpoint = PackCheckpoint(root / spec.name / f"pack-{claim.pack_id}")
+    study_dir = study_dir_of(store, claim, options)
+    checkpoint = PackCheckpoint(study_dir / f"pack-{claim.pack_id}", owner=claim.token)
     first = claim.cells[0]
-    model_name, seed, batch_size = first["model"], int(first["seed"]), int(first["batch_size"])
+    model_name, seed = first["model"], int(first["seed"])
 
-    meta = checkpoint.load_meta() if checkpoint.exists() else None
+    meta = checkpoint.adopt()
     if meta is not None:
         cell_ids = [int(c) for c in meta["cell_ids"]]
         missing = set(claim.cell_ids) - set(cell_ids)
@@ -556,13 +499,13 @@ def train_pack(store: Store, claim: Claim, spec: Spec, ds: data_lib.Dataset,
     with float_type(spec.training.dtype):
         started = time.perf_counter()
         _fit_pack(store, claim, spec, ds, options, checkpoint, meta, cell_ids, learning_rates,
-                  weights, active, statuses, history, initial_epoch)
+                  weights, active, statuses, history, initial_epoch, study_dir)
     return {"pack_id": claim.pack_id, "epochs": spec.epochs - initial_epoch,
             "resumed_from": initial_epoch, "seconds": time.perf_counter() - started}
 
 
 def _fit_pack(store, claim, spec, ds, options, checkpoint, meta, cell_ids, learning_rates,
-              weights, active, statuses, history, initial_epoch) -> None:
+              weights, active, statuses, history, initial_epoch, study_dir) -> None:
     first = claim.cells[0]
     model_name, seed, batch_size = first["model"], int(first["seed"]), int(first["batch_size"])
     training = spec.training
@@ -606,10 +549,9 @@ def _fit_pack(store, claim, spec, ds, options, checkpoint, meta, cell_ids, learn
         train = data_lib.batch_generator(ds, seed, batch_size, initial_epoch, spec.epochs,
                                          copies=copies, augment=augment, drop_last=drop_last)
         test = data_lib.test_arrays(ds, copies=copies)
-    heartbeat = Heartbeat(store, claim,
-                          options.heartbeat_seconds or max(1.0, options.stale_seconds / 4))
+    heartbeat = Heartbeat(store, claim, options.heartbeat_interval)
     logger = PackLogger(store, claim, cell_ids, spec, checkpoint, active, history,
-                        heartbeat.lost, layout, train_eval=train_eval)
+                        heartbeat.lost, layout, train_eval=train_eval, study_dir=study_dir)
     logger.statuses = dict(statuses)
     heartbeat.start()
     try:

@@ -21,9 +21,18 @@ from dataclasses import asdict
 from pathlib import Path
 
 from kerasgen import runtime
-from kerasgen.spec import Spec, from_dict
-from kerasgen.store import ClaimLost, Store, StoreError, utc_now
+from kerasgen.checkpoints import DiskFull, check_directory
 from kerasgen.options import RunOptions
+from kerasgen.spec import Spec, from_dict
+from kerasgen.store import ClaimLost, Store, StoreError, check_writable, utc_now
+
+DISK_FULL_WAIT_SECONDS = 60.0
+"""How long a worker waits after a full disk before it tries a pack again."""
+MAX_CELLS = 100_000
+"""A study larger than this needs ``force=True`` (``kerasgen run --force``): a typo in a
+range (step 0.0001) should not silently become a store of millions of cells."""
+MIN_FREE_BYTES = 64 * 1024 * 1024
+"""Free space the checkpoint directory needs before anything is claimed."""
 
 
 class StudyError(RuntimeError):
@@ -85,6 +94,16 @@ def worker_loop(db_path: str | Path, study: str, options: RunOptions,
                 raise
             except ClaimLost:
                 continue  # someone else owns it now; nothing of ours to release
+            except DiskFull as exc:
+                # Not the pack's fault: give it back without counting a failure, wait for
+                # space, then go on (its checkpoint is intact; no temporary file is left).
+                store.release(claim, f"paused: {exc}", count_failure=False)
+                wait = DISK_FULL_WAIT_SECONDS
+                print(f"kerasgen: {exc}. Pack {claim.pack_id} is paused, not failed; "
+                      f"trying again in {wait:g} s (free space, or stop and run the same "
+                      "command later).", file=sys.stderr, flush=True)
+                time.sleep(wait)
+                continue
             except Exception as exc:  # noqa: BLE001 - recorded, and the study goes on
                 error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
                 status = store.release(claim, f"{error}\n{traceback.format_exc()}",
@@ -153,13 +172,66 @@ def local_gpu_ids() -> list[str]:
     return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU")]
 
 
+def _normalized(stored: dict) -> dict | None:
+    """A stored specification as this kerasgen writes it (defaults of options added
+    since filled in), or None when it no longer parses."""
+    try:
+        return from_dict(stored).to_dict()
+    except (ValueError, TypeError):
+        return None
+
+
+def check_before_claiming(spec: Spec, db: str | Path, options: RunOptions,
+                          workers: int = 1, force: bool = False) -> None:
+    """Everything that can be known to fail before a pack is claimed: the size of the
+    grid, the devices ``--mirrored`` needs, the checkpoint directory (writable, free
+    space), the data sets. Raises StudyError/DataError/OSError naming the problem;
+    nothing is registered or claimed."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise StudyError(f"workers must be an integer >= 1. Received: workers={workers!r}")
+    check_writable(db)
+    if spec.cell_count > MAX_CELLS and not force:
+        raise StudyError(
+            f"The study {spec.name!r} has {spec.cell_count:,} cells (more than "
+            f"{MAX_CELLS:,}): check its ranges; to run it anyway, pass --force "
+            "(force=True).")
+    if options.mirrored:
+        count, what = mirrored_device_count()
+        if count < 2:
+            raise StudyError(f"--mirrored trains each cell on several devices, but this "
+                             f"machine has {what}; run without --mirrored.")
+    from kerasgen.train import checkpoint_root
+
+    try:
+        check_directory(checkpoint_root(Path(db), options), MIN_FREE_BYTES)
+    except OSError as exc:
+        raise StudyError(str(exc)) from exc
+    check_datasets(spec, options)
+
+
+def mirrored_device_count() -> tuple[int, str]:
+    """Devices one mirrored cell can use here, without importing TensorFlow unless it is
+    already loaded (then its logical devices count, as tests configure them)."""
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        gpus = tf.config.list_logical_devices("GPU")
+        if gpus:
+            return len(gpus), f"{len(gpus)} GPU"
+        cpus = tf.config.list_logical_devices("CPU")
+        return len(cpus), f"{len(cpus)} CPU device(s) and no GPU"
+    gpus = local_gpu_ids()
+    return len(gpus), f"{len(gpus)} GPU" if gpus else "no GPU"
+
+
 def register_study(spec: Spec, db: str | Path, options: RunOptions | None = None,
                    retry_failed: bool = False) -> int:
     options = options or RunOptions()
     with Store(db) as store:
         facts = runtime.environment_facts()
         facts["pack_size"] = options.pack_size
-        study_id = store.create_study(spec.name, spec.to_dict(), spec.cells(), facts)
+        study_id = store.create_study(spec.name, spec.to_dict(), spec.cells(), facts,
+                                      normalize=_normalized)
         if retry_failed:
             store.reset_failed(study_id)
     return study_id
@@ -167,16 +239,16 @@ def register_study(spec: Spec, db: str | Path, options: RunOptions | None = None
 
 def run_study(spec: Spec, db: str | Path, options: RunOptions | None = None,
               workers: int = 1, progress: bool | str = "auto",
-              retry_failed: bool = False) -> dict:
+              retry_failed: bool = False, force: bool = False) -> dict:
     """Train every cell of ``spec`` into the store at ``db``; resumable; returns the
-    counts by status when the study is complete."""
+    counts by status when the study is complete.
+
+    Everything that can be checked before a pack is claimed is (``check_before_claiming``);
+    ``force`` lets a grid of more than ``MAX_CELLS`` cells run."""
     options = options or RunOptions()
-    if workers < 1:
-        raise StudyError(f"workers must be >= 1. Received: workers={workers!r}")
-    if options.pack_size < 1:
-        raise StudyError(f"pack_size must be >= 1. Received: pack_size={options.pack_size!r}")
+    runtime.set_onednn(options.onednn)
     db = Path(db)
-    check_datasets(spec, options)
+    check_before_claiming(spec, db, options, workers, force)
     study_id = register_study(spec, db, options, retry_failed)
     monitor = None
     if progress:
@@ -221,6 +293,7 @@ def _run_processes(db: Path, study: str, options: RunOptions, workers: int) -> N
         worker_loop(db, study, options)
 
 
-__all__ = ["StudyError", "check_datasets", "local_gpu_ids", "register_study", "run_study",
+__all__ = ["MAX_CELLS", "StudyError", "check_before_claiming", "check_datasets",
+           "local_gpu_ids", "mirrored_device_count", "register_study", "run_study",
            "worker_loop"]
 

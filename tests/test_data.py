@@ -147,6 +147,20 @@ def test_misaligned_file_is_detected_even_when_total_is_whole_records(tmp_path):
         D.load_dataset("cifar10", data_dir=tmp_path)
 
 
+def test_a_label_out_of_range_refuses_the_archive_naming_file_and_record(tmp_path):
+    record = 1 + 3072
+
+    def corrupt(blobs):
+        key = "cifar-10-batches-bin/data_batch_4.bin"
+        damaged = bytearray(blobs[key])
+        damaged[2 * record] = 200  # the label byte of record 2
+        blobs[key] = bytes(damaged)
+    make_cifar10(tmp_path, edit=corrupt)
+    with pytest.raises(D.DataError, match=r"record 2 of data_batch_4\.bin has label 200, "
+                                          r"outside 0-9"):
+        D.load_dataset("cifar10", data_dir=tmp_path)
+
+
 def test_archive_missing_a_member_raises_data_error_naming_it(tmp_path):
     make_cifar10(tmp_path, edit=lambda blobs: blobs.pop("cifar-10-batches-bin/test_batch.bin"))
     with pytest.raises(D.DataError, match=r"lacks test_batch\.bin"):

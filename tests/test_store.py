@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import math
 import os
 import random
@@ -914,9 +915,13 @@ def test_a_store_of_every_earlier_schema_version_upgrades_to_the_current_one(tmp
         monkeypatch.setattr(S, "MIGRATIONS", full[:version])
         monkeypatch.setattr(S, "SCHEMA_VERSION", version)
         with Store(db) as old:
-            old.create_study("s", spec_of("s"), grid([16], [0.1]))
-            # Written as that version's code wrote it: the columns epochs has had since 1.
+            # Written as that version's code wrote it: the columns each table has had
+            # since version 1.
             with old.transaction() as conn:
+                conn.execute("INSERT INTO studies (name, spec_json, spec_hash, created_at) "
+                             "VALUES ('s', '{}', 'x', '2024-01-01T00:00:00Z')")
+                conn.execute("INSERT INTO cells (study_id, model, dataset, batch_size, "
+                             "learning_rate, seed) VALUES (1, 'm', 'd', 16, 0.1, 0)")
                 conn.execute("INSERT INTO epochs (cell_id, epoch, train_loss, test_accuracy, "
                              "recorded_at) VALUES (1, 0, 1.0, 0.5, '2024-01-01T00:00:00Z')")
         monkeypatch.setattr(S, "MIGRATIONS", full)
@@ -928,6 +933,8 @@ def test_a_store_of_every_earlier_schema_version_upgrades_to_the_current_one(tmp
                     ] == list(range(1, len(full) + 1))
             assert store.epochs_of(1)[0]["train_loss"] == 1.0  # the data came along
             assert rows(store, "PRAGMA integrity_check") == [("ok",)]
+            # every study got a uid (the key of its files beside the store)
+            assert rows(store, "SELECT COUNT(*) FROM studies WHERE uid IS NULL")[0][0] == 0
 
 
 def test_progress_rate_query_probes_recent_epochs_per_cell_even_with_planner_statistics(
@@ -1075,8 +1082,12 @@ def test_a_store_written_before_clean_metrics_reads_with_nulls_and_no_running_ga
     monkeypatch.setattr(S, "MIGRATIONS", full[:3])
     monkeypatch.setattr(S, "SCHEMA_VERSION", 3)
     with Store(db) as old:
-        old.create_study("s", spec_of("s"), grid([16, 32], [0.1]))
-        with old.transaction() as conn:
+        with old.transaction() as conn:  # as version 3's code wrote them
+            conn.execute("INSERT INTO studies (name, spec_json, spec_hash, created_at) "
+                         "VALUES ('s', '{}', 'x', '2024-01-01T00:00:00Z')")
+            conn.executemany("INSERT INTO cells (study_id, model, dataset, batch_size, "
+                             "learning_rate, seed) VALUES (1, 'm', 'd', ?, 0.1, 0)",
+                             [(16,), (32,)])
             conn.execute("INSERT INTO epochs (cell_id, epoch, train_loss, train_accuracy, "
                          "test_loss, test_accuracy, recorded_at) VALUES "
                          "(1, 0, 0.1, 0.99, 0.5, 0.8, '2024-01-01T00:00:00Z')")
@@ -1096,3 +1107,150 @@ def test_a_store_written_before_clean_metrics_reads_with_nulls_and_no_running_ga
         pass
     again = load_results(db).iloc[0]
     assert again["kept_epoch"] == 0 and math.isnan(again["gap"])
+
+
+# ---------------------------------------------------------------- hostile conditions
+
+HOLD_LOCK = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.execute("ROLLBACK")
+"""
+
+
+def test_a_write_lock_held_past_the_busy_timeout_is_waited_for_and_named(tmp_path, monkeypatch,
+                                                                        capfd):
+    monkeypatch.setenv("KERASGEN_BUSY_TIMEOUT_MS", "200")
+    store, _ = new_study(tmp_path / "l.db", grid([16], [0.1]))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path / "l.db"), "2.0"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    started = time.monotonic()
+    store.record_epoch(1, 0, logs())  # waits ~2 s (ten busy timeouts), then writes
+    waited = time.monotonic() - started
+    holder.wait(timeout=30)
+    assert waited > 1.0
+    assert store.epochs_of(1)[0]["test_accuracy"] == 0.4
+    err = capfd.readouterr().err
+    assert "waiting for the store lock" in err and f"held by {holder.pid}" in err
+    store.close()
+
+
+def test_the_heartbeat_thread_survives_store_errors_and_says_so(capfd):
+    from kerasgen.train import Heartbeat
+
+    beats = []
+
+    class FlakyStore:
+        def heartbeat_sender(self, claim):
+            def beat():
+                beats.append(time.monotonic())
+                if len(beats) == 2:
+                    raise sqlite3.OperationalError("disk I/O error")
+            return beat, lambda: None
+
+    claim = S.Claim("p", "w", (), False)
+    heartbeat = Heartbeat(FlakyStore(), claim, interval=0.02)
+    heartbeat.start()
+    deadline = time.monotonic() + 10
+    while len(beats) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    alive = heartbeat.is_alive()
+    heartbeat.stop()
+    assert len(beats) >= 5 and alive and not heartbeat.lost.is_set()
+    assert "heartbeat of pack p failed (OperationalError: disk I/O error)" in capfd.readouterr().err
+
+
+def test_a_full_store_disk_is_a_store_error_naming_it_and_keeps_what_was_written(tmp_path):
+    store, _ = new_study(tmp_path / "f.db", grid([16], [0.1]))
+    store.record_epoch(1, 0, logs())
+    pages = rows(store, "PRAGMA page_count")[0][0]
+    store.conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own "disk is full"
+    with pytest.raises(StoreError, match=r"disk holding the store .*f\.db is full"):
+        for epoch in range(1, 400):
+            store.record_epoch(1, epoch, logs(), claim=None)
+    store.close()
+    assert load_epochs(tmp_path / "f.db").iloc[0]["test_accuracy"] == 0.4
+
+
+@pytest.mark.parametrize("path", ["/dev/null", "DIR"])
+def test_a_path_that_is_not_a_regular_file_is_refused_and_nothing_is_created(tmp_path, path):
+    target = tmp_path if path == "DIR" else Path(path)
+    before = sorted(p.name for p in target.parent.iterdir())
+    with pytest.raises(StoreError, match="not a regular file|is a directory"):
+        Store(target)
+    assert sorted(p.name for p in target.parent.iterdir()) == before
+
+
+def _as_unprivileged(args: list[str], **kwargs):
+    """Run a command as a user who may only read what others may (root: as nobody)."""
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: cannot drop privileges")
+        args = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", *args]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+@pytest.fixture
+def readonly_store():
+    """A finished-looking store in a directory this user may only read, a -wal beside
+    it holding the last change (as a writer that is still running leaves it)."""
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="kerasgen-ro-"))
+    os.chmod(top, 0o755)
+    directory = top / "ro"
+    directory.mkdir()
+    db = directory / "s.db"
+    store, _ = new_study(db, grid([16, 32], [0.1]))
+    store.record_epoch(1, 0, logs())
+    store.finish_cell(1, "done")
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    keep = sqlite3.connect(db)  # a second connection keeps the -wal when the store closes
+    keep.execute("PRAGMA journal_mode").fetchone()
+    store.record_epoch(2, 0, logs(test_acc=0.9))
+    store.conn.close()
+    os.chmod(db, 0o444)
+    os.chmod(directory, 0o555)
+    yield db
+    keep.close()
+    os.chmod(directory, 0o755)
+    shutil.rmtree(top)
+
+
+def test_a_user_who_may_only_read_the_store_gets_status_report_db_and_results(readonly_store):
+    db = readonly_store
+    before = sorted(p.name for p in db.parent.iterdir())
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": "/tmp"}
+    for command in ("status", "report", "db"):
+        run = _as_unprivileged([sys.executable, "-m", "kerasgen", command, "--db", str(db)],
+                               env=env)
+        assert run.returncode == 0, (command, run.stderr)
+        assert "Traceback" not in run.stderr and "readonly" not in run.stderr.lower()
+        if command != "db":
+            assert "read as a snapshot" in run.stderr, (command, run.stderr)
+    code = "import sys, kerasgen; print(len(kerasgen.load_results(sys.argv[1])))"
+    run = _as_unprivileged([sys.executable, "-c", code, str(db)], env=env)
+    assert run.returncode == 0 and run.stdout.strip() == "2", run.stderr
+    assert sorted(p.name for p in db.parent.iterdir()) == before  # nothing created
+
+
+def test_running_into_a_store_this_user_may_only_read_says_so_and_leaves_nothing(
+        readonly_store):
+    db = readonly_store
+    before = sorted(p.name for p in db.parent.iterdir())
+    spec = db.parent.parent / "spec.toml"  # readable by everyone
+    spec.write_text('name = "s"\nmodels = ["resnet8"]\ndatasets = ["synthetic"]\n'
+                    'batch_sizes = [16]\nlearning_rates = [0.1]\nepochs = 1\n')
+    os.chmod(spec, 0o644)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": "/tmp"}
+    run = _as_unprivileged([sys.executable, "-m", "kerasgen", "run", str(spec), "--db", str(db),
+                            "--checkpoint-dir", "/tmp/kerasgen-ro-ckpt-unused"], env=env)
+    assert run.returncode == 2, run.stderr
+    assert "cannot be written" in run.stderr or "read-only" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert sorted(p.name for p in db.parent.iterdir()) == before

@@ -312,7 +312,7 @@ def test_spec_training_options_reach_the_optimizer(tmp_path):
 
 def test_clean_train_metrics_are_the_weights_evaluated_like_the_test_set_on_a_fixed_subset(
         tmp_path):
-    from kerasgen.train import load_cell_weights
+    from kerasgen.checkpoints import load_cell_weights, study_files
 
     # Augmentation on, so Keras's running training metrics are of augmented images.
     spec = study(tmp_path, [0.05, 0.2], epochs=2).replace(
@@ -329,7 +329,7 @@ def test_clean_train_metrics_are_the_weights_evaluated_like_the_test_set_on_a_fi
         # The cell's final weights, in a plain single network, in inference mode on
         # the un-augmented subset: exactly the last epoch's clean metrics.
         model = build_model("resnet8", ds.num_classes, ds.input_shape)
-        model.set_weights(load_cell_weights(tmp_path / "c.db.checkpoints" / "t", cell.cell_id))
+        model.set_weights(load_cell_weights(study_files(db, "t"), cell.cell_id))
         model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
         loss, accuracy = model.evaluate(x, y, batch_size=1000, verbose=0)
@@ -348,7 +348,8 @@ def test_clean_train_metrics_are_the_weights_evaluated_like_the_test_set_on_a_fi
 def test_a_float64_study_trains_in_float64_end_to_end_and_packs_equal_single_cells(tmp_path):
     import json
 
-    from kerasgen.train import PACKS, load_cell_weights
+    from kerasgen.checkpoints import load_cell_weights, study_files
+    from kerasgen.train import PACKS
 
     spec = study(tmp_path, [0.05, 0.2], epochs=2).replace(
         training={**Training().__dict__, "dtype": "float64"})
@@ -357,12 +358,11 @@ def test_a_float64_study_trains_in_float64_end_to_end_and_packs_equal_single_cel
     # Variables, optimizer state: float64 in the model that trained.
     assert {v.dtype for v in PACKS.net.variables} == {"float64"}
     assert PACKS.net.optimizer.copy_learning_rates.dtype == "float64"
-    assert all(w.dtype == np.float64 for w in
-               load_cell_weights(tmp_path / "packed.db.checkpoints" / "t", 1))
-    meta = json.loads((next((tmp_path / "packed.db.checkpoints" / "t").glob("pack-*"))
-                       / "state.json").read_text())
-    with np.load(tmp_path / "packed.db.checkpoints" / "t" / f"pack-{meta['pack_id']}"
-                 / meta["arrays"]) as saved:
+    files = study_files(packed_db, "t")
+    assert all(w.dtype == np.float64 for w in load_cell_weights(files, 1))
+    pack = next(files.glob("pack-*"))
+    meta = json.loads(next(pack.glob("state-*.json")).read_text())
+    with np.load(pack / meta["arrays"]) as saved:
         floats = [saved[k] for k in saved.files if saved[k].dtype.kind == "f"]
     assert floats and all(a.dtype == np.float64 for a in floats)
     # And Keras's float type is back to float32 for whatever the process does next.

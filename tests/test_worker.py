@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sqlite3
@@ -10,8 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from kerasgen.options import RunOptions
 from kerasgen.store import Store, load_epochs, load_results
 
 SPEC = """
@@ -290,3 +293,267 @@ def test_the_onednn_choice_takes_effect_in_every_training_process(tmp_path, choi
     study_variable, recorded = _onednn_records(db)
     assert study_variable == variable
     assert len(recorded) == workers and all(r == (variable, in_effect) for r in recorded), recorded
+
+
+# ---------------------------------------------------------------- hostile conditions
+
+def _cells(db: Path):
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return conn.execute("SELECT cell_id, status, worker, attempts FROM cells").fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_a_stalled_owner_and_a_second_worker_at_the_smallest_stale_limit_train_each_pack_once(
+        tmp_path):
+    # Reproduction (issue 18): with a 0.5 s stale limit two workers stole a pack from
+    # each other 265 times and one crashed on a checkpoint the other had deleted. Now the
+    # limit is at least 1 s with a heartbeat every 0.25 s, a woken owner checks its claim
+    # before writing anything, and checkpoint files are never deleted from under a new owner.
+    spec = write_spec(tmp_path, epochs=6)
+    args = [str(spec), "--pack-size", "2", "--data-dir", str(tmp_path), "--progress", "plain",
+            "--stale-seconds", "1"]
+    reference = tmp_path / "reference.db"
+    done = kerasgen("run", *args, "--db", str(reference))
+    assert done.communicate(timeout=600)[1] is not None and done.returncode == 0
+    db = tmp_path / "shared.db"
+    owner = kerasgen("run", *args, "--db", str(db))
+    deadline = time.monotonic() + 300
+    while epoch_rows(db) < 4 and time.monotonic() < deadline and owner.poll() is None:
+        time.sleep(0.05)
+    assert owner.poll() is None, "the study finished before the owner could be stalled"
+    owner.send_signal(signal.SIGSTOP)  # a stall: alive, but no heartbeat
+    try:
+        second = kerasgen("run", *args, "--db", str(db))
+        # The second worker takes the stalled owner's pack over after the stale limit.
+        while time.monotonic() < deadline and not any(
+                w and w.endswith(f":{second.pid}") for _, status, w, _ in _cells(db)
+                if status == "running"):
+            time.sleep(0.05)
+        rows_at_takeover = epoch_rows(db)
+        while epoch_rows(db) < rows_at_takeover + 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        owner.send_signal(signal.SIGCONT)  # the owner wakes up mid-epoch
+    _, owner_err = owner.communicate(timeout=600)
+    _, second_err = second.communicate(timeout=600)
+    assert owner.returncode == 0 and second.returncode == 0, (owner_err, second_err)
+    for err in (owner_err, second_err):
+        assert "FileNotFoundError" not in err and "Traceback" not in err, err
+    final = comparable(db)
+    assert final.equals(comparable(reference))  # each epoch once, as if uninterrupted
+    assert not final.duplicated(["batch_size", "learning_rate", "epoch"]).any()
+    assert set(s for _, s, _, _ in _cells(db)) == {"done"}
+    # No livelock: the stalled pack changed hands once (or twice, were the owner to take
+    # it back), not hundreds of times.
+    assert max(a for *_, a in _cells(db)) <= 3
+
+
+@pytest.mark.slow
+def test_a_store_locked_past_the_busy_timeout_delays_the_run_without_failing_it(tmp_path):
+    spec = write_spec(tmp_path, epochs=8)
+    db = tmp_path / "locked.db"
+    env_extra = {"KERASGEN_BUSY_TIMEOUT_MS": "300"}
+    # Locked before the run starts (its registration waits) ...
+    with Store(db) as store:
+        store.create_study("other", {"name": "other"}, [])
+    hold = "import sqlite3,sys,time;c=sqlite3.connect(sys.argv[1],isolation_level=None);" \
+           "c.execute('BEGIN IMMEDIATE');print('locked',flush=True);time.sleep(float(sys.argv[2]))"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(db), "8"], stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    run = subprocess.Popen([sys.executable, "-m", "kerasgen", "run", str(spec), "--db", str(db),
+                            "--pack-size", "2", "--data-dir", str(tmp_path), "--progress",
+                            "plain"], env={**os.environ, **env_extra, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    holder.wait(timeout=60)
+    # ... and again while it trains (its epoch rows and heartbeats wait).
+    deadline = time.monotonic() + 300
+    while epoch_rows(db) < 2 and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.05)
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(db), "3"], stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    assert run.poll() is None, "the run ended before the store was locked mid-run"
+    holder.wait(timeout=60)
+    out, err = run.communicate(timeout=600)
+    assert run.returncode == 0, err
+    assert err.count("waiting for the store lock") >= 2 and "Traceback" not in err, err
+    results = load_results(db, study="resume")
+    assert set(results["status"]) == {"done"} and (results["epochs_done"] == 8).all()
+    with Store(db) as store:
+        assert all(store.cell(int(c))["failures"] == 0 for c in results["cell_id"])
+
+
+def test_two_stores_sharing_a_checkpoint_directory_keep_their_own_final_weights(tmp_path):
+    from kerasgen.checkpoints import load_cell_weights, study_files
+    from kerasgen.spec import Spec
+    from kerasgen.worker import run_study
+
+    shared = tmp_path / "shared-checkpoints"
+    base = dict(name="same-name", models=("resnet8",), datasets=("synthetic-8-1-10-64",),
+                batch_sizes=(16,), epochs=1)
+    for db, lr in (("sA.db", 0.05), ("sB.db", 0.2)):
+        run_study(Spec(**base, learning_rates=(lr,)), tmp_path / db,
+                  RunOptions(pack_size=1, data_dir=str(tmp_path), checkpoint_dir=str(shared)),
+                  progress=False)
+    a, b = study_files(tmp_path / "sA.db", "same-name", shared), \
+        study_files(tmp_path / "sB.db", "same-name", shared)
+    assert a != b and a.parent == b.parent == shared
+    wa, wb = load_cell_weights(a, 1), load_cell_weights(b, 1)
+    # sA's cell 1 (lr 0.05) kept its own weights: sB's run (lr 0.2) did not overwrite them.
+    assert any(not np.array_equal(x, y) for x, y in zip(wa, wb))
+
+
+def test_a_study_name_cannot_write_outside_the_checkpoint_directory(tmp_path):
+    from kerasgen.spec import Spec
+    from kerasgen.worker import run_study
+
+    root = tmp_path / "inside" / "checkpoints"
+    for name in ("../escaped", str(tmp_path / "absolute")):
+        run_study(Spec(name=name, models=("resnet8",), datasets=("synthetic-8-1-10-64",),
+                       batch_sizes=(32,), learning_rates=(0.1,), epochs=1),
+                  tmp_path / "inside" / "s.db",
+                  RunOptions(data_dir=str(tmp_path), checkpoint_dir=str(root)), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inside"]  # nothing escaped
+    assert sorted(p.name for p in (tmp_path / "inside").iterdir()) == \
+        ["checkpoints", "s.db", "s.db-shm", "s.db-wal"] or \
+        sorted(p.name for p in (tmp_path / "inside").iterdir()) == ["checkpoints", "s.db"]
+    written = [p for p in root.rglob("*") if p.is_file()]
+    assert written and all(root in p.parents for p in written)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workers", "0"], "--workers: '0': must be an integer >= 1"),
+    (["--pack-size", "0"], "--pack-size: '0': must be an integer >= 1"),
+    (["--stale-seconds", "nan"], "--stale-seconds: 'nan': must be a number of seconds >= 1"),
+    (["--stale-seconds", "0.5"], "--stale-seconds: '0.5': must be a number of seconds >= 1"),
+    (["--steps-per-execution", "0"], "--steps-per-execution: '0': must be an integer >= 1"),
+    (["--epochs", "x"], "--epochs: 'x' is not an integer"),
+])
+def test_a_bad_option_value_is_named_with_exit_2_and_no_traceback(tmp_path, args, message):
+    run = subprocess.run([sys.executable, "-m", "kerasgen", "run", "--preset", "smoke", "--db",
+                          str(tmp_path / "x.db"), *args], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+@pytest.mark.parametrize("line, message", [
+    ('models = ["resnet8\\n"]', r"Unknown model 'resnet8\n'"),
+    ('models = ["resnet٨"]', "Unknown model 'resnet٨'"),
+    ("seeds = [4294967296]", "seeds must be integers from 0 to 4294967295"),
+    ("batch_sizes = [[16]]", "batch_sizes must be a list of integers. Received: [16]"),
+    ("models = [{ a = 1 }]", "models must be a list of names"),
+    ('name = "a\\u0000b"', "name must be printable text"),
+    (f'name = "{"x" * 200}"', "name must be at most 128 characters"),
+])
+def test_spec_values_that_used_to_fail_later_are_refused_up_front(tmp_path, line, message):
+    key = line.split(" =")[0]
+    spec = tmp_path / "s.toml"
+    body = {"name": 'name = "x"', "models": 'models = ["resnet8"]',
+            "datasets": 'datasets = ["synthetic"]', "batch_sizes": "batch_sizes = [16]",
+            "learning_rates": "learning_rates = [0.1]", "seeds": "seeds = [0]"}
+    body[key] = line
+    spec.write_text("\n".join(body.values()) + "\nepochs = 1\n")
+    run = subprocess.run([sys.executable, "-m", "kerasgen", "run", str(spec), "--db",
+                          str(tmp_path / "x.db")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert message in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_a_grid_of_a_million_cells_needs_force(tmp_path):
+    spec = tmp_path / "big.toml"
+    spec.write_text('name = "big"\nmodels = ["resnet8"]\ndatasets = ["synthetic"]\n'
+                    'batch_sizes = { start = 1, stop = 100, step = 1 }\n'
+                    'learning_rates = { start = 0.0001, stop = 1.0, step = 0.0001 }\nepochs = 1\n')
+    run = subprocess.run([sys.executable, "-m", "kerasgen", "run", str(spec), "--db",
+                          str(tmp_path / "big.db")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "1,000,000 cells" in run.stderr and "--force" in run.stderr
+    assert not (tmp_path / "big.db").exists()
+
+
+def test_configuration_errors_are_found_before_anything_is_claimed(tmp_path):
+    spec = write_spec(tmp_path, epochs=1)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    cases = [
+        (["--mirrored"], "--mirrored trains each cell on several devices"),
+        (["--checkpoint-dir", str(blocked / "sub")], "cannot be written"),
+    ]
+    for extra, message in cases:
+        db = tmp_path / "c.db"
+        run = subprocess.run([sys.executable, "-m", "kerasgen", "run", str(spec), "--db", str(db),
+                              "--data-dir", str(tmp_path), *extra],
+                             capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+        assert run.returncode == 2, run.stderr
+        assert message in run.stderr and "Traceback" not in run.stderr
+        assert not db.exists()  # nothing registered, nothing claimed
+
+
+def test_a_full_disk_pauses_the_pack_instead_of_failing_it(tmp_path, monkeypatch, capfd):
+    from kerasgen import checkpoints, worker
+    from kerasgen.spec import Spec
+    from kerasgen.worker import run_study
+
+    monkeypatch.setattr(worker, "DISK_FULL_WAIT_SECONDS", 0.01)
+    real = checkpoints.np.savez
+    calls = []
+
+    def full_once(fh, **arrays):
+        calls.append(1)
+        if len(calls) == 3:  # a pack checkpoint, mid-training
+            fh.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fh, **arrays)
+
+    monkeypatch.setattr(checkpoints.np, "savez", full_once)
+    db = tmp_path / "full.db"
+    counts = run_study(Spec(name="full", models=("resnet8",), datasets=("synthetic-8-1-10-64",),
+                            batch_sizes=(16,), learning_rates=(0.1,), epochs=3), db,
+                       RunOptions(pack_size=1, max_attempts=1, data_dir=str(tmp_path)),
+                       progress=False)
+    assert counts["done"] == 1 and counts["failed"] == 0  # max_attempts=1: not one burnt
+    assert "is paused, not failed" in capfd.readouterr().err
+    assert not list((tmp_path / "full.db.checkpoints").rglob("*.tmp"))
+    assert (load_epochs(db)["epoch"].tolist()) == [0, 1, 2]
+
+
+def test_failed_cells_are_not_counted_as_finished_and_the_run_exits_non_zero(tmp_path,
+                                                                           monkeypatch, capsys):
+    from kerasgen import cli, train
+    from kerasgen.display import summary_line
+    from kerasgen.progress import study_progress
+
+    def broken(store, claim, spec, ds, options):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(train, "train_pack", broken)
+    spec = write_spec(tmp_path, epochs=1)
+    db = tmp_path / "f.db"
+    code = cli.main(["run", str(spec), "--db", str(db), "--data-dir", str(tmp_path),
+                     "--max-attempts", "1", "--progress", "plain"])
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "0 of 4 cells finished" in out and "4 failed" in out
+    line = summary_line(study_progress(db))
+    assert line.startswith("0/4 cells finished") and "4 failed" in line
+
+
+def test_status_prints_names_with_markup_as_they_are(tmp_path):
+    db = tmp_path / "m.db"
+    cell = [{"model": "resnet8", "dataset": "digits", "batch_size": 16, "learning_rate": 0.1,
+             "seed": 0}]
+    with Store(db) as store:
+        for name in ("oops[/]", "[bold red]x[/bold red] [link=http://x]y[/link]"):
+            store.create_study(name, {"name": name, "epochs": 1}, cell)
+    run = subprocess.run([sys.executable, "-m", "kerasgen", "status", "--db", str(db)],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "COLUMNS": "200"})
+    assert run.returncode == 0, run.stderr
+    assert "study oops[/]" in run.stdout
+    assert "study [bold red]x[/bold red] [link=http://x]y[/link]" in run.stdout

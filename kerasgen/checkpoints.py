@@ -1,0 +1,261 @@
+"""Files a study writes beside its store: pack checkpoints, initial and final weights.
+
+Layout under the checkpoint root (``--checkpoint-dir``, default ``<db>.checkpoints``)::
+
+    initial/<model>-<dataset>-seed<seed>.weights.npz     a group's initial weights
+    <study-slug>-<study-uid>/pack-<pack id>/             one pack's checkpoints
+        state-<owner>.json, state-<owner>-<epoch>.npz
+    <study-slug>-<study-uid>/cells/cell-<id>.weights.npz a finished cell's final weights
+
+A study's directory is named by a slug of its name (letters, digits, ``.``, ``_``, ``-``;
+at most 40 characters) and the study's uid, a random id the store gives every study: a
+name never forms a path on its own (``../x`` stays inside the root), and two stores that
+share a root (the Ray setup) never share a directory, even for studies of the same name.
+
+Every file is written atomically (a temporary file in the same directory, fsync, rename);
+a failed write (a full disk) removes its temporary file. A pack's checkpoint files carry
+the writing claim's owner token: an owner deletes only its own older files, so a former
+owner that wakes up after its pack was taken over can never delete the files the new
+owner resumes from: the new owner first adopts the latest state (a hard link under its own
+name) and resumes from that.
+
+No TensorFlow here (numpy only); models are used through ``get_weights``/``set_weights``.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+SLUG_LENGTH = 40
+
+
+class DiskFull(OSError):
+    """A write failed for lack of space (ENOSPC/EDQUOT); nothing half-written is left."""
+
+
+def _is_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _atomic(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and _is_full(exc):
+            raise DiskFull(exc.errno, f"no space left on the device holding {path.parent} "
+                                      f"(writing {path.name})") from exc
+        raise
+
+
+def atomic_savez(path: Path, arrays: dict) -> None:
+    """``numpy.savez`` to ``path``, atomically."""
+    _atomic(path, lambda fh: np.savez(fh, **arrays))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    _atomic(path, lambda fh: fh.write(text.encode()))
+
+
+def load_arrays(path: Path, prefix: str = "w") -> list:
+    with np.load(path) as saved:
+        count = sum(1 for k in saved.files if k.startswith(prefix))
+        return [saved[f"{prefix}{i}"] for i in range(count)]
+
+
+# ---------------------------------------------------------------- where things go
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a study name (never empty, never ``.``/``..``)."""
+    text = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip(".-")[:SLUG_LENGTH].strip(".-")
+    return text or "study"
+
+
+def study_directory(root: Path, name: str, uid: str | None) -> Path:
+    """The study's directory under the checkpoint root: ``<slug>-<uid>``.
+
+    A study registered before stores gave studies a uid kept its files in
+    ``<root>/<name>``; that directory is used while it exists and the new one does not,
+    so packs in flight when kerasgen was upgraded resume from their checkpoints.
+    """
+    root = Path(root)
+    if uid:
+        path = root / f"{slug(name)}-{uid[:12]}"
+        legacy = root / name if _plain_component(name) else None
+        if not path.exists() and legacy is not None and legacy.is_dir() and (
+                (legacy / "cells").exists() or any(legacy.glob("pack-*"))):
+            return legacy
+        return path
+    if not _plain_component(name):
+        raise ValueError(f"study name {name!r} cannot name a directory; it needs a uid")
+    return root / name
+
+
+def _plain_component(name: str) -> bool:
+    return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
+            and "\\" not in name and "\x00" not in name and len(name.encode()) <= 255)
+
+
+def default_root(db: str | os.PathLike, checkpoint_dir: str | os.PathLike | None = None) -> Path:
+    """The checkpoint root of a store: ``checkpoint_dir``, else ``<db>.checkpoints``."""
+    return Path(checkpoint_dir) if checkpoint_dir else Path(str(db) + ".checkpoints")
+
+
+def study_files(db: str | os.PathLike, study: str,
+                checkpoint_dir: str | os.PathLike | None = None) -> Path:
+    """The directory of ``study``'s files for the store at ``db`` (its uid read there)."""
+    from kerasgen.store import connect_readonly
+
+    conn = connect_readonly(db)
+    try:
+        has_uid = any(r[1] == "uid" for r in conn.execute("PRAGMA table_info(studies)"))
+        row = conn.execute(f"SELECT {'uid' if has_uid else 'NULL'} FROM studies WHERE name = ?",
+                           (study,)).fetchone()
+    finally:
+        conn.close()
+    if row is None:
+        raise KeyError(f"no study named {study!r} in {db}")
+    return study_directory(default_root(db, checkpoint_dir), study, row[0])
+
+
+def group_weights_path(root: Path, model: str, dataset: str, seed: int) -> Path:
+    return Path(root) / "initial" / f"{model}-{dataset}-seed{seed}.weights.npz"
+
+
+def cell_weights_path(study_dir: Path, cell_id: int) -> Path:
+    return Path(study_dir) / "cells" / f"cell-{cell_id}.weights.npz"
+
+
+def save_cell_weights(study_dir: Path, cell_id: int, weights: list) -> None:
+    """A finished cell's final weights (single-network order), saved atomically."""
+    atomic_savez(cell_weights_path(study_dir, cell_id), {f"w{i}": w for i, w in enumerate(weights)})
+
+
+def load_cell_weights(study_dir: Path, cell_id: int) -> list:
+    path = cell_weights_path(study_dir, cell_id)
+    if not path.exists():
+        raise FileNotFoundError(f"no final weights for cell {cell_id} at {path}")
+    return load_arrays(path)
+
+
+def check_directory(root: Path, min_free_bytes: int = 0) -> None:
+    """Refuse a checkpoint root that cannot be written, or whose disk has less than
+    ``min_free_bytes`` free; raises OSError naming the directory and what to do."""
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".kerasgen-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        atomic_write_text(probe, "probe")
+        probe.unlink()
+    except OSError as exc:
+        raise OSError(exc.errno, f"the checkpoint directory {root} cannot be written "
+                                 f"({exc.strerror or exc}); choose another with "
+                                 "--checkpoint-dir") from exc
+    free = shutil.disk_usage(root).free
+    if free < min_free_bytes:
+        raise DiskFull(errno.ENOSPC, f"the checkpoint directory {root} has {free / 1e6:,.0f} MB "
+                                     f"free, less than the {min_free_bytes / 1e6:,.0f} MB the "
+                                     "study needs; free space or choose another --checkpoint-dir")
+
+
+# ---------------------------------------------------------------- pack checkpoints
+
+class PackCheckpoint:
+    """A pack's checkpoints, written by one owner (a claim's token).
+
+    ``save`` writes ``state-<owner>-<epoch>.npz`` (weights and optimizer variables), then
+    ``state-<owner>.json`` (epoch, cells, their statuses, every recorded row) naming it,
+    each atomically, then deletes this owner's older npz files. ``latest`` reads every
+    owner's state and returns the one of the latest epoch (a legacy ``state.json`` too).
+    """
+
+    def __init__(self, directory: Path, owner: str):
+        self.directory = Path(directory)
+        self.owner = re.sub(r"[^A-Za-z0-9]", "", owner)[:32] or "owner"
+
+    def latest(self) -> dict | None:
+        best = None
+        for path in self.directory.glob("state*.json"):
+            try:
+                meta = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # a file another owner is replacing; the others suffice
+            if not (self.directory / str(meta.get("arrays", ""))).exists():
+                continue
+            if best is None or int(meta["epoch"]) > int(best["epoch"]):
+                best = meta
+        return best
+
+    def exists(self) -> bool:
+        return self.latest() is not None
+
+    def adopt(self) -> dict | None:
+        """The latest state, made this owner's own before it is used: its arrays are
+        linked (or copied) under this owner's name and its JSON rewritten, so the former
+        owner, should it wake up and save again, deletes only its own file, never the one
+        this owner resumes from. None when there is no checkpoint yet."""
+        for _ in range(100):
+            meta = self.latest()
+            if meta is None or meta.get("owner") == self.owner:
+                return meta
+            name = f"state-{self.owner}-{meta['epoch']}.npz"
+            source, target = self.directory / meta["arrays"], self.directory / name
+            try:
+                target.unlink(missing_ok=True)
+                try:
+                    os.link(source, target)
+                except OSError as exc:
+                    if isinstance(exc, FileNotFoundError):
+                        raise
+                    shutil.copyfile(source, target)  # a file system without hard links
+            except FileNotFoundError:
+                continue  # the former owner replaced it meanwhile: take the newer one
+            meta = {**meta, "arrays": name, "owner": self.owner}
+            atomic_write_text(self.directory / f"state-{self.owner}.json", json.dumps(meta))
+            return meta
+        raise RuntimeError(f"the checkpoints in {self.directory} keep changing under "
+                           "this worker; is another worker still training this pack?")
+
+    def save(self, model, meta: dict) -> None:
+        epoch = meta["epoch"]
+        arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
+        arrays.update({f"o{i}": np.asarray(v) for i, v in
+                       enumerate(model.optimizer.variables)})
+        name = f"state-{self.owner}-{epoch}.npz"
+        atomic_savez(self.directory / name, arrays)
+        atomic_write_text(self.directory / f"state-{self.owner}.json",
+                          json.dumps({**meta, "arrays": name, "owner": self.owner}))
+        for old in self.directory.glob(f"state-{self.owner}-*.npz"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+    def restore(self, model, meta: dict) -> None:
+        with np.load(self.directory / meta["arrays"]) as saved:
+            n_weights = sum(1 for k in saved.files if k.startswith("w"))
+            model.set_weights([saved[f"w{i}"] for i in range(n_weights)])
+            optimizer = model.optimizer
+            if not optimizer.built:
+                optimizer.build(model.trainable_variables)
+            for i, variable in enumerate(optimizer.variables):
+                variable.assign(saved[f"o{i}"])
+
+
+__all__ = ["DiskFull", "PackCheckpoint", "atomic_savez", "atomic_write_text",
+           "cell_weights_path", "check_directory", "default_root", "group_weights_path",
+           "load_arrays", "load_cell_weights", "save_cell_weights", "slug", "study_directory",
+           "study_files"]
