@@ -171,6 +171,20 @@ def banner_text(app) -> str:
     return content_of(app.screen, "#store-banner")
 
 
+def screen_strips(app) -> list:
+    """The screen as drawn, one Strip (segments and their styles) per terminal row."""
+    return app.screen._compositor.render_strips()
+
+
+def screen_lines(app, widget=None) -> list[str]:
+    """The text of the rows on screen, or of the part of them ``widget`` covers."""
+    strips = screen_strips(app)
+    if widget is None:
+        return [strip.text for strip in strips]
+    r = widget.region
+    return [strip.crop(r.x, r.right).text for strip in strips[r.y:r.bottom]]
+
+
 # ---------------------------------------------------------------- the data layer
 
 def test_refresh_reads_only_new_epoch_rows_and_keeps_the_curves_seen_so_far(store_path):
@@ -459,6 +473,96 @@ async def test_spearman_screen_shows_tables_counts_highlights_and_the_premise_wa
         await pilot.press("m")
         await wait_for(pilot, lambda: app.view.spearman is not None
                        and app.view.spearman.metric == "final_test_accuracy")
+
+
+MARKUP_STUDY = "[bold red]x[/bold red] [link=http://x]y[/link]"
+BROKEN_STUDY = "oops[/]"
+MARKUP_WORKER = "[link=x]w[/link]:1"
+MARKUP_ERROR = "[red]boom[/red] [/]"
+
+
+def build_markup_store(path: Path) -> None:
+    """Two studies whose names are Rich markup (one of it malformed), a model and a data
+    set named likewise, a running cell whose worker name is markup, a failed cell whose
+    error is."""
+    with Store(path) as store:
+        for name, model, dataset in ((MARKUP_STUDY, "[b]net[/b]", "digits"),
+                                     (BROKEN_STUDY, "resnet8", "d[/]")):
+            cells = [{"model": model, "dataset": dataset, "batch_size": b, "learning_rate": lr,
+                      "seed": 0} for b in (16, 32) for lr in (0.01, 0.1)]
+            study = store.create_study(name, {"name": name, "epochs": 3}, cells)
+            first = store.conn.execute(
+                "SELECT cell_id FROM cells WHERE study_id = ? ORDER BY batch_size, "
+                "learning_rate LIMIT 1", (study,)).fetchone()[0]
+            if name == MARKUP_STUDY:
+                store.mark_running([first], MARKUP_WORKER)
+                store.record_epoch(first, 0, logs("resnet8", 16, 0.01, 0), 1.0)
+            else:
+                store.mark_failed([first], "Traceback …\n" + MARKUP_ERROR)
+
+
+@drive
+async def test_names_and_errors_that_look_like_markup_are_shown_literally_on_every_screen(
+        tmp_path):
+    from textual.widgets import DataTable
+
+    path = tmp_path / "markup.db"
+    build_markup_store(path)
+    app = make_app(path)
+
+    def no_link_on_screen() -> None:
+        links = [seg.text for strip in screen_strips(app) for seg in strip
+                 if seg.style is not None and seg.style.link]
+        assert not links, links
+
+    async with app.run_test(size=SIZE) as pilot:
+        await refreshed(pilot)
+        screen = app.screen
+        studies = "\n".join(screen_lines(app, screen.query_one("#studies")))
+        table = "\n".join(screen_lines(app, screen.query_one(DataTable)))
+        workers = "\n".join(screen_lines(app, screen.query_one("#workers")))
+        for name in (MARKUP_STUDY, BROKEN_STUDY):
+            assert name in studies and name in table, name
+        assert "[b]net[/b]" in table and "d[/]" in table
+        assert MARKUP_WORKER in workers and "[b]net[/b]" in workers
+        # The studies list draws the name in cyan, never bold or red as its markup says.
+        row = next(strip for strip in screen_strips(app) if MARKUP_STUDY in strip.text)
+        for seg in row:
+            if seg.text.strip() and seg.text.strip() in MARKUP_STUDY:
+                assert not seg.style.bold, seg
+                assert seg.style.color is None or seg.style.color.name != "red", seg
+        no_link_on_screen()
+
+        await pilot.press("h")
+        await pilot.pause(0.2)
+        banner = screen_lines(app)[0]  # the banner names the grid's study
+        assert MARKUP_STUDY in banner and "[b]net[/b]" in banner, banner
+        detail = "\n".join(screen_lines(app, app.screen.query_one("#cell-detail")))
+        assert MARKUP_WORKER in detail, detail  # the cursor is on the running cell
+        no_link_on_screen()
+        await pilot.press("right_square_bracket")
+        await pilot.pause(0.2)
+        banner = screen_lines(app)[0]
+        assert BROKEN_STUDY in banner and "d[/]" in banner, banner
+        detail = "\n".join(screen_lines(app, app.screen.query_one("#cell-detail")))
+        assert MARKUP_ERROR in detail, detail  # the failed cell
+
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.view.spearman is not None)
+        await pilot.pause()
+        assert BROKEN_STUDY in screen_lines(app)[0]
+        await pilot.press("left_square_bracket")
+        await wait_for(pilot, lambda: app.view.spearman is not None)
+        await pilot.pause()
+        assert MARKUP_STUDY in screen_lines(app)[0]
+        no_link_on_screen()
+
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert any("cycle the metric" in line for line in screen_lines(app))
+        await pilot.press("escape", "o")
+        await pilot.pause()
+        assert MARKUP_STUDY in "\n".join(screen_lines(app))
 
 
 @pytest.mark.parametrize("kind, words", [

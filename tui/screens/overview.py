@@ -36,12 +36,15 @@ def progress_bar(fraction: float, width: int = BAR_WIDTH) -> Text:
     return bar
 
 
-def progress_row(p: ProgressView, labels) -> list:
+def progress_row(p: ProgressView, labels) -> list[Text]:
+    """One row of the table. Every cell is a Text: names are data, never read as markup
+    (a study named ``oops[/]`` is shown as it is)."""
     counts = [Text(str(p.counts.get(s, 0)), style=COUNT_STYLES[s] if p.counts.get(s) else "dim")
               for s in ("pending", "running", "done", "diverged", "failed")]
     rate = f"{p.epochs_per_second:.2f}" if p.epochs_per_second else "–"
-    return [p.key[0], labels.get(p.key[1], p.key[1]), labels.get(p.key[2], p.key[2]),
-            progress_bar(p.fraction), *counts, rate, p.eta]
+    return [Text(p.key[0]), Text(labels.get(p.key[1], p.key[1])),
+            Text(labels.get(p.key[2], p.key[2])), progress_bar(p.fraction), *counts,
+            Text(rate), Text(p.eta)]
 
 
 def _rates(cells: tuple[RunningCell, ...]) -> str:
