@@ -475,6 +475,56 @@ async def test_spearman_screen_shows_tables_counts_highlights_and_the_premise_wa
                        and app.view.spearman.metric == "final_test_accuracy")
 
 
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+@drive
+async def test_the_eta_reads_whole_on_screen_even_when_it_grows_between_refreshes(
+        store_path, size):
+    """An hour after the last epoch nothing runs fast enough for an ETA ("?"); once the
+    clock is back at NOW the ETA is "0m59s" / "1m44s", and every row shows it whole."""
+    from datetime import timedelta
+
+    from textual.widgets import DataTable
+
+    clock = {"now": NOW + timedelta(hours=1)}
+    app = make_app(store_path)
+    app.clock = lambda: clock["now"]
+    async with app.run_test(size=size) as pilot:
+        await refreshed(pilot)
+        assert [p.eta for p in app.view.snapshot.progress] == ["?", "?"]
+        clock["now"] = NOW
+        seen = app.refreshes
+        await pilot.press("r")
+        await refreshed(pilot, seen)
+        etas = {app.view.snapshot.labels[p.key[1]]: p.eta for p in app.view.snapshot.progress}
+        assert etas == {"ResNet-8": "0m59s", "VGG-11": "1m44s"}
+        lines = screen_lines(app, app.screen.query_one(DataTable))
+        for model, eta in etas.items():
+            row = next(line for line in lines if model in line)
+            assert f" {eta} " in f"{row} ", (model, row)
+
+
+@drive
+async def test_the_overview_table_follows_the_terminal_width_and_keeps_the_eta_whole(
+        store_path):
+    """Narrowed to 80 columns the table drops to short headers with the ETA beside the
+    bar; widened again it shows every column under its full name."""
+    from textual.widgets import DataTable
+
+    app = make_app(store_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await refreshed(pilot)
+        for size, headers in (((80, 24), ("ETA", "ep/s", "fail")),
+                              (SIZE, ("study", "diverged", "epochs/s", "ETA"))):
+            await pilot.resize_terminal(*size)
+            await pilot.pause(0.1)
+            lines = screen_lines(app, app.screen.query_one(DataTable))
+            row = next(line for line in lines if "ResNet-8" in line)
+            assert " 0m59s " in row, (size, row)
+            assert all(header in lines[0].split() for header in headers), lines[0]
+        assert str(app.screen.query_one(DataTable).get_cell(
+            "\x1f".join(("grid", "resnet8", "digits")), "done")) == "7"
+
+
 MARKUP_STUDY = "[bold red]x[/bold red] [link=http://x]y[/link]"
 BROKEN_STUDY = "oops[/]"
 MARKUP_WORKER = "[link=x]w[/link]:1"
@@ -634,6 +684,13 @@ def test_snapshot_heatmap_of_the_gap(store_path, snap_compare):
 def test_snapshot_spearman(store_path, snap_compare):
     app, run_before = _snapshot_app(store_path, ("s",), spearman=True)
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_overview_at_80x24(store_path, snap_compare):
+    """The compact table while a cell runs: the ETA whole, right after the bar (at
+    120x40, test_snapshot_overview: the full table, the ETA whole in the last column)."""
+    app, run_before = _snapshot_app(store_path)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
 
 
 def test_snapshot_help(store_path, snap_compare):
