@@ -525,6 +525,41 @@ async def test_the_overview_table_follows_the_terminal_width_and_keeps_the_eta_w
             "\x1f".join(("grid", "resnet8", "digits")), "done")) == "7"
 
 
+@drive
+async def test_spearman_table_3_verdicts_and_premise_are_readable_at_80x24(store_path):
+    """Table 3's SCC, p and n/all are on screen whole; the verdicts and the premise
+    warning are whole lines that scrolling the body (it shows a scrollbar) brings up."""
+    from textual.containers import VerticalScroll
+
+    app = make_app(store_path, mode="spearman")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.view.spearman is not None)
+        await pilot.pause()
+        ratio = next(r for r in app.view.spearman.rows if r.table == 3)
+        assert (f"{ratio.scc:+.2f}", ratio.p_text) == ("-0.54", "1.7e-1")
+        first = screen_lines(app)
+        assert any("Table 3" in line for line in first)
+        assert any(all(part in line for part in ("-0.54", "1.7e-1", "8/16 ✕1"))
+                   for line in first), "\n".join(first)
+        body = app.screen.query_one("#spearman-body", VerticalScroll)
+        assert body.max_scroll_y > 0 and body.show_vertical_scrollbar
+        seen = list(first)
+        for _ in range(10):  # the body has the focus: page down to its end
+            await pilot.press("pagedown")
+            await pilot.pause()
+            seen += screen_lines(app)
+        assert body.scroll_y == body.max_scroll_y
+        text = "\n".join(seen)
+        for whole in ("Does the paper's direction hold?",
+                      "T1 batch size within each LR → untested",
+                      "T2 learning rate within each BS → not significant",
+                      "T3 BS/LR over the whole grid → not significant",
+                      "SCC -0.54, p 1.7e-1 (n=8)",
+                      "⚠ Premise warning",
+                      "1 of 8 cells diverged; their metrics are from the last finite epoch"):
+            assert whole in text, whole
+
+
 MARKUP_STUDY = "[bold red]x[/bold red] [link=http://x]y[/link]"
 BROKEN_STUDY = "oops[/]"
 MARKUP_WORKER = "[link=x]w[/link]:1"
@@ -690,6 +725,13 @@ def test_snapshot_overview_at_80x24(store_path, snap_compare):
     """The compact table while a cell runs: the ETA whole, right after the bar (at
     120x40, test_snapshot_overview: the full table, the ETA whole in the last column)."""
     app, run_before = _snapshot_app(store_path)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_snapshot_spearman_at_80x24(store_path, snap_compare):
+    """Table 3 and the verdicts below Tables 1 and 2, the body scrolls (at 120x40,
+    test_snapshot_spearman: all three side by side)."""
+    app, run_before = _snapshot_app(store_path, ("s",), spearman=True)
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
 
 
