@@ -171,6 +171,20 @@ def banner_text(app) -> str:
     return content_of(app.screen, "#store-banner")
 
 
+def screen_strips(app) -> list:
+    """The screen as drawn, one Strip (segments and their styles) per terminal row."""
+    return app.screen._compositor.render_strips()
+
+
+def screen_lines(app, widget=None) -> list[str]:
+    """The text of the rows on screen, or of the part of them ``widget`` covers."""
+    strips = screen_strips(app)
+    if widget is None:
+        return [strip.text for strip in strips]
+    r = widget.region
+    return [strip.crop(r.x, r.right).text for strip in strips[r.y:r.bottom]]
+
+
 # ---------------------------------------------------------------- the data layer
 
 def test_refresh_reads_only_new_epoch_rows_and_keeps_the_curves_seen_so_far(store_path):
@@ -461,6 +475,181 @@ async def test_spearman_screen_shows_tables_counts_highlights_and_the_premise_wa
                        and app.view.spearman.metric == "final_test_accuracy")
 
 
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+@drive
+async def test_the_eta_reads_whole_on_screen_even_when_it_grows_between_refreshes(
+        store_path, size):
+    """An hour after the last epoch nothing runs fast enough for an ETA ("?"); once the
+    clock is back at NOW the ETA is "0m59s" / "1m44s", and every row shows it whole."""
+    from datetime import timedelta
+
+    from textual.widgets import DataTable
+
+    clock = {"now": NOW + timedelta(hours=1)}
+    app = make_app(store_path)
+    app.clock = lambda: clock["now"]
+    async with app.run_test(size=size) as pilot:
+        await refreshed(pilot)
+        assert [p.eta for p in app.view.snapshot.progress] == ["?", "?"]
+        clock["now"] = NOW
+        seen = app.refreshes
+        await pilot.press("r")
+        await refreshed(pilot, seen)
+        etas = {app.view.snapshot.labels[p.key[1]]: p.eta for p in app.view.snapshot.progress}
+        assert etas == {"ResNet-8": "0m59s", "VGG-11": "1m44s"}
+        lines = screen_lines(app, app.screen.query_one(DataTable))
+        for model, eta in etas.items():
+            row = next(line for line in lines if model in line)
+            assert f" {eta} " in f"{row} ", (model, row)
+
+
+@drive
+async def test_the_overview_table_follows_the_terminal_width_and_keeps_the_eta_whole(
+        store_path):
+    """Narrowed to 80 columns the table drops to short headers with the ETA beside the
+    bar; widened again it shows every column under its full name."""
+    from textual.widgets import DataTable
+
+    app = make_app(store_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await refreshed(pilot)
+        for size, headers in (((80, 24), ("ETA", "ep/s", "fail")),
+                              (SIZE, ("study", "diverged", "epochs/s", "ETA"))):
+            await pilot.resize_terminal(*size)
+            await pilot.pause(0.1)
+            lines = screen_lines(app, app.screen.query_one(DataTable))
+            row = next(line for line in lines if "ResNet-8" in line)
+            assert " 0m59s " in row, (size, row)
+            assert all(header in lines[0].split() for header in headers), lines[0]
+        assert str(app.screen.query_one(DataTable).get_cell(
+            "\x1f".join(("grid", "resnet8", "digits")), "done")) == "7"
+
+
+@drive
+async def test_spearman_table_3_verdicts_and_premise_are_readable_at_80x24(store_path):
+    """Table 3's SCC, p and n/all are on screen whole; the verdicts and the premise
+    warning are whole lines that scrolling the body (it shows a scrollbar) brings up."""
+    from textual.containers import VerticalScroll
+
+    app = make_app(store_path, mode="spearman")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.view.spearman is not None)
+        await pilot.pause()
+        ratio = next(r for r in app.view.spearman.rows if r.table == 3)
+        assert (f"{ratio.scc:+.2f}", ratio.p_text) == ("-0.54", "1.7e-1")
+        first = screen_lines(app)
+        assert any("Table 3" in line for line in first)
+        assert any(all(part in line for part in ("-0.54", "1.7e-1", "8/16 ✕1"))
+                   for line in first), "\n".join(first)
+        body = app.screen.query_one("#spearman-body", VerticalScroll)
+        assert body.max_scroll_y > 0 and body.show_vertical_scrollbar
+        seen = list(first)
+        for _ in range(10):  # the body has the focus: page down to its end
+            await pilot.press("pagedown")
+            await pilot.pause()
+            seen += screen_lines(app)
+        assert body.scroll_y == body.max_scroll_y
+        text = "\n".join(seen)
+        for whole in ("Does the paper's direction hold?",
+                      "T1 batch size within each LR → untested",
+                      "T2 learning rate within each BS → not significant",
+                      "T3 BS/LR over the whole grid → not significant",
+                      "SCC -0.54, p 1.7e-1 (n=8)",
+                      "⚠ Premise warning",
+                      "1 of 8 cells diverged; their metrics are from the last finite epoch"):
+            assert whole in text, whole
+
+
+MARKUP_STUDY = "[bold red]x[/bold red] [link=http://x]y[/link]"
+BROKEN_STUDY = "oops[/]"
+MARKUP_WORKER = "[link=x]w[/link]:1"
+MARKUP_ERROR = "[red]boom[/red] [/]"
+
+
+def build_markup_store(path: Path) -> None:
+    """Two studies whose names are Rich markup (one of it malformed), a model and a data
+    set named likewise, a running cell whose worker name is markup, a failed cell whose
+    error is."""
+    with Store(path) as store:
+        for name, model, dataset in ((MARKUP_STUDY, "[b]net[/b]", "digits"),
+                                     (BROKEN_STUDY, "resnet8", "d[/]")):
+            cells = [{"model": model, "dataset": dataset, "batch_size": b, "learning_rate": lr,
+                      "seed": 0} for b in (16, 32) for lr in (0.01, 0.1)]
+            study = store.create_study(name, {"name": name, "epochs": 3}, cells)
+            first = store.conn.execute(
+                "SELECT cell_id FROM cells WHERE study_id = ? ORDER BY batch_size, "
+                "learning_rate LIMIT 1", (study,)).fetchone()[0]
+            if name == MARKUP_STUDY:
+                store.mark_running([first], MARKUP_WORKER)
+                store.record_epoch(first, 0, logs("resnet8", 16, 0.01, 0), 1.0)
+            else:
+                store.mark_failed([first], "Traceback …\n" + MARKUP_ERROR)
+
+
+@drive
+async def test_names_and_errors_that_look_like_markup_are_shown_literally_on_every_screen(
+        tmp_path):
+    from textual.widgets import DataTable
+
+    path = tmp_path / "markup.db"
+    build_markup_store(path)
+    app = make_app(path)
+
+    def no_link_on_screen() -> None:
+        links = [seg.text for strip in screen_strips(app) for seg in strip
+                 if seg.style is not None and seg.style.link]
+        assert not links, links
+
+    async with app.run_test(size=SIZE) as pilot:
+        await refreshed(pilot)
+        screen = app.screen
+        studies = "\n".join(screen_lines(app, screen.query_one("#studies")))
+        table = "\n".join(screen_lines(app, screen.query_one(DataTable)))
+        workers = "\n".join(screen_lines(app, screen.query_one("#workers")))
+        for name in (MARKUP_STUDY, BROKEN_STUDY):
+            assert name in studies and name in table, name
+        assert "[b]net[/b]" in table and "d[/]" in table
+        assert MARKUP_WORKER in workers and "[b]net[/b]" in workers
+        # The studies list draws the name in cyan, never bold or red as its markup says.
+        row = next(strip for strip in screen_strips(app) if MARKUP_STUDY in strip.text)
+        for seg in row:
+            if seg.text.strip() and seg.text.strip() in MARKUP_STUDY:
+                assert not seg.style.bold, seg
+                assert seg.style.color is None or seg.style.color.name != "red", seg
+        no_link_on_screen()
+
+        await pilot.press("h")
+        await pilot.pause(0.2)
+        banner = screen_lines(app)[0]  # the banner names the grid's study
+        assert MARKUP_STUDY in banner and "[b]net[/b]" in banner, banner
+        detail = "\n".join(screen_lines(app, app.screen.query_one("#cell-detail")))
+        assert MARKUP_WORKER in detail, detail  # the cursor is on the running cell
+        no_link_on_screen()
+        await pilot.press("right_square_bracket")
+        await pilot.pause(0.2)
+        banner = screen_lines(app)[0]
+        assert BROKEN_STUDY in banner and "d[/]" in banner, banner
+        detail = "\n".join(screen_lines(app, app.screen.query_one("#cell-detail")))
+        assert MARKUP_ERROR in detail, detail  # the failed cell
+
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.view.spearman is not None)
+        await pilot.pause()
+        assert BROKEN_STUDY in screen_lines(app)[0]
+        await pilot.press("left_square_bracket")
+        await wait_for(pilot, lambda: app.view.spearman is not None)
+        await pilot.pause()
+        assert MARKUP_STUDY in screen_lines(app)[0]
+        no_link_on_screen()
+
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert any("cycle the metric" in line for line in screen_lines(app))
+        await pilot.press("escape", "o")
+        await pilot.pause()
+        assert MARKUP_STUDY in "\n".join(screen_lines(app))
+
+
 @pytest.mark.parametrize("kind, words", [
     ("foreign", "another application"),
     ("newer", "newer kerasgen"),
@@ -530,6 +719,20 @@ def test_snapshot_heatmap_of_the_gap(store_path, snap_compare):
 def test_snapshot_spearman(store_path, snap_compare):
     app, run_before = _snapshot_app(store_path, ("s",), spearman=True)
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_overview_at_80x24(store_path, snap_compare):
+    """The compact table while a cell runs: the ETA whole, right after the bar (at
+    120x40, test_snapshot_overview: the full table, the ETA whole in the last column)."""
+    app, run_before = _snapshot_app(store_path)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_snapshot_spearman_at_80x24(store_path, snap_compare):
+    """Table 3 and the verdicts below Tables 1 and 2, the body scrolls (at 120x40,
+    test_snapshot_spearman: all three side by side)."""
+    app, run_before = _snapshot_app(store_path, ("s",), spearman=True)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
 
 
 def test_snapshot_help(store_path, snap_compare):

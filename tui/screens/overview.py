@@ -3,9 +3,11 @@ epochs per second and ETA; the workers alive and the cells they train."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.message import Message
@@ -17,11 +19,42 @@ from tui.view import ViewState
 if TYPE_CHECKING:
     from tui.data import ProgressView, RunningCell, Snapshot
 
-BAR_WIDTH = 12  # the table fits 120 columns with an ETA like "12d 3h"
+BAR_WIDTH = 12
 COLUMNS = ("study", "model", "dataset", "progress", "pending", "running", "done", "diverged",
            "failed", "epochs/s", "ETA")
 COUNT_STYLES = {"pending": "dim", "running": "yellow", "done": "green", "diverged": "red",
                 "failed": "magenta"}
+CELL_PADDING = 1  # DataTable's default, on each side of a cell
+ETA_WIDTH = 6  # the longest ETA format_duration writes below 100 days: "12d03h"
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """Which columns the progress table shows, in which order, under which headers."""
+
+    columns: tuple[tuple[str, str], ...]  # (column key, header)
+    bar_width: int
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(key for key, _ in self.columns)
+
+
+WIDE = TableLayout(tuple((name, name) for name in COLUMNS), BAR_WIDTH)
+"""Every column under its full name, the ETA last: when the table fits."""
+
+COMPACT_HEADERS = {"epochs/s": "ep/s", "pending": "pend", "running": "run", "diverged": "div",
+                   "failed": "fail"}
+
+
+def compact_layout(several_studies: bool) -> TableLayout:
+    """For a narrow terminal (80 columns): the ETA right after the bar, so it is on
+    screen whole even when the counts scroll off; short headers; a shorter bar; the study
+    column only when the store holds several (the list above names the one)."""
+    order = (("study",) if several_studies else ()) + (
+        "model", "dataset", "progress", "ETA", "epochs/s", "pending", "running", "done",
+        "diverged", "failed")
+    return TableLayout(tuple((name, COMPACT_HEADERS.get(name, name)) for name in order), 8)
 
 
 def row_key(group: tuple[str, str, str]) -> str:
@@ -36,12 +69,29 @@ def progress_bar(fraction: float, width: int = BAR_WIDTH) -> Text:
     return bar
 
 
-def progress_row(p: ProgressView, labels) -> list:
-    counts = [Text(str(p.counts.get(s, 0)), style=COUNT_STYLES[s] if p.counts.get(s) else "dim")
-              for s in ("pending", "running", "done", "diverged", "failed")]
-    rate = f"{p.epochs_per_second:.2f}" if p.epochs_per_second else "–"
-    return [p.key[0], labels.get(p.key[1], p.key[1]), labels.get(p.key[2], p.key[2]),
-            progress_bar(p.fraction), *counts, rate, p.eta]
+def progress_cells(p: ProgressView, labels, bar_width: int = BAR_WIDTH) -> dict[str, Text]:
+    """One row of the table by column key. Every cell is a Text: names are data, never
+    read as markup (a study named ``oops[/]`` is shown as it is)."""
+    cells = {"study": Text(p.key[0]), "model": Text(labels.get(p.key[1], p.key[1])),
+             "dataset": Text(labels.get(p.key[2], p.key[2])),
+             "progress": progress_bar(p.fraction, bar_width)}
+    for status in ("pending", "running", "done", "diverged", "failed"):
+        count = p.counts.get(status, 0)
+        cells[status] = Text(str(count), style=COUNT_STYLES[status] if count else "dim")
+    cells["epochs/s"] = Text(f"{p.epochs_per_second:.2f}" if p.epochs_per_second else "–")
+    cells["ETA"] = Text(p.eta)
+    return cells
+
+
+def table_width(layout: TableLayout, rows: list[dict[str, Text]]) -> int:
+    """Columns the table needs to show every cell of ``rows`` whole."""
+    width = 0
+    for key, header in layout.columns:
+        content = max([Text(header).cell_len] + [row[key].cell_len for row in rows])
+        if key == "ETA":
+            content = max(content, ETA_WIDTH)  # room for the ETA to grow
+        width += content + 2 * CELL_PADDING
+    return width
 
 
 def _rates(cells: tuple[RunningCell, ...]) -> str:
@@ -98,14 +148,27 @@ class OverviewScreen(DashboardScreen):
             super().__init__()
             self.group = group
 
+    SCROLLBAR = 2  # columns a vertical scrollbar takes when the rows overflow
+
+    _layout: TableLayout | None = None
+
     def compose_body(self) -> ComposeResult:
         with Vertical(id="overview-body", classes="body"):
             yield Static(id="studies")
-            table = DataTable(id="progress-table", cursor_type="row", zebra_stripes=True)
-            for name in COLUMNS:
-                table.add_column(name, key=name)
-            yield table
+            yield DataTable(id="progress-table", cursor_type="row", zebra_stripes=True)
             yield Static(id="workers")
+
+    def table_layout(self, snapshot: Snapshot) -> tuple[TableLayout, list[dict[str, Text]]]:
+        """The full table when it fits the screen's width, else the compact one; and
+        the rows in that layout."""
+        rows = [progress_cells(p, snapshot.labels) for p in snapshot.progress]
+        width = self.size.width or self.app.size.width
+        available = width - 2 - self.SCROLLBAR  # less #overview-body's padding
+        if table_width(WIDE, rows) <= available:
+            return WIDE, rows
+        layout = compact_layout(len(snapshot.studies) > 1)
+        return layout, [progress_cells(p, snapshot.labels, layout.bar_width)
+                        for p in snapshot.progress]
 
     def show(self, view: ViewState) -> None:
         snapshot = view.snapshot
@@ -118,18 +181,30 @@ class OverviewScreen(DashboardScreen):
         table = self.query_one(DataTable)
         keys = [row_key(p.key) for p in snapshot.progress]
         self._groups = {row_key(p.key): p.key for p in snapshot.progress}
+        layout, rows = self.table_layout(snapshot)
+        if layout != self._layout:
+            self._layout = layout
+            table.clear(columns=True)
+            for key, header in layout.columns:
+                table.add_column(header, key=key)
         if [str(k.value) for k in table.rows] != keys:
             table.clear()
-            for key, p in zip(keys, snapshot.progress):
-                table.add_row(*progress_row(p, snapshot.labels), key=key)
+            for key, cells in zip(keys, rows):
+                table.add_row(*(cells[c] for c in layout.keys), key=key)
         else:
-            for key, p in zip(keys, snapshot.progress):
-                for column, value in zip(COLUMNS, progress_row(p, snapshot.labels)):
-                    table.update_cell(key, column, value)
+            for key, cells in zip(keys, rows):
+                for column in layout.keys:
+                    # update_width: a column grows with its cells ("?" -> "1h05m").
+                    table.update_cell(key, column, cells[column], update_width=True)
         if view.grid_key is not None:
             selected = row_key(view.grid_key[:3])
             if selected in keys and table.cursor_row != keys.index(selected):
                 table.move_cursor(row=keys.index(selected))
+
+    def on_resize(self, event: events.Resize) -> None:
+        view = self.app.view
+        if view.snapshot is not None and view.snapshot.ok:
+            self.show(view)  # the full table or the compact one, for the new width
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         group = getattr(self, "_groups", {}).get(str(event.row_key.value))

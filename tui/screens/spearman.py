@@ -126,9 +126,13 @@ def summary_line(view: SpearmanView) -> Text:
 
 
 class SpearmanScreen(DashboardScreen):
-    """Tables 1-3 side by side; Table 3, verdicts and premise on the right."""
+    """Tables 1-3 side by side, Table 3 and the verdicts on the right; on a narrower
+    terminal Table 3 and the verdicts go below Tables 1 and 2, and below ~66 columns
+    every table stacks. The body scrolls (it has the focus: arrows, page up/down)."""
 
     TITLE_TEXT = "Spearman"
+    # Tables 1 and 2 take ~62 columns; beside them Table 3 and the verdicts need ~50.
+    HORIZONTAL_BREAKPOINTS = [(0, "-stacked"), (66, "-narrow"), (114, "-wide")]
 
     def compose_body(self) -> ComposeResult:
         with VerticalScroll(id="spearman-body", classes="body"):

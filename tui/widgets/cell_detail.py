@@ -52,7 +52,7 @@ def detail_table(grid: GridView, cell: CellView) -> Table:
     table.add_row("running train", Text(_acc(cell.final_train_accuracy) + " (Keras)",
                                         style="dim"))
     if cell.worker and cell.status == "running":
-        table.add_row("worker", cell.worker)
+        table.add_row("worker", Text(cell.worker))  # a name: never read as markup
     if cell.error:
         table.add_row("error", Text(cell.error.splitlines()[-1][:200], style="magenta"))
     table.add_row("cell id", Text(str(cell.cell_id), style="dim"))
