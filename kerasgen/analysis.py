@@ -62,8 +62,15 @@ from typing import Iterable, Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from kerasgen.vocabulary import (FINISHED, GROWING_METRICS, KEPT_EPOCH_RULES, METRIC_LABELS,
-                                 METRIC_SHORT, METRICS, PAPER_METRIC, metric_label)
+from kerasgen.vocabulary import (
+    DIVERGED,
+    DONE,
+    FINISHED,
+    GROWING_METRICS,
+    METRIC_SHORT,
+    METRICS,
+    PAPER_METRIC,
+)
 
 # --------------------------------------------------------------------------- constants
 
@@ -231,7 +238,7 @@ def finished_cells(
     ``include_diverged``) with a finite metric value.  Pending, running and failed
     cells are dropped.  The frame is normalized (see :func:`normalize`)."""
     frame = normalize(_with_metric(frame, metric))
-    statuses = FINISHED_STATUSES if include_diverged else ("done",)
+    statuses = FINISHED_STATUSES if include_diverged else (DONE,)
     values = pd.to_numeric(frame[metric], errors="coerce").astype(float)
     keep = frame["status"].isin(statuses) & np.isfinite(values)
     return frame.loc[keep].copy()
@@ -471,7 +478,7 @@ def spearman_tests(
                         "group_value": gv,
                         "metric": metric,
                         "n": result.n,
-                        "n_diverged": int((used["status"] == "diverged").sum()),
+                        "n_diverged": int((used["status"] == DIVERGED).sum()),
                         "n_total": int(len(cells)),
                         "scc": result.scc,
                         "p_value": result.p_value,
@@ -615,8 +622,7 @@ def _small_last_batches(grid: pd.DataFrame, model: str, dataset: str) -> tuple:
     batch smaller than a quarter of the batch size, for a batch-norm network trained with
     the last partial batch kept; () when unknown (a model or data set outside the
     registry) or not the case."""
-    from kerasgen.data import known_train_size
-    from kerasgen.naming import check_model_name
+    from kerasgen.naming import check_model_name, known_train_size
 
     try:
         _family, _depth, batch_norm = check_model_name(model)
@@ -694,7 +700,7 @@ def premise_check(
         target = pd.to_numeric(cells[metric], errors="coerce").to_numpy(dtype=float)
         ratio = cells["ratio"].to_numpy(dtype=float)
         n = int(len(cells))
-        n_div = int((cells["status"] == "diverged").sum())
+        n_div = int((cells["status"] == DIVERGED).sum())
         warnings: list[str] = []
         notes: list[str] = []
         below = int((acc < train_accuracy_threshold).sum())

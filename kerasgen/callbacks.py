@@ -29,6 +29,7 @@ import time
 import keras
 
 from kerasgen.store import Claim, Store
+from kerasgen.vocabulary import DIVERGED, DONE, PENDING, RUNNING
 
 ACCURACY_ALIASES = ("accuracy", "acc", "sparse_categorical_accuracy",
                     "categorical_accuracy", "binary_accuracy")
@@ -145,9 +146,9 @@ class SQLiteLogger(keras.callbacks.Callback):
         self.cell_ids = [self._resolve(c) for c in self.cell_spec]
         if not self.active:
             statuses = [self.store.cell(i)["status"] for i in self.cell_ids]
-            self.active = [s in ("pending", "running") for s in statuses]
+            self.active = [s in (PENDING, RUNNING) for s in statuses]
             finished = [(i, s) for i, s in zip(self.cell_ids, statuses)
-                        if s not in ("pending", "running")]
+                        if s not in (PENDING, RUNNING)]
             if finished and self.claim is None:
                 cells = ", ".join(f"cell {i} is {s}" for i, s in finished)
                 raise ValueError(
@@ -172,13 +173,13 @@ class SQLiteLogger(keras.callbacks.Callback):
                 continue
             if diverged[k]:
                 self.active[k] = False
-                self.store.finish_cell(cell_id, "diverged", diverged_epoch=epoch,
+                self.store.finish_cell(cell_id, DIVERGED, diverged_epoch=epoch,
                                        claim=self.claim)
                 continue
             self.store.record_epoch(cell_id, epoch, rows[k], wall, claim=self.claim)
             if self.copy_finished(k, epoch, rows[k]):
                 self.active[k] = False
-                self.store.finish_cell(cell_id, "done", claim=self.claim)
+                self.store.finish_cell(cell_id, DONE, claim=self.claim)
         if not any(self.active):
             self.model.stop_training = True
 
@@ -188,7 +189,7 @@ class SQLiteLogger(keras.callbacks.Callback):
         if self.finish:
             for k, cell_id in enumerate(self.cell_ids):
                 if self.active[k]:
-                    self.store.finish_cell(cell_id, "done", claim=self.claim)
+                    self.store.finish_cell(cell_id, DONE, claim=self.claim)
                     self.active[k] = False
         if self._owns_store:
             self.store.close()
@@ -209,7 +210,9 @@ class SQLiteLogger(keras.callbacks.Callback):
             raise ValueError(f"cell lacks {', '.join(missing)}. Received: {cell!r}")
         key = {k: cell[k] for k in needed}
         study = key.pop("study")
-        self.store.ensure_cell(study, **key)
+        from kerasgen.runtime import environment_facts
+
+        self.store.ensure_cell(study, **key, environment=environment_facts())
         return self.store.cell_id(study, **key)
 
     def _mark_running(self) -> None:

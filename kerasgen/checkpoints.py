@@ -119,18 +119,12 @@ def default_root(db: str | os.PathLike, checkpoint_dir: str | os.PathLike | None
 def study_files(db: str | os.PathLike, study: str,
                 checkpoint_dir: str | os.PathLike | None = None) -> Path:
     """The directory of ``study``'s files for the store at ``db`` (its uid read there)."""
-    from kerasgen.store import connect_readonly
+    from kerasgen.store import study_uids
 
-    conn = connect_readonly(db)
-    try:
-        has_uid = any(r[1] == "uid" for r in conn.execute("PRAGMA table_info(studies)"))
-        row = conn.execute(f"SELECT {'uid' if has_uid else 'NULL'} FROM studies WHERE name = ?",
-                           (study,)).fetchone()
-    finally:
-        conn.close()
-    if row is None:
+    uids = study_uids(db)
+    if study not in uids:
         raise KeyError(f"no study named {study!r} in {db}")
-    return study_directory(default_root(db, checkpoint_dir), study, row[0])
+    return study_directory(default_root(db, checkpoint_dir), study, uids[study])
 
 
 def group_weights_path(root: Path, model: str, dataset: str, seed: int) -> Path:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from kerasgen import __version__
+from kerasgen.vocabulary import DIVERGED, DONE, FAILED
 
 DEFAULT_DB = "data/kerasgen.db"
 
@@ -90,13 +91,13 @@ def cmd_run(args) -> int:
         counts = run_study(spec, args.db, options, workers=args.workers,
                            progress=args.progress, retry_failed=args.retry_failed,
                            force=args.force)
-    finished = counts["done"] + counts["diverged"]
+    finished = counts[DONE] + counts[DIVERGED]
     print(f"Study {spec.name!r}: {finished} of {sum(counts.values())} cells finished "
-          f"({counts['done']} done, {counts['diverged']} diverged, {counts['failed']} failed). "
+          f"({counts[DONE]} done, {counts[DIVERGED]} diverged, {counts[FAILED]} failed). "
           f"Results: {args.db}")
     print(f"  look:  kerasgen status --db {args.db}    kerasgen report --db {args.db}    "
           f"kerasgen tui --db {args.db}")
-    return 1 if counts["failed"] else 0
+    return 1 if counts[FAILED] else 0
 
 
 # ---------------------------------------------------------------- demo
@@ -225,11 +226,12 @@ def cmd_report(args) -> int:
     _readonly_note(args.db)
     frame = load_results(args.db, study=args.study)
     if frame.empty:
-        raise CLIError(f"{args.db} holds no cells" + (f" of study {args.study!r}" if args.study else "") + ".")
+        which = f" of study {args.study!r}" if args.study else ""
+        raise CLIError(f"{args.db} holds no cells{which}.")
     text = render_report(frame, fmt=args.format, metric=args.metric, alpha=args.alpha,
                          pvalue=args.pvalue, include_diverged=not args.exclude_diverged)
     if args.bounds:
-        from kerasgen.bounds_report import render_bounds_section
+        from kerasgen.report.bounds import render_bounds_section
 
         text += "\n" + render_bounds_section(args.db, study=args.study)
     if args.output:
@@ -241,7 +243,7 @@ def cmd_report(args) -> int:
     if args.figures:
         paths = write_figures(frame, args.figures, metric=args.metric)
         if args.bounds:
-            from kerasgen.bounds_report import write_bound_figures
+            from kerasgen.report.bounds import write_bound_figures
 
             paths += write_bound_figures(args.db, args.figures, study=args.study)
         for path in paths:
@@ -264,7 +266,8 @@ def cmd_bound(args) -> int:
     cells = [int(c) for c in args.cells.split(",")] if args.cells else None
     rows = compute_bounds_for_store(args.db, study=args.study, cells=cells, params=args.params,
                                     delta=args.delta, data_dir=args.data_dir,
-                                    checkpoint_dir=args.checkpoint_dir, max_examples=args.max_examples,
+                                    checkpoint_dir=args.checkpoint_dir,
+                                    max_examples=args.max_examples,
                                     recompute=args.recompute)
     print(f"computed bounds for {len(rows)} cells into {args.db} (table bounds); "
           f"see `kerasgen report --db {args.db} --bounds`")

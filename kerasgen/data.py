@@ -36,7 +36,6 @@ as a tf.data pipeline with the whole data set resident in memory, and
 from __future__ import annotations
 
 import os
-import re
 import socket
 import tarfile
 import threading
@@ -45,6 +44,15 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+
+from kerasgen.naming import (  # noqa: F401
+    DATASET_HELP,
+    DATASET_NAMES,
+    TRAIN_SIZES,
+    check_dataset_name,
+    known_train_size,
+    synthetic_args,
+)
 
 # The paper's (and bearpaw's) normalization for CIFAR.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -55,10 +63,6 @@ CIFAR_ARCHIVES = {
     "cifar10": ("cifar-10-binary.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"),
     "cifar100": ("cifar-100-binary.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz"),
 }
-DATASET_NAMES = ("cifar10", "cifar100", "digits", "synthetic")
-DATASET_HELP = (
-    "cifar10, cifar100, digits, synthetic or synthetic-<size>-<channels>-<classes>-<n_train>"
-)
 DEFAULT_DATA_DIR = Path("data")
 
 # Tags that make the order and augmentation streams independent of each other.
@@ -309,30 +313,6 @@ def evaluation_dataset(x: np.ndarray, y, batch_size: int = 1000):
 
 # ---------------------------------------------------------------- loaders
 
-def check_dataset_name(name: str) -> str:
-    if not isinstance(name, str):
-        raise ValueError(f"Unknown data set {name!r}: expected {DATASET_HELP}.")
-    if name in ("cifar10", "cifar100", "digits", "synthetic"):
-        return name
-    if name.startswith("synthetic-"):
-        _synthetic_args(name)
-        return name
-    raise ValueError(f"Unknown data set {name!r}: expected {DATASET_HELP}.")
-
-
-# Training-set sizes known without loading the data (for validating batch sizes).
-TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "digits": 1_347, "synthetic": 256}
-
-
-def known_train_size(name: str) -> int | None:
-    """The number of training examples of a data set, or None if unknown before loading."""
-    if name in TRAIN_SIZES:
-        return TRAIN_SIZES[name]
-    if name.startswith("synthetic-"):
-        return _synthetic_args(name)["n_train"]
-    return None
-
-
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
                  download: bool = True) -> Dataset:
     """Load a data set by name (see module docstring)."""
@@ -342,26 +322,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
         return load_cifar(name, data_dir, download=download)
     if name == "digits":
         return load_digits()
-    return load_synthetic(**_synthetic_args(name))
-
-
-_SYNTHETIC = re.compile(r"synthetic-([0-9]+)-([0-9]+)-([0-9]+)-([0-9]+)")
-
-
-def _synthetic_args(name: str) -> dict:
-    if name == "synthetic":
-        return {}
-    match = _SYNTHETIC.fullmatch(name)  # ASCII digits, nothing after them
-    try:
-        size, channels, classes, n_train = (int(p) for p in match.groups())  # type: ignore
-    except AttributeError:
-        raise ValueError(
-            f"Unknown data set {name!r}: synthetic data sets are named "
-            "synthetic-<size>-<channels>-<classes>-<n_train>, e.g. synthetic-8-3-10-256."
-        ) from None
-    if min(size, channels, n_train) < 1 or classes < 2:
-        raise ValueError(f"Unknown data set {name!r}: sizes must be positive, classes >= 2.")
-    return {"size": size, "channels": channels, "num_classes": classes, "n_train": n_train}
+    return load_synthetic(**synthetic_args(name))
 
 
 def load_synthetic(size: int = 8, channels: int = 3, num_classes: int = 10,
@@ -432,7 +393,8 @@ def read_cifar_archive(path: Path, name: str):
     Images are stored channel-major (1024 red, 1024 green, 1024 blue), rows top first.
     """
     if name == "cifar10":
-        label_bytes, train_files, test_files = 1, [f"data_batch_{i}.bin" for i in range(1, 6)], ["test_batch.bin"]
+        label_bytes, test_files = 1, ["test_batch.bin"]
+        train_files = [f"data_batch_{i}.bin" for i in range(1, 6)]
     else:
         label_bytes, train_files, test_files = 2, ["train.bin"], ["test.bin"]
     record = label_bytes + 3072
@@ -551,7 +513,8 @@ def _tfds_split(tfds, builder, split: str, chunk: int = 10_000):
         images.append(batch["image"])
         labels.append(batch["label"])
     if not images:
-        raise DataError(f"The tensorflow-datasets copy of {builder.name} has no {split!r} examples.")
+        raise DataError(f"The tensorflow-datasets copy of {builder.name} has no {split!r} "
+                        "examples.")
     x = np.concatenate(images).astype(np.float32) / 255.0
     y = np.concatenate(labels).astype(np.int64)
     return x, y

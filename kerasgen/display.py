@@ -17,6 +17,7 @@ from rich.text import Text
 
 from kerasgen.progress import GroupProgress, format_duration, study_progress
 from kerasgen.store import StoreError
+from kerasgen.vocabulary import DIVERGED, FAILED, RUNNING
 
 
 def progress_table(groups: list[GroupProgress], title: str | None = None) -> Table:
@@ -24,14 +25,15 @@ def progress_table(groups: list[GroupProgress], title: str | None = None) -> Tab
     ``oops[/]`` is printed as written, never read as markup)."""
     table = Table(title=Text(title) if title is not None else None, expand=False)
     for col in ("model", "dataset", "progress", "cells done", "diverged", "failed",
-                "running", "epochs/s", "ETA"):
-        table.add_column(col, justify="right" if col not in ("model", "dataset", "progress") else "left")
+                RUNNING, "epochs/s", "ETA"):
+        left = col in ("model", "dataset", "progress")
+        table.add_column(col, justify="left" if left else "right")
     for g in groups:
         table.add_row(
             Text(g.model), Text(g.dataset),
             ProgressBar(total=max(g.epochs_total, 1), completed=g.epochs_done, width=24),
-            f"{g.finished}/{g.cells}", str(g.counts["diverged"]), str(g.counts["failed"]),
-            str(g.counts["running"]), f"{g.epochs_per_second:.2f}", format_duration(g.eta_seconds),
+            f"{g.finished}/{g.cells}", str(g.counts[DIVERGED]), str(g.counts[FAILED]),
+            str(g.counts[RUNNING]), f"{g.epochs_per_second:.2f}", format_duration(g.eta_seconds),
         )
     running = [r for g in groups for r in g.running]
     if running:
@@ -51,9 +53,9 @@ def summary_line(groups: list[GroupProgress]) -> str:
     rate = sum(g.epochs_per_second for g in groups)
     etas = [g.eta_seconds for g in groups if g.eta_seconds is not None]
     eta = max(etas) if etas else None
-    failed = sum(g.counts["failed"] for g in groups)
-    return (f"{done}/{cells} cells finished, {sum(g.counts['running'] for g in groups)} "
-            f"running, {sum(g.counts['diverged'] for g in groups)} diverged, "
+    failed = sum(g.counts[FAILED] for g in groups)
+    return (f"{done}/{cells} cells finished, {sum(g.counts[RUNNING] for g in groups)} "
+            f"running, {sum(g.counts[DIVERGED] for g in groups)} diverged, "
             + (f"{failed} failed, " if failed else "") +
             f"{rate:.2f} epochs/s, ETA {format_duration(eta)}")
 
@@ -65,7 +67,8 @@ class ProgressMonitor(threading.Thread):
     def __init__(self, db: Path, study: str, mode: str | bool = "auto", interval: float = 1.0,
                  plain_every: float = 10.0, console: Console | None = None):
         super().__init__(daemon=True, name="kerasgen-progress")
-        self.db, self.study, self.interval, self.plain_every = Path(db), study, interval, plain_every
+        self.db, self.study = Path(db), study
+        self.interval, self.plain_every = interval, plain_every
         self.console = console or Console(stderr=True)
         if mode in ("auto", True):
             mode = "live" if self.console.is_terminal else "plain"

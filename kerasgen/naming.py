@@ -1,5 +1,7 @@
-"""Model names of the registry, parsed without importing Keras or TensorFlow
-(specifications are validated by processes that never train: the CLI, the dashboard)."""
+"""Names of the registry, models and data sets, parsed without importing Keras,
+TensorFlow or any data (specifications are validated by processes that never train: the
+CLI, the dashboard), with the few facts known from a name alone (a data set's size, a
+network's batch norm)."""
 
 from __future__ import annotations
 
@@ -54,3 +56,56 @@ def model_width(name: str) -> int:
     """The base width of a VGG name (``vgg11_w16`` -> 16; 64, the paper's, by default)."""
     match = _PATTERN.fullmatch(name)
     return int(match.group(4)) if match and match.group(4) else 64
+
+
+# ---------------------------------------------------------------- data sets
+
+DATASET_NAMES = ("cifar10", "cifar100", "digits", "synthetic")
+DATASET_HELP = (
+    "cifar10, cifar100, digits, synthetic or synthetic-<size>-<channels>-<classes>-<n_train>"
+)
+
+
+def check_dataset_name(name: str) -> str:
+    if not isinstance(name, str):
+        raise ValueError(f"Unknown data set {name!r}: expected {DATASET_HELP}.")
+    if name in ("cifar10", "cifar100", "digits", "synthetic"):
+        return name
+    if name.startswith("synthetic-"):
+        synthetic_args(name)
+        return name
+    raise ValueError(f"Unknown data set {name!r}: expected {DATASET_HELP}.")
+
+
+# Training-set sizes known without loading the data (for validating batch sizes).
+TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "digits": 1_347, "synthetic": 256}
+
+
+def known_train_size(name: str) -> int | None:
+    """The number of training examples of a data set, or None if unknown before loading."""
+    if name in TRAIN_SIZES:
+        return TRAIN_SIZES[name]
+    if name.startswith("synthetic-"):
+        return synthetic_args(name)["n_train"]
+    return None
+
+
+_SYNTHETIC = re.compile(r"synthetic-([0-9]+)-([0-9]+)-([0-9]+)-([0-9]+)")
+
+
+def synthetic_args(name: str) -> dict:
+    if name == "synthetic":
+        return {}
+    match = _SYNTHETIC.fullmatch(name)  # ASCII digits, nothing after them
+    try:
+        size, channels, classes, n_train = (int(p) for p in match.groups())  # type: ignore
+    except AttributeError:
+        raise ValueError(
+            f"Unknown data set {name!r}: synthetic data sets are named "
+            "synthetic-<size>-<channels>-<classes>-<n_train>, e.g. synthetic-8-3-10-256."
+        ) from None
+    if min(size, channels, n_train) < 1 or classes < 2:
+        raise ValueError(f"Unknown data set {name!r}: sizes must be positive, classes >= 2.")
+    return {"size": size, "channels": channels, "num_classes": classes, "n_train": n_train}
+
+

@@ -6,11 +6,11 @@ No TensorFlow; read-only.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from kerasgen.store import STATUSES, connect_readonly
+from kerasgen.store import connect_readonly, progress_rows
+from kerasgen.vocabulary import DIVERGED, DONE, FAILED, FINISHED, RUNNING, STATUSES
 
 RATE_WINDOW_SECONDS = 600.0
 
@@ -33,7 +33,7 @@ class GroupProgress:
     @property
     def finished(self) -> int:
         """Cells whose numbers count: done or diverged (a failed cell is not finished)."""
-        return self.counts["done"] + self.counts["diverged"]
+        return self.counts[DONE] + self.counts[DIVERGED]
 
     @property
     def fraction(self) -> float:
@@ -54,23 +54,13 @@ def study_progress(db, now: datetime | None = None,
         now = now or datetime.now(timezone.utc)
         since = (now - timedelta(seconds=window_seconds)).isoformat(
             timespec="milliseconds").replace("+00:00", "Z")
-        caps = {name: json.loads(spec).get("epochs", 0)
-                for name, spec in conn.execute("SELECT name, spec_json FROM studies")}
-        rows = conn.execute(
-            "SELECT s.name, c.model, c.dataset, c.status, COUNT(*), SUM(c.epochs_done) "
-            "FROM cells c JOIN studies s USING (study_id) "
-            "GROUP BY s.name, c.model, c.dataset, c.status").fetchall()
-        rates = dict(((r[0], r[1], r[2]), (r[3], r[4])) for r in conn.execute(
-            "SELECT s.name, c.model, c.dataset, COUNT(*), MIN(e.recorded_at) "
-            "FROM epochs e JOIN cells c USING (cell_id) JOIN studies s USING (study_id) "
-            "WHERE e.recorded_at > ? GROUP BY s.name, c.model, c.dataset", (since,)))
-        running = conn.execute(
-            "SELECT s.name, c.model, c.dataset, c.worker, c.cell_id, c.batch_size, "
-            "c.learning_rate, c.epochs_done FROM cells c JOIN studies s USING (study_id) "
-            "WHERE c.status = 'running' ORDER BY c.worker, c.learning_rate").fetchall()
+        read = progress_rows(conn, since)
     finally:
         if own:
             conn.close()
+    caps, rows = read["caps"], read["counts"]
+    rates = {(r[0], r[1], r[2]): (r[3], r[4]) for r in read["recent"]}
+    running = [r[:8] for r in read[RUNNING]]
     groups: dict[tuple, GroupProgress] = {}
     for study, model, dataset, status, count, epochs in rows:
         key = (study, model, dataset)
@@ -83,7 +73,8 @@ def study_progress(db, now: datetime | None = None,
         g.epochs_done += int(epochs or 0)
         cap = int(caps.get(study) or 0)
         # Finished cells need no more epochs; unfinished ones need up to the cap.
-        g.epochs_total += int(epochs or 0) if status in ("done", "diverged", "failed") else cap * count
+        ended = status in FINISHED or status == FAILED
+        g.epochs_total += int(epochs or 0) if ended else cap * count
     for study, model, dataset, worker, cell_id, bs, lr, done in running:
         groups[(study, model, dataset)].running.append((worker, cell_id, bs, lr, done))
     for key, g in groups.items():

@@ -21,16 +21,16 @@ Ray is optional: ``pip install 'kerasgen[ray]'``.
 from __future__ import annotations
 
 import os
-import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 
 from kerasgen import runtime
 from kerasgen.checkpoints import DiskFull
+from kerasgen.claims import run_claims
+from kerasgen.options import RunOptions
 from kerasgen.spec import Spec, from_dict
 from kerasgen.store import Claim, ClaimLost, Store
-from kerasgen.options import RunOptions
+from kerasgen.vocabulary import DONE
 
 RAY_MISSING = ("The Ray backend needs Ray, which is not installed. Install it with "
                "`pip install 'kerasgen[ray]'` (or `pip install 'ray[default]'`), or run "
@@ -65,7 +65,7 @@ class StoreWriter:
     def record_epoch(self, cell_id, epoch, logs, wall_seconds=None, claim=None) -> bool:
         return self.store.record_epoch(cell_id, epoch, logs, wall_seconds, claim=claim)
 
-    def finish_cell(self, cell_id, status="done", diverged_epoch=None, error=None, claim=None):
+    def finish_cell(self, cell_id, status=DONE, diverged_epoch=None, error=None, claim=None):
         self.store.finish_cell(cell_id, status, diverged_epoch=diverged_epoch, error=error,
                                claim=claim)
 
@@ -81,10 +81,8 @@ class StoreWriter:
 
     def running_packs(self) -> dict[str, tuple[int | None, int]]:
         """Packs in training now: pack id -> (pid of its task, fewest epochs done)."""
-        rows = self.store.conn.execute(
-            "SELECT pack_id, MIN(epochs_done) FROM cells WHERE status = 'running' "
-            "AND pack_id IS NOT NULL GROUP BY pack_id").fetchall()
-        return {pack: (self.pids.get(pack), done) for pack, done in rows}
+        return {pack: (self.pids.get(pack), done)
+                for pack, done in self.store.running_packs().items()}
 
 
 class RemoteStore:
@@ -111,7 +109,7 @@ class RemoteStore:
     def record_epoch(self, cell_id, epoch, logs, wall_seconds=None, claim=None):
         return self._call("record_epoch", cell_id, epoch, logs, wall_seconds, claim=claim)
 
-    def finish_cell(self, cell_id, status="done", diverged_epoch=None, error=None, claim=None):
+    def finish_cell(self, cell_id, status=DONE, diverged_epoch=None, error=None, claim=None):
         return self._call("finish_cell", cell_id, status, diverged_epoch=diverged_epoch,
                           error=error, claim=claim)
 
@@ -138,6 +136,36 @@ def _train_pack_task(writer, db_path: str, spec_dict: dict, claim: Claim, option
         return train_pack(RemoteStore(writer, db_path), claim, spec, ds, options)
     except DiskFull as exc:  # not the pack's fault: no Ray retry, no failure counted
         return {"pack_id": claim.pack_id, "paused": str(exc)}
+
+
+class RayRunner:
+    """The claim loop's runner for Ray (see ``kerasgen.claims``): each claim a task. Ray
+    retries a task whose worker dies or that raises, up to ``--max-attempts`` in all, so a
+    failure it reports is final; the driver vouches for its tasks' claims (heartbeats)."""
+
+    retries = True
+    vouches = True
+
+    def __init__(self, ray, submit, slots: int):
+        self.ray, self.submit, self.slots = ray, submit, slots
+        self.pending: dict = {}  # object ref -> claim
+
+    def start(self, claim) -> None:
+        self.pending[self.submit(claim)] = claim
+
+    def in_flight(self) -> list:
+        return list(self.pending.values())
+
+    def finished(self, timeout: float = 5.0) -> list[tuple]:
+        ready, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=timeout)
+        done = []
+        for ref in ready:
+            claim = self.pending.pop(ref)
+            try:
+                done.append((claim, self.ray.get(ref)))
+            except Exception as exc:  # noqa: BLE001 - retries exhausted: settled as failed
+                done.append((claim, exc))
+        return done
 
 
 def _task_slots(resources: dict, cpus_per_pack: float, gpus_per_pack: float) -> int:
@@ -177,7 +205,7 @@ def run_study_ray(spec: Spec, db, options: RunOptions | None = None, address: st
     ray = _import_ray()
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from kerasgen.worker import DISK_FULL_WAIT_SECONDS, check_before_claiming, register_study
+    from kerasgen.worker import check_before_claiming, register_study
 
     options = options or RunOptions()
     db = Path(db).resolve()
@@ -214,52 +242,14 @@ def run_study_ray(spec: Spec, db, options: RunOptions | None = None, address: st
             monitor.start()
         driver = f"ray-driver:{runtime.worker_name()}"
         store = Store(db)
-        pending: dict = {}
         options_dict = asdict(options)
-        slots = _task_slots(ray.cluster_resources(), cpus_per_pack, gpus_per_pack)
+        runner = RayRunner(ray, lambda claim: task.remote(writer, str(db), spec.to_dict(), claim,
+                                                          options_dict),
+                           _task_slots(ray.cluster_resources(), cpus_per_pack, gpus_per_pack))
+        on_round = None if on_submitted is None else (
+            lambda: on_submitted(writer, dict(runner.pending)))
         try:
-            while True:
-                # Claim only what can start now: a claim queued behind others would
-                # get no heartbeat and look abandoned.
-                while len(pending) < slots:
-                    claim = store.claim_pack(study_id, driver, options.pack_size,
-                                             options.stale_seconds, device="ray")
-                    if claim is None:
-                        break
-                    ref = task.remote(writer, str(db), spec.to_dict(), claim, options_dict)
-                    pending[ref] = claim
-                # The driver vouches for its in-flight packs: Ray retries a task whose
-                # worker dies, and reports to us when it gives up.
-                for claim in pending.values():
-                    try:
-                        store.heartbeat(claim)
-                    except ClaimLost:
-                        pass
-                if on_submitted is not None:
-                    on_submitted(writer, dict(pending))
-                if not pending:
-                    if store.counts(study_id)["running"] == 0:
-                        break
-                    time.sleep(min(5.0, options.stale_seconds / 4))  # others' packs
-                    continue
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
-                for ref in ready:
-                    claim = pending.pop(ref)
-                    try:
-                        summary = ray.get(ref)
-                        if isinstance(summary, dict) and summary.get("paused"):
-                            store.release(claim, f"paused: {summary['paused']}",
-                                          count_failure=False)
-                            print(f"kerasgen: {summary['paused']}. Pack {claim.pack_id} is "
-                                  f"paused, not failed; trying again in "
-                                  f"{DISK_FULL_WAIT_SECONDS:g} s.", file=sys.stderr, flush=True)
-                            time.sleep(DISK_FULL_WAIT_SECONDS)
-                    except Exception as exc:  # retries exhausted: the study goes on
-                        error = f"{type(exc).__name__}: {exc}"
-                        store.release(claim, error, max_attempts=1)
-                        print(f"kerasgen: pack {claim.pack_id} failed on Ray after "
-                              f"{options.max_attempts} attempts: {error.splitlines()[0]}",
-                              file=sys.stderr)
+            run_claims(store, study_id, driver, options, runner, device="ray", on_round=on_round)
         finally:
             store.close()
             ray.kill(writer)

@@ -43,8 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kerasgen.data import check_dataset_name, known_train_size
-from kerasgen.naming import check_model_name
+from kerasgen.naming import check_dataset_name, check_model_name, known_train_size
 
 STOP_RULES = ("epochs", "train_loss")
 BEST_METRICS = ("test_accuracy", "test_loss")
@@ -207,7 +206,8 @@ def _expand_range(value, key: str):
     try:
         start, stop, step = value["start"], value["stop"], value["step"]
     except KeyError as exc:
-        raise SpecError(f"The range of {key} needs start, stop and step; {exc} is missing.") from None
+        raise SpecError(f"The range of {key} needs start, stop and step; {exc} is "
+                        "missing.") from None
     for name, number in (("start", start), ("stop", stop), ("step", step)):
         if isinstance(number, bool) or not isinstance(number, (int, float)):
             raise SpecError(f"{key}.{name} must be a number. Received: {number!r}")
@@ -216,7 +216,8 @@ def _expand_range(value, key: str):
                         f"Received: {value!r}")
     count = int(math.floor((stop - start) / step + 1e-9)) + 1
     if count > 10_000:
-        raise SpecError(f"The range of {key} has {count} values; that is not a grid anyone can train.")
+        raise SpecError(f"The range of {key} has {count} values; that is not a grid "
+                        "anyone can train.")
     values = [start + i * step for i in range(count)]
     if all(isinstance(v, int) for v in (start, stop, step)):
         return values

@@ -268,7 +268,6 @@ def stationary_covariance(
     A, C = _check_AC(A, C)
     eta = _check_lr(learning_rate)
     bs = _check_bs(batch_size)
-    d = A.shape[0]
     if discrete:
         limit = _discrete_limit(A)
         if eta >= limit:

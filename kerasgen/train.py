@@ -1,20 +1,13 @@
-"""Training one pack: K cells of a group that share a batch size, in one ``model.fit``.
-
-Plain SGD, constant learning rate and batch size: a packed model holds one copy of the
-network per cell, all starting from the group's initial weights. The copies' losses are
-summed unweighted, so the gradient of copy k's variables is its own ``grad loss_k``, and
-``PackedSGD`` applies to them its own learning rate, ``w -= lr_k * grad loss_k``: SGD's
-own operation on the same numbers, so a pack equals separate runs bit for bit. Momentum
-(off by default) carries over unchanged; weight decay (off by default) is coupled, as
-PyTorch's SGD, and scaled by each copy's rate.
+"""Training one claimed pack to the end: its data, its model (``kerasgen.packing``), the
+callback that records every epoch, the heartbeat, the checkpoints, resuming.
 
 Every epoch where the test set is evaluated, each copy is also evaluated on a fixed
 subset of the training set, exactly as the test set is (no augmentation, batch norm in
 inference mode): the clean training metrics (``train_eval_*``) that the generalization
-gap is measured with. Then the pack is checkpointed (atomically), then each cell's row
-is committed to the store. A killed pack resumes from its last checkpoint; rows that the
-checkpoint holds but the store lacks are written back first, so nothing is missing and
-nothing is written twice.
+gap is measured with. Then the pack is checkpointed (atomically; ``kerasgen.checkpoints``),
+then each cell's row is committed to the store. A killed pack resumes from its last
+checkpoint; rows that the checkpoint holds but the store lacks are written back first,
+so nothing is missing and nothing is written twice.
 
 ``training.dtype = "float64"`` trains in float64 end to end: Keras's float type and
 dtype policy are float64 while the pack is built and trained (variables, computation,
@@ -26,27 +19,38 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
-import os
 import sys
 import threading
 import time
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from kerasgen import data as data_lib
 from kerasgen.callbacks import SQLiteLogger, split_logs
-from kerasgen.checkpoints import (PackCheckpoint, atomic_savez, default_root, group_weights_path,
-                                  load_arrays, save_cell_weights, study_directory)
-from kerasgen.models import build_model, copies_of, copy_name, packed
-from kerasgen.models.fused import fused, fused_weights, unfuse_weights
+from kerasgen.checkpoints import (
+    PackCheckpoint,
+    atomic_savez,
+    default_root,
+    group_weights_path,
+    load_arrays,
+    save_cell_weights,
+    study_directory,
+)
+from kerasgen.models import build_model
 from kerasgen.options import RunOptions
+from kerasgen.packing import (
+    PACKS,
+    build_pack,
+    cell_weights,
+    float_type,
+    mirrored_strategy,
+    resolve_jit_compile,
+    resolve_layout,
+)
 from kerasgen.spec import Spec
 from kerasgen.store import Claim, ClaimLost, Store
-
-
+from kerasgen.vocabulary import DIVERGED, DONE, RUNNING
 
 # ---------------------------------------------------------------- determinism and init
 
@@ -77,242 +81,6 @@ def initial_weights(model: str, ds: data_lib.Dataset, seed: int, checkpoint_dir:
     del net
     atomic_savez(path, {f"w{i}": w for i, w in enumerate(weights)})
     return weights
-
-
-@contextlib.contextmanager
-def float_type(dtype: str):
-    """Keras's float type and dtype policy set to ``dtype`` inside the block (restored
-    after): every variable, computation and optimizer slot created there uses it. Under
-    JAX, float64 also needs ``jax_enable_x64`` (process-wide, switched on once)."""
-    old_floatx, old_policy = keras.config.floatx(), keras.config.dtype_policy()
-    if dtype == "float64" and keras.backend.backend() == "jax":
-        import jax
-
-        jax.config.update("jax_enable_x64", True)
-    keras.config.set_floatx(dtype)
-    keras.config.set_dtype_policy(dtype)
-    try:
-        yield
-    finally:
-        keras.config.set_floatx(old_floatx)
-        keras.config.set_dtype_policy(old_policy)
-
-
-# ---------------------------------------------------------------- the packed model
-
-class PackedSGD(keras.optimizers.SGD):
-    """Plain SGD for K independent copies, each with its own learning rate.
-
-    The copies' losses are summed unweighted, so the gradient of copy k's variables is
-    its own ``grad loss_k``; this optimizer then applies ``w -= lr_k * g`` (Keras's SGD
-    update, momentum included) with ``lr_k`` the learning rate of the copy that owns
-    the variable. That is the update of ``SGD(learning_rate=lr_k)`` on copy k alone,
-    the same operation on the same numbers, so a pack matches separate runs bit for bit
-    for any learning rates. (The textbook formulation, loss ``sum_k lr_k * loss_k`` with
-    ``SGD(1.0)``, computes the same update but rounds differently except for
-    power-of-two rates.) The learning rates are optimizer state (``copy_learning_rates``),
-    so one compiled pack is reused for the next pack of the same shape: Keras/TensorFlow
-    leak ~40 MB for every model built and compiled in a process.
-
-    Weight decay (off by default) is coupled, as PyTorch's: ``g += weight_decay * w``
-    before the copy's learning rate applies (Keras's own ``weight_decay`` is decoupled).
-
-    ``copy_of_variable`` maps ``id(variable)`` to the copy that owns it: an int, or for
-    the fused layout an integer array broadcastable to the variable (copy index per
-    slice).
-    """
-
-    def __init__(self, learning_rates: list[float], copy_of_variable: dict,
-                 momentum: float = 0.0, weight_decay: float = 0.0, **kwargs):
-        super().__init__(learning_rate=1.0, momentum=momentum, **kwargs)
-        self.initial_learning_rates = [float(lr) for lr in learning_rates]
-        self.copy_of_variable = dict(copy_of_variable)
-        self.coupled_weight_decay = float(weight_decay)
-        self._copy_by_index: list = []
-
-    def build(self, variables):
-        super().build(variables)
-        missing = [v.path for v in variables if id(v) not in self.copy_of_variable]
-        if missing:
-            raise RuntimeError(f"variables of no copy in a packed model: {missing[:3]}")
-        self._copy_by_index = [self.copy_of_variable[id(v)] for v in variables]
-        # An initializer, not an assign: Keras may build the optimizer symbolically,
-        # where assignments are not applied.
-        rates = list(self.initial_learning_rates)
-        self.copy_learning_rates = self.add_variable(
-            shape=(len(rates),),
-            initializer=lambda shape, dtype=None: keras.ops.convert_to_tensor(rates, dtype=dtype),
-            dtype=variables[0].dtype if variables else None, name="copy_learning_rates")
-
-    def set_learning_rates(self, learning_rates: list[float]) -> None:
-        import numpy as np
-
-        self.copy_learning_rates.assign(
-            np.asarray(learning_rates, dtype=self.copy_learning_rates.dtype))
-
-    def update_step(self, gradient, variable, learning_rate):
-        owner = self._copy_by_index[self._get_variable_index(variable)]
-        rate = keras.ops.cast(keras.ops.take(self.copy_learning_rates, owner), variable.dtype)
-        if self.coupled_weight_decay:
-            gradient = keras.ops.add(gradient, keras.ops.multiply(
-                variable, keras.ops.cast(self.coupled_weight_decay, variable.dtype)))
-        super().update_step(gradient, variable, rate)
-
-
-LAYOUTS = ("branches", "fused")
-
-
-def _copy_owners(net: keras.Model, layout: str, k: int) -> dict:
-    """id(variable) -> the copy that owns it (an int, or per-slice indices when fused)."""
-    import numpy as np
-
-    if layout == "branches":
-        return {id(v): i for i, net_i in enumerate(copies_of(net)) for v in net_i.trainable_variables}
-    owners = {}
-    classifier = {id(v) for v in net.get_layer("classifier").trainable_variables}
-    for v in net.trainable_variables:
-        if id(v) in classifier:  # (K, ...) arrays: copy i is index i
-            owners[id(v)] = np.arange(k).reshape((k,) + (1,) * (len(v.shape) - 1))
-        else:  # channels: copy i owns the i-th block of the last axis
-            owners[id(v)] = np.repeat(np.arange(k), v.shape[-1] // k)
-    return owners
-
-
-def build_pack(model: str, ds: data_lib.Dataset, learning_rates: list[float],
-               weights: list, momentum: float = 0.0, weight_decay: float = 0.0,
-               jit_compile: bool = False, steps_per_execution: int = 1,
-               synchronized_bn: bool = False, layout: str = "branches") -> keras.Model:
-    """A compiled packed model: one copy per learning rate, all from ``weights``.
-
-    ``layout``: "branches" (K sub-networks in one graph) or "fused" (one network of
-    grouped layers, see ``kerasgen.models.fused``); both train every copy exactly as
-    plain SGD would. ``synchronized_bn``: batch statistics all-reduced across replicas
-    (for a MirroredStrategy), so they are those of the global batch, as on one device.
-    """
-    k = len(learning_rates)
-    if layout == "fused":
-        net = fused(model, k, ds.num_classes, ds.input_shape, initial_weights=weights)
-    elif layout == "branches":
-        net = packed(lambda: build_model(model, ds.num_classes, ds.input_shape), k,
-                     initial_weights=weights, name=f"pack_{model}")
-    else:
-        raise ValueError(f"layout must be one of {LAYOUTS}. Received: layout={layout!r}")
-    if synchronized_bn:
-        for layer in net._flatten_layers(include_self=False, recursive=True):
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.synchronized = True  # read at call time by BatchNormalization._moments
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    optimizer = PackedSGD(learning_rates, _copy_owners(net, layout, k),
-                          momentum=float(momentum), weight_decay=float(weight_decay))
-    net.compile(
-        optimizer=optimizer,
-        loss={copy_name(i): loss for i in range(k)},
-        metrics={copy_name(i): ["accuracy"] for i in range(k)},
-        jit_compile=jit_compile,
-        steps_per_execution=steps_per_execution,
-    )
-    net.pack_layout = layout  # read by reset_pack / cell_weights callers
-    return net
-
-
-def reset_pack(net: keras.Model, weights: list, learning_rates: list[float]) -> None:
-    """Make a compiled pack start over: every copy at ``weights``, optimizer state
-    (iterations, momentum) zero, the given learning rates. Equivalent to a new
-    ``build_pack`` without building or compiling anything."""
-    import numpy as np
-
-    k = len(learning_rates)
-    if net.pack_layout == "fused":
-        net.set_weights(fused_weights([weights] * k, net))
-    else:
-        for net_i in copies_of(net):
-            net_i.set_weights(weights)
-    optimizer = net.optimizer
-    if optimizer.built:
-        optimizer.iterations.assign(0)
-        for momentum in getattr(optimizer, "momentums", None) or []:
-            momentum.assign(np.zeros(momentum.shape, dtype=momentum.dtype))
-        optimizer.set_learning_rates(learning_rates)
-    else:
-        optimizer.initial_learning_rates = [float(lr) for lr in learning_rates]
-
-
-class PackCache:
-    """One compiled pack kept for the next pack of the same shape (model, data, K,
-    layout, compile options): reset instead of rebuilt (see ``PackedSGD``)."""
-
-    def __init__(self):
-        self.key = None
-        self.net = None
-
-    def get(self, key, build, weights, learning_rates) -> keras.Model:
-        if self.key == key and self.net is not None:
-            reset_pack(self.net, weights, learning_rates)
-            return self.net
-        self.clear()
-        self.net, self.key = build(), key
-        return self.net
-
-    def clear(self) -> None:
-        if self.net is not None:
-            self.net, self.key = None, None
-            keras.backend.clear_session(free_memory=True)
-            gc.collect()
-
-
-PACKS = PackCache()
-
-
-def cell_weights(net: keras.Model, layout: str) -> list[list]:
-    """Each copy's weights in the single network's order, whatever the layout."""
-    if layout == "fused":
-        return unfuse_weights(net, len(net.outputs))
-    return [c.get_weights() for c in copies_of(net)]
-
-
-def resolve_layout(option: str) -> str:
-    """``"auto"``: what scripts/bench_train.py measured fastest on this kind of device."""
-    if option in LAYOUTS:
-        return option
-    if option != "auto":
-        raise ValueError(f"layout must be auto, branches or fused. Received: {option!r}")
-    return "fused" if _has_accelerator() else "branches"
-
-
-def _has_accelerator() -> bool:
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return jax.default_backend() != "cpu"
-    return False
-
-
-def mirrored_strategy():
-    """One cell on all local devices: every GPU, or (for tests) every logical CPU."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_logical_devices("GPU")
-    if gpus:
-        return tf.distribute.MirroredStrategy()
-    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-    if len(cpus) < 2:
-        raise RuntimeError("--mirrored needs at least two devices (GPUs); this machine has "
-                           f"{len(cpus)} CPU device and no GPU.")
-    return tf.distribute.MirroredStrategy(devices=cpus)
-
-
-def resolve_jit_compile(option: bool | str) -> bool:
-    """``"auto"``: XLA off on CPU, where it was measured 1.3-4x slower (scripts/
-    bench_train.py), on where a GPU is present."""
-    if isinstance(option, bool):
-        return option
-    if option != "auto":
-        raise ValueError(f"jit_compile must be true, false or 'auto'. Received: {option!r}")
-    return _has_accelerator()
 
 
 # ---------------------------------------------------------------- the pack callback
@@ -381,9 +149,9 @@ class PackLogger(SQLiteLogger):
             if not self.active[k]:
                 statuses.append(self.statuses.get(str(cell_id)))
             elif diverged[k]:
-                statuses.append(["diverged", epoch])
+                statuses.append([DIVERGED, epoch])
             elif self._finishing[k]:
-                statuses.append(["done", epoch])
+                statuses.append([DONE, epoch])
             else:
                 statuses.append(None)
         self.statuses = {str(c): s for c, s in zip(self.cell_ids, statuses)}
@@ -489,9 +257,9 @@ def train_pack(store: Store, claim: Claim, spec: Spec, ds: data_lib.Dataset,
         history = {}
     cells = {c: store.cell(c) for c in cell_ids}
     learning_rates = [float(cells[c]["learning_rate"]) for c in cell_ids]
-    active = [statuses.get(str(c)) is None and cells[c]["status"] == "running" for c in cell_ids]
+    active = [statuses.get(str(c)) is None and cells[c]["status"] == RUNNING for c in cell_ids]
     if not any(active) or initial_epoch >= spec.epochs:
-        _finish_leftovers(store, claim, cell_ids, active)
+        _finish_leftovers(store, claim, cell_ids)
         return {"pack_id": claim.pack_id, "epochs": 0, "resumed_from": initial_epoch}
 
     configure_determinism(seed)
@@ -581,16 +349,16 @@ def _replay(store: Store, claim: Claim, meta: dict) -> None:
         if status is None:
             continue
         current = store.cell(int(cell_id))["status"]
-        if current == "running":
+        if current == RUNNING:
             kind, epoch = status
             store.finish_cell(int(cell_id), kind,
-                              diverged_epoch=epoch if kind == "diverged" else None, claim=claim)
+                              diverged_epoch=epoch if kind == DIVERGED else None, claim=claim)
 
 
-def _finish_leftovers(store: Store, claim: Claim, cell_ids: list[int], active: list[bool]) -> None:
-    for cell_id, is_active in zip(cell_ids, active):
-        if store.cell(cell_id)["status"] == "running":
-            store.finish_cell(cell_id, "done", claim=claim)
+def _finish_leftovers(store: Store, claim: Claim, cell_ids: list[int]) -> None:
+    for cell_id in cell_ids:
+        if store.cell(cell_id)["status"] == RUNNING:
+            store.finish_cell(cell_id, DONE, claim=claim)
 
 
 def prepare_dataset(name: str, options: RunOptions, dtype: str = "float32") -> data_lib.Dataset:
@@ -601,6 +369,5 @@ def prepare_dataset(name: str, options: RunOptions, dtype: str = "float32") -> d
     return ds
 
 
-__all__ = ["PackCheckpoint", "PackLogger", "PackedSGD", "RunOptions", "build_pack",
-           "configure_determinism", "initial_weights", "prepare_dataset",
-           "resolve_jit_compile", "train_pack"]
+__all__ = ["PackLogger", "checkpoint_root", "configure_determinism", "initial_weights",
+           "prepare_dataset", "study_dir_of", "train_pack"]

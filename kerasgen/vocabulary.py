@@ -10,8 +10,10 @@ import re
 
 # ---------------------------------------------------------------- statuses
 
-STATUSES: tuple[str, ...] = ("pending", "running", "done", "diverged", "failed")
-FINISHED: tuple[str, ...] = ("done", "diverged")
+PENDING, RUNNING, DONE, DIVERGED, FAILED = "pending", "running", "done", "diverged", "failed"
+STATUSES: tuple[str, ...] = (PENDING, RUNNING, DONE, DIVERGED, FAILED)
+"""A cell's status (the store's ``cells.status``; its SQL spells the same words)."""
+FINISHED: tuple[str, ...] = (DONE, DIVERGED)
 """Statuses of a cell whose numbers count (a diverged cell with those before it)."""
 
 # ---------------------------------------------------------------- metrics
@@ -82,24 +84,28 @@ def short_label(metric: str, best_metric: str | None = None) -> str:
 def display_name(name: str) -> str:
     """Human name of a model or data set: ``resnet110`` -> ``ResNet-110``,
     ``vgg19`` -> ``VGG-19``, ``vgg11_w16`` -> ``VGG-11 (width 16)``, ``cifar100`` ->
-    ``CIFAR-100``; others unchanged."""
-    lowered = str(name).lower()
-    m = re.fullmatch(r"vgg[-_]?(\d+)(_nobn)?(?:_w(\d+))?", lowered)
-    if m:
-        extras = (["no BN"] if m.group(2) else []) + ([f"width {m.group(3)}"] if m.group(3) else [])
-        return f"VGG-{m.group(1)}" + (f" ({', '.join(extras)})" if extras else "")
-    for pattern, pretty in (
-        (r"resnet[-_]?(\d+)", "ResNet-{}"),
-        (r"cifar[-_]?(\d+)", "CIFAR-{}"),
-    ):
-        m = re.fullmatch(pattern, lowered)
-        if m:
-            return pretty.format(m.group(1))
-    if lowered in ("mnist", "svhn"):
-        return lowered.upper()
+    ``CIFAR-100``; others unchanged. Model names are read with the registry's own grammar
+    (``kerasgen.naming``)."""
+    from kerasgen.naming import check_model_name, model_width
+
+    try:
+        family, depth, batch_norm = check_model_name(name)
+    except ValueError:
+        family = None
+    if family == "resnet":
+        return f"ResNet-{depth}"
+    if family == "vgg":
+        width = model_width(name)
+        extras = (["no BN"] if not batch_norm else []) + ([f"width {width}"] if width != 64 else [])
+        return f"VGG-{depth}" + (f" ({', '.join(extras)})" if extras else "")
+    match = re.fullmatch(r"cifar-?([0-9]+)", str(name).lower())
+    if match:
+        return f"CIFAR-{match.group(1)}"
+    if str(name).lower() in ("mnist", "svhn"):
+        return str(name).upper()
     return str(name)
 
 
-__all__ = ["FINISHED", "GROWING_METRICS", "KEPT_EPOCH_RULES", "METRICS", "METRIC_LABELS",
-           "METRIC_SHORT", "PAPER_METRIC", "STATUSES", "display_name", "metric_label",
-           "short_label"]
+__all__ = ["DIVERGED", "DONE", "FAILED", "FINISHED", "GROWING_METRICS", "KEPT_EPOCH_RULES",
+           "METRICS", "METRIC_LABELS", "METRIC_SHORT", "PAPER_METRIC", "PENDING", "RUNNING",
+           "STATUSES", "display_name", "metric_label", "short_label"]

@@ -15,19 +15,16 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import traceback
 from dataclasses import asdict
 from pathlib import Path
 
 from kerasgen import runtime
-from kerasgen.checkpoints import DiskFull, check_directory
+from kerasgen.checkpoints import check_directory, default_root
+from kerasgen.claims import LocalRunner, run_claims
 from kerasgen.options import RunOptions
 from kerasgen.spec import Spec, from_dict
-from kerasgen.store import ClaimLost, Store, StoreError, check_writable, utc_now
+from kerasgen.store import Store, StoreError, check_writable, utc_now
 
-DISK_FULL_WAIT_SECONDS = 60.0
-"""How long a worker waits after a full disk before it tries a pack again."""
 MAX_CELLS = 100_000
 """A study larger than this needs ``force=True`` (``kerasgen run --force``): a typo in a
 range (step 0.0001) should not silently become a store of millions of cells."""
@@ -57,12 +54,9 @@ def check_datasets(spec: Spec, options: RunOptions) -> None:
 
 def worker_loop(db_path: str | Path, study: str, options: RunOptions,
                 on_pack=None) -> int:
-    """Claim and train packs of ``study`` until none is pending or running elsewhere.
-
-    Returns the number of packs this worker trained. A pack that raises is released
-    (pending again, to be resumed) or, after ``options.max_attempts`` failures, marked
-    ``failed`` with the error; the study goes on.
-    """
+    """Claim and train packs of ``study`` in this process until none is pending or running
+    elsewhere (``kerasgen.claims.run_claims``); returns the number of packs trained."""
+    runtime.set_onednn(options.onednn)
     runtime.quiet_tensorflow()
     from kerasgen.train import prepare_dataset, train_pack
 
@@ -72,50 +66,16 @@ def worker_loop(db_path: str | Path, study: str, options: RunOptions,
     device = runtime.describe_device()
     record_worker(store, study_id, worker, device, options)
     datasets: dict = {}
-    trained = 0
+
+    def train(claim):
+        dataset = claim.cells[0]["dataset"]
+        if dataset not in datasets:
+            datasets[dataset] = prepare_dataset(dataset, options, spec.training.dtype)
+        return train_pack(store, claim, spec, datasets[dataset], options)
+
     try:
-        while True:
-            claim = store.claim_pack(study_id, worker, options.pack_size,
-                                     options.stale_seconds, device=device)
-            if claim is None:
-                counts = store.counts(study_id)
-                if counts["running"] == 0:
-                    return trained
-                # Others are training; wait, in case one dies and its pack needs us.
-                time.sleep(min(5.0, options.stale_seconds / 4))
-                continue
-            dataset = claim.cells[0]["dataset"]
-            try:
-                if dataset not in datasets:
-                    datasets[dataset] = prepare_dataset(dataset, options, spec.training.dtype)
-                summary = train_pack(store, claim, spec, datasets[dataset], options)
-            except KeyboardInterrupt:
-                store.release(claim, "interrupted (KeyboardInterrupt)", count_failure=False)
-                raise
-            except ClaimLost:
-                continue  # someone else owns it now; nothing of ours to release
-            except DiskFull as exc:
-                # Not the pack's fault: give it back without counting a failure, wait for
-                # space, then go on (its checkpoint is intact; no temporary file is left).
-                store.release(claim, f"paused: {exc}", count_failure=False)
-                wait = DISK_FULL_WAIT_SECONDS
-                print(f"kerasgen: {exc}. Pack {claim.pack_id} is paused, not failed; "
-                      f"trying again in {wait:g} s (free space, or stop and run the same "
-                      "command later).", file=sys.stderr, flush=True)
-                time.sleep(wait)
-                continue
-            except Exception as exc:  # noqa: BLE001 - recorded, and the study goes on
-                error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-                status = store.release(claim, f"{error}\n{traceback.format_exc()}",
-                                       options.max_attempts)
-                print(f"kerasgen: pack {claim.pack_id} ({claim.cells[0]['model']}, "
-                      f"batch {claim.cells[0]['batch_size']}) raised {error}; "
-                      f"{'marked failed' if status == 'failed' else 'released for a retry'}.",
-                      file=sys.stderr)
-                continue
-            trained += 1
-            if on_pack is not None:
-                on_pack(summary)
+        return run_claims(store, study_id, worker, options, LocalRunner(train), device=device,
+                          on_pack=on_pack)
     finally:
         store.close()
 
@@ -126,7 +86,7 @@ def record_worker(store: Store, study_id: int, worker: str, device: str,
     study's environment: everything that could differ between cells is recorded."""
     import keras
 
-    from kerasgen.train import resolve_jit_compile, resolve_layout
+    from kerasgen.packing import resolve_jit_compile, resolve_layout
 
     store.update_study_environment(study_id, **{f"worker {worker}": {
         "device": device,
@@ -200,10 +160,8 @@ def check_before_claiming(spec: Spec, db: str | Path, options: RunOptions,
         if count < 2:
             raise StudyError(f"--mirrored trains each cell on several devices, but this "
                              f"machine has {what}; run without --mirrored.")
-    from kerasgen.train import checkpoint_root
-
     try:
-        check_directory(checkpoint_root(Path(db), options), MIN_FREE_BYTES)
+        check_directory(default_root(db, options.checkpoint_dir), MIN_FREE_BYTES)
     except OSError as exc:
         raise StudyError(str(exc)) from exc
     check_datasets(spec, options)

@@ -32,12 +32,13 @@ def main() -> int:
     args = parser.parse_args()
 
     import psutil
+    from tensorflow.python.eager import context  # a private API, only to count traces
 
+    from kerasgen.options import RunOptions
     from kerasgen.runtime import environment_facts, worker_name
     from kerasgen.spec import Spec
     from kerasgen.store import Store
-    from kerasgen.train import RunOptions, prepare_dataset, train_pack
-    from tensorflow.python.eager import context  # a private API, only to count traces
+    from kerasgen.train import prepare_dataset, train_pack
 
     process = psutil.Process()
     if args.same_batch_size:
@@ -58,7 +59,8 @@ def main() -> int:
         facts = environment_facts()
         print(f"# {facts['platform']}, python {facts['python']}, TensorFlow {facts['tensorflow']}, "
               f"Keras {facts['keras']}, {facts['cpu_count']} CPUs")
-        print(f"# {args.packs} packs x {args.copies} copies of ResNet-8, {args.epochs} epoch(s) each")
+        print(f"# {args.packs} packs x {args.copies} copies of ResNet-8, "
+              f"{args.epochs} epoch(s) each")
         print(f"# TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(unset)')}; "
               "'functions' = graph functions registered in TensorFlow's eager context "
               "(constant = nothing is retraced)")
@@ -71,7 +73,8 @@ def main() -> int:
             train_pack(store, claim, spec, ds, options)
             rss.append(process.memory_info().rss / 2**20)
             functions = len(context.context().list_function_names())
-            print(f"{i + 1:4d}  {rss[-1]:7.1f}  {time.perf_counter() - started:6.2f}  {functions:9d}",
+            seconds = time.perf_counter() - started
+            print(f"{i + 1:4d}  {rss[-1]:7.1f}  {seconds:6.2f}  {functions:9d}",
                   flush=True)
         store.close()
     if len(rss) >= 10:

@@ -85,7 +85,7 @@ def build(model: str, layout: str, copies: int, shape, jit: bool):
 
     from kerasgen.data import Dataset
     from kerasgen.models import build_model
-    from kerasgen.train import build_pack
+    from kerasgen.packing import build_pack
 
     keras.utils.set_random_seed(0)
     single = build_model(model, 10, shape)
@@ -159,7 +159,7 @@ def bench_training(args, shape):
                 configs[(layout, jit, k)] = (net, x, ys, [])
     print(f"(built and compiled {len(configs)} configurations)", flush=True)
     for _ in range(args.repeats):
-        for (layout, jit, k), (net, x, ys, rates) in configs.items():
+        for (_layout, _jit, k), (net, x, ys, rates) in configs.items():
             rates.append(time_one_fit(net, args.batch_size, x, ys, k))
     print(f"{'layout':9s} {'jit':4s} {'K':>3s} {'min':>9s} {'median':>9s} {'max':>9s} "
           f"{'x K=1 (median)':>15s} {'x K=1 (max)':>12s}")
@@ -208,14 +208,15 @@ def bench_pipeline(args, shape, step_rate: float | None):
     numpy_rate = count / (time.perf_counter() - started)
     print(f"numpy reference:   {numpy_rate:10.0f} images/s")
     if step_rate:
+        delivered = rate if keras.backend.backend() == "tensorflow" else numpy_rate
         print(f"training step it feeds (fastest K=1 config): {step_rate:.0f} images/s -> the "
-              f"pipeline delivers {(rate if keras.backend.backend() == 'tensorflow' else numpy_rate) / step_rate:.0f}x "
-              "what the step consumes")
+              f"pipeline delivers {delivered / step_rate:.0f}x what the step consumes")
 
 
 def bench_overhead(args):
     """Share of epoch time in the runner's callbacks (checkpoint + SQLite rows)."""
     from kerasgen import train as train_lib
+    from kerasgen.options import RunOptions
     from kerasgen.runtime import environment_facts, worker_name
     from kerasgen.spec import Spec
     from kerasgen.store import Store
@@ -238,7 +239,7 @@ def bench_overhead(args):
             spec = Spec(name="overhead", models=("resnet8",), datasets=("synthetic-8-3-10-1024",),
                         batch_sizes=(32,), learning_rates=tuple(0.01 * (i + 1) for i in range(8)),
                         epochs=5)
-            options = train_lib.RunOptions(pack_size=8, data_dir=tmp)
+            options = RunOptions(pack_size=8, data_dir=tmp)
             store = Store(Path(tmp) / "o.db")
             study = store.create_study(spec.name, spec.to_dict(), spec.cells(), environment_facts())
             ds = train_lib.prepare_dataset(spec.datasets[0], options)
@@ -261,6 +262,7 @@ def bench_train_eval(args):
     subset as large as the test set, evaluated each epoch) against without them
     (train_eval_size = 0), interleaved repeats, in one run."""
     from kerasgen import train as train_lib
+    from kerasgen.options import RunOptions
     from kerasgen.runtime import environment_facts, worker_name
     from kerasgen.spec import Spec, Training
     from kerasgen.store import Store
@@ -276,7 +278,7 @@ def bench_train_eval(args):
                             datasets=(dataset,), batch_sizes=(32,),
                             learning_rates=(0.01, 0.02, 0.03, 0.04), epochs=3,
                             training=Training(train_eval_size=size))
-                options = train_lib.RunOptions(pack_size=4, data_dir=tmp)
+                options = RunOptions(pack_size=4, data_dir=tmp)
                 store = Store(Path(tmp) / f"{spec.name}.db")
                 study = store.create_study(spec.name, spec.to_dict(), spec.cells(),
                                            environment_facts())
@@ -323,7 +325,7 @@ def bench_autotune(args):
           "after its last training batch")
     print(f"{'autotune':9s} {'fit s (median)':>15s} {'tail s (median)':>16s}  runs")
     results: dict = {True: [], False: []}
-    for repeat in range(3):
+    for _ in range(3):
         for autotune in (True, False):
             keras.utils.set_random_seed(0)
             model = build_model("resnet8", 10, (8, 8, 3))
@@ -389,7 +391,7 @@ def projection(results, args, shape):
         return
     flops = train_flops_per_image(args.model, shape)
     jit_best = {}
-    for (layout, jit, k), rate in results.items():
+    for (_layout, _jit, k), rate in results.items():
         jit_best[k] = max(jit_best.get(k, 0.0), rate)
     unpacked = jit_best.get(1)
     packed_k = max(jit_best)

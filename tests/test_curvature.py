@@ -17,7 +17,6 @@ keras = pytest.importorskip("keras")
 from kerasgen import curvature as K  # noqa: E402
 from kerasgen import theory as T  # noqa: E402
 
-
 # ---------------------------------------------------------------- tiny models
 
 def _mlp(seed=0, n_in=5, hidden=6, classes=3):
@@ -311,8 +310,8 @@ def test_whole_space_bound_is_reported_vacuous_when_examples_are_fewer_than_para
 
 @pytest.fixture(scope="module")
 def trained_store(tmp_path_factory):
-    from kerasgen.spec import Spec
     from kerasgen.options import RunOptions
+    from kerasgen.spec import Spec
     from kerasgen.worker import run_study
 
     root = tmp_path_factory.mktemp("bound")
@@ -338,6 +337,7 @@ def _rows(db):
         return [dict(r) for r in conn.execute("SELECT * FROM bounds ORDER BY cell_id")]
 
 
+@pytest.mark.slow
 def test_bound_writes_a_row_per_finished_cell_then_skips_and_recomputes_on_request(
         trained_store, tmp_path, capsys):
     db, data_dir = _copy(trained_store, tmp_path)
@@ -366,6 +366,7 @@ def test_bound_writes_a_row_per_finished_cell_then_skips_and_recomputes_on_reque
     assert after[rows[1]["cell_id"]]["computed_at"] == stamp[rows[1]["cell_id"]]
 
 
+@pytest.mark.slow
 def test_bound_on_an_explicit_subset_of_a_batch_normalized_network(trained_store, tmp_path):
     db, data_dir = _copy(trained_store, tmp_path)
     rows = K.compute_bounds_for_store(db, data_dir=data_dir, cells=[1],
@@ -375,6 +376,7 @@ def test_bound_on_an_explicit_subset_of_a_batch_normalized_network(trained_store
     assert cur["path"].startswith("whole network") and cur["project_rtol"] == 1e-5
 
 
+@pytest.mark.slow
 def test_bound_refuses_unknown_cells_unfinished_cells_and_missing_weights(trained_store, tmp_path):
     db, data_dir = _copy(trained_store, tmp_path)
     with pytest.raises(K.CurvatureError, match=r"unknown cell id\(s\) \[99\]"):
@@ -393,6 +395,7 @@ def test_bound_refuses_unknown_cells_unfinished_cells_and_missing_weights(traine
     assert _rows(db) == []
 
 
+@pytest.mark.slow
 def test_bound_skips_diverged_cells_with_the_reason(trained_store, tmp_path, capsys):
     db, data_dir = _copy(trained_store, tmp_path)
     with sqlite3.connect(db) as conn:

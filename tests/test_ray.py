@@ -13,9 +13,12 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray extra is not installed")
 
+from kerasgen.options import RunOptions  # noqa: E402
 from kerasgen.spec import Spec  # noqa: E402
 from kerasgen.store import Store, load_epochs, load_results  # noqa: E402
-from kerasgen.options import RunOptions  # noqa: E402
+
+# Every test here trains real (tiny) networks.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import math
 import os
 import random
+import shutil
 import signal
 import socket
 import sqlite3
@@ -37,6 +37,7 @@ from kerasgen.store import (
     load_results,
     read_new_epochs,
 )
+from kerasgen.store import schema as SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
 HELPERS = Path(__file__).resolve().parent / "helpers"
@@ -333,7 +334,7 @@ def _not_sqlite(path: Path) -> None:
 def _newer(path: Path) -> None:
     _real_store_with_rows(path)
     conn = sqlite3.connect(path)
-    conn.execute(f"PRAGMA user_version = {S.SCHEMA_VERSION + 1}")
+    conn.execute(f"PRAGMA user_version = {SCHEMA.SCHEMA_VERSION + 1}")
     conn.commit()
     conn.close()
     assert sidecars(path) == []  # closed cleanly: WAL checkpointed and removed
@@ -827,13 +828,13 @@ def test_a_new_store_is_versioned_marked_wal_with_foreign_keys_and_a_migration_r
     db = tmp_path / "new.db"
     store = Store(db)
     conn = store.conn
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == S.SCHEMA_VERSION >= 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA.SCHEMA_VERSION >= 1
     assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000
     versions = [r[0] for r in conn.execute("SELECT version FROM migrations ORDER BY version")]
-    assert versions == list(range(1, S.SCHEMA_VERSION + 1))
+    assert versions == list(range(1, SCHEMA.SCHEMA_VERSION + 1))
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     assert {"studies", "cells", "epochs", "best", "progress", "migrations"} <= names
     with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
@@ -841,10 +842,10 @@ def test_a_new_store_is_versioned_marked_wal_with_foreign_keys_and_a_migration_r
     store.close()
     # Reopening migrates nothing twice; readers see the same versions.
     Store(db).close()
-    assert inspect_store(db)["user_version"] == S.SCHEMA_VERSION
+    assert inspect_store(db)["user_version"] == SCHEMA.SCHEMA_VERSION
     ro = connect_readonly(db)
     try:
-        assert ro.execute("SELECT COUNT(*) FROM migrations").fetchone()[0] == S.SCHEMA_VERSION
+        assert ro.execute("SELECT COUNT(*) FROM migrations").fetchone()[0] == SCHEMA.SCHEMA_VERSION
         assert ro.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     finally:
         ro.close()
@@ -862,11 +863,11 @@ def test_an_older_store_is_migrated_atomically_to_the_current_version(tmp_path, 
         conn.execute("CREATE TABLE half (x)")
         raise RuntimeError("migration failed midway")
 
-    monkeypatch.setattr(S, "MIGRATIONS", list(S.MIGRATIONS))
-    monkeypatch.setattr(S, "SCHEMA_VERSION", S.SCHEMA_VERSION)
-    old_version = S.SCHEMA_VERSION
-    S.register_migration("notes", _add_notes)
-    S.register_migration("broken", _broken)
+    monkeypatch.setattr(SCHEMA, "MIGRATIONS", list(SCHEMA.MIGRATIONS))
+    monkeypatch.setattr(SCHEMA, "SCHEMA_VERSION", SCHEMA.SCHEMA_VERSION)
+    old_version = SCHEMA.SCHEMA_VERSION
+    SCHEMA.register_migration("notes", _add_notes)
+    SCHEMA.register_migration("broken", _broken)
     with pytest.raises(RuntimeError, match="midway"):
         Store(db)
     # Nothing of the failed upgrade is left: same version, no table of either step.
@@ -875,8 +876,8 @@ def test_an_older_store_is_migrated_atomically_to_the_current_version(tmp_path, 
     assert {"notes", "half"}.isdisjoint(
         r[0] for r in conn.execute("SELECT name FROM sqlite_master"))
     conn.close()
-    S.MIGRATIONS.pop()
-    S.SCHEMA_VERSION = len(S.MIGRATIONS)
+    SCHEMA.MIGRATIONS.pop()
+    SCHEMA.SCHEMA_VERSION = len(SCHEMA.MIGRATIONS)
     with Store(db) as store:
         assert store.conn.execute("PRAGMA user_version").fetchone()[0] == old_version + 1
         assert rows(store, "SELECT version, name FROM migrations ORDER BY version")[-1] == (
@@ -903,17 +904,17 @@ def test_processes_opening_the_same_new_stores_at_once_all_succeed(tmp_path):
     assert errors == []
     for i in (0, count // 2, count - 1):
         with Store(tmp_path / f"{i}.db") as store:
-            assert rows(store, "SELECT COUNT(*) FROM migrations")[0][0] == S.SCHEMA_VERSION
+            assert rows(store, "SELECT COUNT(*) FROM migrations")[0][0] == SCHEMA.SCHEMA_VERSION
             assert rows(store, "SELECT COUNT(*) FROM cells")[0][0] == 1
 
 
 def test_a_store_of_every_earlier_schema_version_upgrades_to_the_current_one(tmp_path,
                                                                              monkeypatch):
-    full = list(S.MIGRATIONS)
+    full = list(SCHEMA.MIGRATIONS)
     for version in range(1, len(full)):
         db = tmp_path / f"v{version}.db"
-        monkeypatch.setattr(S, "MIGRATIONS", full[:version])
-        monkeypatch.setattr(S, "SCHEMA_VERSION", version)
+        monkeypatch.setattr(SCHEMA, "MIGRATIONS", full[:version])
+        monkeypatch.setattr(SCHEMA, "SCHEMA_VERSION", version)
         with Store(db) as old:
             # Written as that version's code wrote it: the columns each table has had
             # since version 1.
@@ -924,8 +925,8 @@ def test_a_store_of_every_earlier_schema_version_upgrades_to_the_current_one(tmp
                              "learning_rate, seed) VALUES (1, 'm', 'd', 16, 0.1, 0)")
                 conn.execute("INSERT INTO epochs (cell_id, epoch, train_loss, test_accuracy, "
                              "recorded_at) VALUES (1, 0, 1.0, 0.5, '2024-01-01T00:00:00Z')")
-        monkeypatch.setattr(S, "MIGRATIONS", full)
-        monkeypatch.setattr(S, "SCHEMA_VERSION", len(full))
+        monkeypatch.setattr(SCHEMA, "MIGRATIONS", full)
+        monkeypatch.setattr(SCHEMA, "SCHEMA_VERSION", len(full))
         assert inspect_store(db)["user_version"] == version
         with Store(db) as store:
             assert rows(store, "PRAGMA user_version")[0][0] == len(full)
@@ -959,7 +960,7 @@ def test_progress_rate_query_probes_recent_epochs_per_cell_even_with_planner_sta
         about_epochs = [d for d in detail if d.split()[1] == "e"]
         assert about_epochs and all("recorded_at" in d for d in about_epochs), detail
     # kerasgen.progress really runs that query (same text, so the plan above is its plan).
-    source = (ROOT / "kerasgen" / "progress.py").read_text()
+    source = (ROOT / "kerasgen" / "store" / "queries.py").read_text()
     assert "WHERE e.recorded_at > ? GROUP BY s.name, c.model, c.dataset" in source
 
 
@@ -1078,9 +1079,9 @@ def test_the_kept_epoch_follows_the_studys_best_metric_and_every_number_is_read_
 def test_a_store_written_before_clean_metrics_reads_with_nulls_and_no_running_gap(tmp_path,
                                                                                  monkeypatch):
     db = tmp_path / "v3.db"
-    full = list(S.MIGRATIONS)
-    monkeypatch.setattr(S, "MIGRATIONS", full[:3])
-    monkeypatch.setattr(S, "SCHEMA_VERSION", 3)
+    full = list(SCHEMA.MIGRATIONS)
+    monkeypatch.setattr(SCHEMA, "MIGRATIONS", full[:3])
+    monkeypatch.setattr(SCHEMA, "SCHEMA_VERSION", 3)
     with Store(db) as old:
         with old.transaction() as conn:  # as version 3's code wrote them
             conn.execute("INSERT INTO studies (name, spec_json, spec_hash, created_at) "
@@ -1093,8 +1094,8 @@ def test_a_store_written_before_clean_metrics_reads_with_nulls_and_no_running_ga
                          "(1, 0, 0.1, 0.99, 0.5, 0.8, '2024-01-01T00:00:00Z')")
             conn.execute("UPDATE cells SET status = 'done', best_test_accuracy = 0.8, "
                          "best_epoch = 0, final_train_accuracy = 0.99 WHERE cell_id = 1")
-    monkeypatch.setattr(S, "MIGRATIONS", full)
-    monkeypatch.setattr(S, "SCHEMA_VERSION", len(full))
+    monkeypatch.setattr(SCHEMA, "MIGRATIONS", full)
+    monkeypatch.setattr(SCHEMA, "SCHEMA_VERSION", len(full))
     before = sha256(db)
     frame = load_results(db)  # a reader: never migrates
     assert sha256(db) == before and inspect_store(db)["user_version"] == 3

@@ -123,6 +123,7 @@ def test_two_worker_processes_share_a_study_and_claim_each_pack_once(tmp_path):
     assert not load_epochs(db).duplicated(["cell_id", "epoch"]).any()
 
 
+@pytest.mark.slow
 def test_a_missing_dataset_fails_fast_and_leaves_the_store_untouched(tmp_path, monkeypatch):
     spec = tmp_path / "cifar.toml"
     spec.write_text('name = "c"\nmodels = ["resnet20"]\ndatasets = ["cifar10"]\n'
@@ -137,10 +138,11 @@ def test_a_missing_dataset_fails_fast_and_leaves_the_store_untouched(tmp_path, m
     assert not db.exists()  # nothing was registered, nothing claimed
 
 
+@pytest.mark.slow
 def test_a_pack_that_keeps_failing_is_marked_failed_and_the_study_goes_on(tmp_path, monkeypatch):
     from kerasgen import train
-    from kerasgen.spec import Spec
     from kerasgen.options import RunOptions
+    from kerasgen.spec import Spec
     from kerasgen.worker import run_study
 
     real = train.train_pack
@@ -387,6 +389,7 @@ def test_a_store_locked_past_the_busy_timeout_delays_the_run_without_failing_it(
         assert all(store.cell(int(c))["failures"] == 0 for c in results["cell_id"])
 
 
+@pytest.mark.slow
 def test_two_stores_sharing_a_checkpoint_directory_keep_their_own_final_weights(tmp_path):
     from kerasgen.checkpoints import load_cell_weights, study_files
     from kerasgen.spec import Spec
@@ -407,6 +410,7 @@ def test_two_stores_sharing_a_checkpoint_directory_keep_their_own_final_weights(
     assert any(not np.array_equal(x, y) for x, y in zip(wa, wb))
 
 
+@pytest.mark.slow
 def test_a_study_name_cannot_write_outside_the_checkpoint_directory(tmp_path):
     from kerasgen.spec import Spec
     from kerasgen.worker import run_study
@@ -476,6 +480,7 @@ def test_a_grid_of_a_million_cells_needs_force(tmp_path):
     assert not (tmp_path / "big.db").exists()
 
 
+@pytest.mark.slow
 def test_configuration_errors_are_found_before_anything_is_claimed(tmp_path):
     spec = write_spec(tmp_path, epochs=1)
     blocked = tmp_path / "a-file"
@@ -495,6 +500,7 @@ def test_configuration_errors_are_found_before_anything_is_claimed(tmp_path):
         assert not db.exists()  # nothing registered, nothing claimed
 
 
+@pytest.mark.slow
 def test_a_full_disk_pauses_the_pack_instead_of_failing_it(tmp_path, monkeypatch, capfd):
     from kerasgen import checkpoints, worker
     from kerasgen.spec import Spec

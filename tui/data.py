@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sqlite3
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -39,8 +38,18 @@ import pandas as pd
 
 from kerasgen import analysis
 from kerasgen.progress import format_duration, study_progress
-from kerasgen.store import (StoreError, connect_readonly, has_clean_metrics, inspect_store,
-                            read_cell_rows)
+from kerasgen.store import (
+    Connection,
+    ReadError,
+    StoreError,
+    connect_readonly,
+    epoch_curve_rows,
+    inspect_store,
+    last_epoch_row,
+    read_cell_rows,
+    read_snapshot,
+    study_overview,
+)
 from kerasgen.vocabulary import display_name
 from tui.view import METRICS
 
@@ -238,24 +247,12 @@ class Snapshot:
 
 # ---------------------------------------------------------------- plain reads
 
-def read_epoch_rows(conn: sqlite3.Connection, after: int, upto: int,
+def read_epoch_rows(conn: Connection, after: int, upto: int,
                     study: str | None = None) -> np.ndarray:
     """Epoch rows with ``after < rowid <= upto`` as a float array, columns
     (cell_id, epoch, train_accuracy, test_accuracy, train_loss, test_loss,
-    train_eval_accuracy); NULL -> NaN.
-
-    A leaner cousin of ``kerasgen.store.read_new_epochs`` (no join, no text columns, no
-    DataFrame): the first read of a paper-size store is 320,000 rows.
-    """
-    clean = "train_eval_accuracy" if has_clean_metrics(conn) else "NULL"
-    sql = ("SELECT cell_id, epoch, train_accuracy, test_accuracy, train_loss, test_loss, "
-           f"{clean} FROM epochs WHERE rowid > ? AND rowid <= ?")
-    params: list = [int(after), int(upto)]
-    if study is not None:
-        sql += (" AND cell_id IN (SELECT cell_id FROM cells WHERE study_id = "
-                "(SELECT study_id FROM studies WHERE name = ?))")
-        params.append(study)
-    rows = conn.execute(sql, params).fetchall()
+    train_eval_accuracy); NULL -> NaN (``kerasgen.store.epoch_curve_rows``)."""
+    rows = epoch_curve_rows(conn, after, upto, study)
     if not rows:
         return np.empty((0, 7))
     return np.array(rows, dtype=float)
@@ -324,7 +321,7 @@ _NUMERIC = ("kept_epoch", "test_accuracy", "test_loss", "train_eval_accuracy",
             "diverged_epoch")
 
 
-def read_cells(conn: sqlite3.Connection, study: str | None = None) -> list[tuple]:
+def read_cells(conn: Connection, study: str | None = None) -> list[tuple]:
     """The cells as tuples (columns :data:`CELL_COLUMNS`), ordered by study, model,
     dataset, seed: ``kerasgen.store.read_cell_rows`` (the query behind
     ``load_results``) without a DataFrame, since this runs on every refresh."""
@@ -475,11 +472,8 @@ def _progress_views(conn, now: datetime, study: str | None):
 
 
 def _studies(conn, study: str | None) -> tuple[StudyView, ...]:
-    rows = conn.execute(
-        "SELECT s.name, s.spec_json, s.created_at, COUNT(c.cell_id) FROM studies s "
-        "LEFT JOIN cells c USING (study_id) GROUP BY s.study_id ORDER BY s.study_id").fetchall()
     out = []
-    for name, spec_json, created_at, count in rows:
+    for name, spec_json, created_at, count in study_overview(conn):
         if study is not None and name != study:
             continue
         try:
@@ -510,7 +504,7 @@ class DashboardData:
         self.alpha = alpha
         self.wanted: set[tuple[str, str, str, str]] = set()
         self.generation = 0
-        self._conn: sqlite3.Connection | None = None
+        self._conn: Connection | None = None
         self._identity: tuple[int, int] | None = None
         self._reset()
 
@@ -539,7 +533,7 @@ class DashboardData:
         self.generation += 1
         try:
             snapshot = self._refresh(now)
-        except (StoreError, sqlite3.Error) as exc:
+        except (StoreError, ReadError) as exc:
             self.close()
             self._reset()
             snapshot = self._problem("error", _store_message(self.path, exc), now)
@@ -580,17 +574,14 @@ class DashboardData:
                                  "no study has been run into it yet.", now)
         conn = self._conn
         assert conn is not None
-        conn.execute("BEGIN")  # one snapshot of the store for all the reads below
-        try:
+        with read_snapshot(conn):  # one state of the store for all the reads below
             studies = _studies(conn, self.study)
             rows = read_cells(conn, self.study)
             progress, running = _progress_views(conn, now, self.study)
-            upto = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM epochs").fetchone()[0]
+            upto = last_epoch_row(conn)
             if upto < self.marker:  # rows vanished: not the same store any more
                 self._reset()
             epoch_rows = read_epoch_rows(conn, self.marker, upto, self.study)
-        finally:
-            conn.rollback()
         merge_curves(self.curves, epoch_rows)
         self.marker = max(self.marker, int(upto))
         if not studies or not rows:

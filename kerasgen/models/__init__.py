@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import keras
 
-from kerasgen.naming import MODEL_NAME_HELP, check_model_name, model_width
 from kerasgen.models.packed import copies_of, copy_name, packed
 from kerasgen.models.resnet import resnet
 from kerasgen.models.vgg import vgg
+from kerasgen.naming import MODEL_NAME_HELP, check_model_name, model_width
 
 __all__ = [
     "build_model", "check_model_name", "copies_of", "copy_name", "packed", "resnet",

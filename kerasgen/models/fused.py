@@ -18,7 +18,13 @@ from __future__ import annotations
 
 import keras
 
-from kerasgen.models.common import BN_EPSILON, BN_MOMENTUM, check_input_shape, check_num_classes, conv_initializer
+from kerasgen.models.common import (
+    BN_EPSILON,
+    BN_MOMENTUM,
+    check_input_shape,
+    check_num_classes,
+    conv_initializer,
+)
 from kerasgen.models.packed import copy_name
 from kerasgen.models.resnet import STAGE_FILTERS
 from kerasgen.models.vgg import CONFIGS

@@ -11,6 +11,8 @@ import keras
 
 from kerasgen.models.common import (
     batch_norm as bn_layer,
+)
+from kerasgen.models.common import (
     check_input_shape,
     check_num_classes,
     conv_initializer,
@@ -65,7 +67,8 @@ def vgg(depth: int = 19, num_classes: int = 10, input_shape=(32, 32, 3),
         conv += 1
         prefix = f"stage{stage}_conv{conv}"
         x = keras.layers.Conv2D(
-            item * width // 64, 3, padding="same", use_bias=True, kernel_initializer=conv_initializer(),
+            item * width // 64, 3, padding="same", use_bias=True,
+            kernel_initializer=conv_initializer(),
             bias_initializer="zeros", name=prefix,
         )(x)
         if use_bn:

@@ -17,9 +17,9 @@ tf.config.set_logical_device_configuration(
 keras.config.set_floatx("float64")
 keras.config.set_dtype_policy("float64")
 
+from kerasgen.options import RunOptions  # noqa: E402
 from kerasgen.spec import Spec, Training  # noqa: E402
 from kerasgen.store import load_epochs  # noqa: E402
-from kerasgen.options import RunOptions  # noqa: E402
 from kerasgen.worker import run_study  # noqa: E402
 
 tmp = sys.argv[1]

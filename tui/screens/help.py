@@ -37,7 +37,8 @@ def help_text() -> Table:
     table.add_row(Text(" ✕.42", style=f"bold #ffffff on {DIVERGED_BG}"),
                   "diverged: best value before it diverged (it counts in Spearman)")
     table.add_row(Text("  ·  ", style="dim"), "pending: not started")
-    table.add_row(Text(" !err", style=f"bold #ffffff on {FAILED_BG}"), "failed (see the detail panel)")
+    table.add_row(Text(" !err", style=f"bold #ffffff on {FAILED_BG}"),
+                  "failed (see the detail panel)")
     table.add_row("", "")
     table.add_row("Spearman", "bold green: significant (p < α) in the paper's direction; "
                   "bold red: significant against it; n/all: finished cells behind the value "

@@ -13,6 +13,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
+from kerasgen.vocabulary import DIVERGED, DONE, FAILED, PENDING, RUNNING
 from tui.screens.base import DashboardScreen
 from tui.view import ViewState
 
@@ -20,10 +21,10 @@ if TYPE_CHECKING:
     from tui.data import ProgressView, RunningCell, Snapshot
 
 BAR_WIDTH = 12
-COLUMNS = ("study", "model", "dataset", "progress", "pending", "running", "done", "diverged",
-           "failed", "epochs/s", "ETA")
-COUNT_STYLES = {"pending": "dim", "running": "yellow", "done": "green", "diverged": "red",
-                "failed": "magenta"}
+COLUMNS = ("study", "model", "dataset", "progress", PENDING, RUNNING, DONE, DIVERGED,
+           FAILED, "epochs/s", "ETA")
+COUNT_STYLES = {PENDING: "dim", RUNNING: "yellow", DONE: "green", DIVERGED: "red",
+                FAILED: "magenta"}
 CELL_PADDING = 1  # DataTable's default, on each side of a cell
 ETA_WIDTH = 6  # the longest ETA format_duration writes below 100 days: "12d03h"
 
@@ -43,8 +44,8 @@ class TableLayout:
 WIDE = TableLayout(tuple((name, name) for name in COLUMNS), BAR_WIDTH)
 """Every column under its full name, the ETA last: when the table fits."""
 
-COMPACT_HEADERS = {"epochs/s": "ep/s", "pending": "pend", "running": "run", "diverged": "div",
-                   "failed": "fail"}
+COMPACT_HEADERS = {"epochs/s": "ep/s", PENDING: "pend", RUNNING: "run", DIVERGED: "div",
+                   FAILED: "fail"}
 
 
 def compact_layout(several_studies: bool) -> TableLayout:
@@ -52,8 +53,8 @@ def compact_layout(several_studies: bool) -> TableLayout:
     screen whole even when the counts scroll off; short headers; a shorter bar; the study
     column only when the store holds several (the list above names the one)."""
     order = (("study",) if several_studies else ()) + (
-        "model", "dataset", "progress", "ETA", "epochs/s", "pending", "running", "done",
-        "diverged", "failed")
+        "model", "dataset", "progress", "ETA", "epochs/s", PENDING, RUNNING, DONE,
+        DIVERGED, FAILED)
     return TableLayout(tuple((name, COMPACT_HEADERS.get(name, name)) for name in order), 8)
 
 
@@ -75,7 +76,7 @@ def progress_cells(p: ProgressView, labels, bar_width: int = BAR_WIDTH) -> dict[
     cells = {"study": Text(p.key[0]), "model": Text(labels.get(p.key[1], p.key[1])),
              "dataset": Text(labels.get(p.key[2], p.key[2])),
              "progress": progress_bar(p.fraction, bar_width)}
-    for status in ("pending", "running", "done", "diverged", "failed"):
+    for status in (PENDING, RUNNING, DONE, DIVERGED, FAILED):
         count = p.counts.get(status, 0)
         cells[status] = Text(str(count), style=COUNT_STYLES[status] if count else "dim")
     cells["epochs/s"] = Text(f"{p.epochs_per_second:.2f}" if p.epochs_per_second else "–")

@@ -8,11 +8,13 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
+from kerasgen.vocabulary import DIVERGED, DONE, FAILED, PENDING, RUNNING
+
 if TYPE_CHECKING:
     from tui.data import CellView, GridView
 
-STATUS_STYLES = {"pending": "dim", "running": "bold yellow", "done": "bold green",
-                 "diverged": "bold red", "failed": "bold magenta"}
+STATUS_STYLES = {PENDING: "dim", RUNNING: "bold yellow", DONE: "bold green",
+                 DIVERGED: "bold red", FAILED: "bold magenta"}
 
 
 def _acc(value: float | None) -> str:
@@ -23,11 +25,11 @@ def status_text(cell: CellView, epochs: int) -> Text:
     text = Text()
     text.append(cell.status, style=STATUS_STYLES.get(cell.status, ""))
     cap = f"/{epochs}" if epochs else ""
-    if cell.status == "running":
+    if cell.status == RUNNING:
         text.append(f"  {cell.epochs_done}{cap} epochs")
-    elif cell.status == "diverged" and cell.diverged_epoch is not None:
+    elif cell.status == DIVERGED and cell.diverged_epoch is not None:
         text.append(f"  at epoch {cell.diverged_epoch}")
-    elif cell.status in ("done", "failed"):
+    elif cell.status in (DONE, FAILED):
         text.append(f"  {cell.epochs_done}{cap} epochs")
     return text
 
@@ -51,7 +53,7 @@ def detail_table(grid: GridView, cell: CellView) -> Table:
     table.add_row("loss gap", "–" if cell.loss_gap is None else f"{cell.loss_gap:+.4f}")
     table.add_row("running train", Text(_acc(cell.final_train_accuracy) + " (Keras)",
                                         style="dim"))
-    if cell.worker and cell.status == "running":
+    if cell.worker and cell.status == RUNNING:
         table.add_row("worker", Text(cell.worker))  # a name: never read as markup
     if cell.error:
         table.add_row("error", Text(cell.error.splitlines()[-1][:200], style="magenta"))

@@ -15,6 +15,8 @@ from textual.reactive import reactive
 from textual.strip import Strip
 from textual.widget import Widget
 
+from kerasgen.vocabulary import DIVERGED, DONE, FAILED, PENDING, RUNNING
+
 if TYPE_CHECKING:
     from tui.data import CellView, GridView
 
@@ -23,7 +25,7 @@ RAMP = ("#440154", "#482878", "#3e4989", "#31688e", "#26828e",
         "#1f9e89", "#35b779", "#6ece58", "#b5de2b", "#fde725")
 DIVERGED_BG = "#b4232a"
 FAILED_BG = "#8e3a9e"
-MARKS = {"running": "▶", "diverged": "✕", "failed": "!"}
+MARKS = {RUNNING: "▶", DIVERGED: "✕", FAILED: "!"}
 ROW_LABEL_MIN = 5
 
 
@@ -74,7 +76,7 @@ def format_rate(value: float, width: int = 4) -> str:
 
 def value_range(grid: GridView, metric: str) -> tuple[float, float] | None:
     values = [v for c in grid.cells.values()
-              if c.status in ("done", "diverged", "running")
+              if c.status in (DONE, DIVERGED, RUNNING)
               and (v := c.value(metric)) is not None]
     if not values:
         return None
@@ -90,19 +92,19 @@ def cell_text(cell: CellView | None, metric: str, scale: tuple[float, float] | N
         return Text(" " * width)
     value = cell.value(metric)
     mark = MARKS.get(cell.status, " ")
-    if cell.status == "pending":
+    if cell.status == PENDING:
         return Text("·".center(width), style="dim")
-    if cell.status == "failed":
+    if cell.status == FAILED:
         return Text(f"{mark}err".rjust(width), style=f"bold #ffffff on {FAILED_BG}")
     body = format_value(value)
     # The mark hugs its value (" ▶.76", "✕1.00") so it never reads as the neighbour's.
     text = f"{mark.strip()}{body}".rjust(width)[-width:] if mark.strip() else body.rjust(width)
-    if cell.status == "diverged":
+    if cell.status == DIVERGED:
         return Text(text, style=f"bold #ffffff on {DIVERGED_BG}")
     if value is None or scale is None:
         return Text(text, style="bold")
     bg = ramp_colour((value - scale[0]) / (scale[1] - scale[0]))
-    return Text(text, style=f"{'bold ' if cell.status == 'running' else ''}{text_colour(bg)} on {bg}")
+    return Text(text, style=f"{'bold ' if cell.status == RUNNING else ''}{text_colour(bg)} on {bg}")
 
 
 def legend(scale: tuple[float, float] | None, metric_label: str, blocks: int = 20) -> Text:

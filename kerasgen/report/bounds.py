@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from kerasgen import analysis as A
+from kerasgen.store import load_bound_rows, load_results
 
 BOUND_TERMS = ("theorem1", "theorem2", "kl", "trace_ca_inv", "logdet_sigma", "d_eff")
 TERM_LABELS = {
@@ -47,25 +48,6 @@ TERM_LABELS = {
     "logdet_sigma": "log det Sigma",
     "d_eff": "d_eff (dimensions kept)",
 }
-_BOUND_COLUMNS = ["cell_id", "params", "estimator", "n_params", "n_examples", "delta",
-                  "trace_ca_inv", "logdet_sigma", "kl", "theorem1", "theorem1_discrete",
-                  "theorem2", "commutator", "assumption2", "critical_ratio", "report_json",
-                  "computed_at"]
-
-
-def _read_bounds(db) -> pd.DataFrame:
-    from kerasgen.store import _reader
-
-    conn, owned = _reader(db)
-    try:
-        has = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'bounds'"
-                           ).fetchone()
-        if not has:
-            return pd.DataFrame(columns=_BOUND_COLUMNS)
-        return pd.read_sql_query("SELECT * FROM bounds ORDER BY cell_id, params", conn)
-    finally:
-        if owned:
-            conn.close()
 
 
 def _from_report(text) -> dict:
@@ -94,9 +76,7 @@ def _from_report(text) -> dict:
 
 def load_bounds(db, study: str | None = None) -> pd.DataFrame:
     """The ``bounds`` rows joined with their cells (see the module docstring)."""
-    from kerasgen.store import load_results
-
-    bounds = _read_bounds(db)
+    bounds = load_bound_rows(db)
     cells = A.add_derived_metrics(load_results(db, study=study))
     keep = ["study", "cell_id", "model", "dataset", "batch_size", "learning_rate", "seed",
             "ratio", "status", "test_accuracy", "train_eval_accuracy", "gap", "loss_gap",
@@ -114,7 +94,8 @@ def load_bounds(db, study: str | None = None) -> pd.DataFrame:
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
     frame["assumption2"] = pd.to_numeric(frame["assumption2"], errors="coerce").astype("boolean")
     frame["near_minimum"] = near_minimum(frame["inference_train_loss"], frame["final_train_loss"])
-    return frame.sort_values(["study", "model", "dataset", "params", "cell_id"]).reset_index(drop=True)
+    order = ["study", "model", "dataset", "params", "cell_id"]
+    return frame.sort_values(order).reset_index(drop=True)
 
 
 def near_minimum(inference_loss, training_loss) -> pd.Series:
@@ -293,7 +274,8 @@ def render_bounds_section(db, study: str | None = None) -> str:
             f"{_range(rstar)} against the grid's ratios {_range(ratios)} "
             f"({above} cells above their own r*). Commutator ||AC - CA||/(||A|| ||C||): "
             f"{_range(grid['commutator'])}."
-            + (f" Theorem 2 undefined (singular C) in {undefined_t2} cells." if undefined_t2 else "")
+            + (f" Theorem 2 undefined (singular C) in {undefined_t2} cells."
+               if undefined_t2 else "")
             + (f" Theorem 1 infinite (vacuous) in {inf_t1} cells." if inf_t1 else ""))
         if grid["ws_trace_ca_inv"].notna().any():
             ws_a2 = grid["ws_assumption2"].dropna()
@@ -317,7 +299,8 @@ def write_bound_figures(db, out_dir, study: str | None = None, dpi: int = 120) -
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from kerasgen.report import _safe, display_name
+    from kerasgen.report.figures import file_stem
+    from kerasgen.vocabulary import display_name
 
     frame = load_bounds(db, study=study)
     out = Path(out_dir)
@@ -329,8 +312,9 @@ def write_bound_figures(db, out_dir, study: str | None = None, dpi: int = 120) -
     for params, sub in frame.groupby("params", sort=True):
         grids = list(sub.groupby(["study", "model", "dataset", "estimator"], sort=True))
         fig, axes = plt.subplots(len(grids), 2, figsize=(11, 3.9 * len(grids)), squeeze=False)
-        for row, ((st, model, dataset, estimator), grid) in enumerate(grids):
-            name = f"{display_name(model)} / {display_name(dataset)}" + (f" ({st})" if several else "")
+        for row, ((st, model, dataset, _estimator), grid) in enumerate(grids):
+            name = f"{display_name(model)} / {display_name(dataset)}"
+            name += f" ({st})" if several else ""
             bss = sorted(grid["batch_size"].unique())
             cmap = plt.get_cmap("viridis", max(len(bss), 2))
             for col, against in enumerate(("ratio", "gap")):
@@ -363,7 +347,7 @@ def write_bound_figures(db, out_dir, study: str | None = None, dpi: int = 120) -
         fig.suptitle(f"PAC-Bayes bound terms, params={params} (d={', '.join(map(str, d))}), "
                      f"estimator {', '.join(sorted(sub['estimator'].unique()))}", fontsize=10)
         fig.tight_layout()
-        path = out / f"bounds_{_safe(params)}.png"
+        path = out / f"bounds_{file_stem(params)}.png"
         fig.savefig(path, dpi=dpi, bbox_inches="tight")
         plt.close(fig)
         paths.append(path)

@@ -1,4 +1,4 @@
-"""kerasgen.bounds_report on a store with fake ``bounds`` rows (no TensorFlow)."""
+"""kerasgen.report.bounds on a store with fake ``bounds`` rows (no TensorFlow)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kerasgen import bounds_report as BR
+from kerasgen.report import bounds as BR
 from kerasgen.store import Store, utc_now
 
 BATCH_SIZES = (16, 32, 64, 128)
@@ -143,7 +143,7 @@ def test_bound_figures_are_one_decodable_png_per_parameter_set(tmp_path):
 
 
 def test_the_bounds_report_never_imports_tensorflow(store, tmp_path):
-    code = ("import sys; from kerasgen import bounds_report as B; "
+    code = ("import sys; from kerasgen.report import bounds as B; "
             f"B.render_bounds_section({str(store)!r}); "
             f"B.write_bound_figures({str(store)!r}, {str(tmp_path / 'f')!r}); "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")

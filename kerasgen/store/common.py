@@ -1,0 +1,53 @@
+"""What every part of the store shares: its errors, its clock, its constants."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta, timezone
+
+from kerasgen.vocabulary import FINISHED, STATUSES
+
+# "kgen" in ASCII: lets `file`-like tools and this module recognize a store.
+APPLICATION_ID = 0x6B67656E
+DEFAULT_STALE_SECONDS = 600.0
+DEFAULT_MAX_ATTEMPTS = 3
+
+# Columns of `epochs` with a fixed meaning; other numbers Keras reports go to metrics_json.
+# train_loss/train_accuracy: Keras's running averages over the epoch; train_eval_*: the
+# clean training metrics (a fixed training subset, measured as the test set).
+EPOCH_COLUMNS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy",
+                 "train_eval_loss", "train_eval_accuracy")
+
+
+class StoreError(RuntimeError):
+    """The file cannot be used as a kerasgen store; the message says why and what to do."""
+
+
+class StudyMismatch(StoreError):
+    """A study of that name exists with a different specification."""
+
+
+class ClaimLost(StoreError):
+    """This worker's claim on a pack was taken over (its heartbeat went stale)."""
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC with milliseconds: sortable as text."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _utc_ago(seconds: float) -> str:
+    moment = datetime.now(timezone.utc) - timedelta(seconds=seconds)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+
+ReadError = sqlite3.Error
+"""What a reader's query may raise while the file changes under it (a replaced file, a
+disk error): the dashboard catches it and shows the message instead of crashing."""
+Connection = sqlite3.Connection
+"""A connection to a store (for type hints outside the store package)."""
+
+__all__ = ["APPLICATION_ID", "ClaimLost", "Connection", "DEFAULT_MAX_ATTEMPTS",
+           "DEFAULT_STALE_SECONDS", "EPOCH_COLUMNS", "FINISHED", "ReadError", "STATUSES",
+           "StoreError", "StudyMismatch", "utc_now"]

@@ -1,0 +1,285 @@
+"""Reads: every SELECT kerasgen makes outside the writer. ``load_results``/``load_epochs``
+for people and pandas, the one cell-summary query (``read_cell_rows``) that the report
+and the dashboard share, progress counts, the dashboard's incremental reads, bounds.
+Paths are opened read-only; an open connection (or Store) may be passed instead."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Sequence
+
+import pandas as pd
+
+from kerasgen.store.files import connect_readonly
+from kerasgen.store.writer import Store
+
+RESULT_COLUMNS = [
+    "study", "cell_id", "model", "dataset", "batch_size", "learning_rate", "seed", "ratio",
+    "status", "best_metric", "kept_epoch", "test_accuracy", "test_loss",
+    "train_eval_accuracy", "train_eval_loss", "gap", "loss_gap", "best_test_accuracy",
+    "best_epoch", "final_train_accuracy", "final_train_loss", "final_test_accuracy",
+    "final_test_loss", "final_train_eval_accuracy", "final_train_eval_loss", "epochs_done",
+    "diverged_epoch", "last_batch", "error", "worker", "pack_id", "attempts", "failures",
+    "heartbeat_at", "started_at", "finished_at", "updated_at",
+]
+
+_OPERATIONAL = ("c.error, c.worker, c.pack_id, c.attempts, c.failures, c.heartbeat_at, "
+                "c.started_at, c.finished_at, c.updated_at")
+_LAST_BATCH_SQL = "COALESCE(json_extract(s.spec_json, '$.training.last_batch'), 'keep')"
+
+# A store written before migration 4 (read, never migrated, by a reader): the same
+# columns, with NULL clean metrics and the kept epoch as the paper's.
+_LEGACY_RESULTS_SQL = (
+    "SELECT s.name AS study, c.cell_id, c.model, c.dataset, c.batch_size, c.learning_rate, "
+    "c.seed, c.batch_size / c.learning_rate AS ratio, c.status, "
+    "'test_accuracy' AS best_metric, c.best_epoch AS kept_epoch, "
+    "c.best_test_accuracy AS test_accuracy, "
+    "(SELECT e.test_loss FROM epochs e WHERE e.cell_id = c.cell_id AND e.epoch = c.best_epoch)"
+    " AS test_loss, NULL AS train_eval_accuracy, NULL AS train_eval_loss, NULL AS gap, "
+    "NULL AS loss_gap, c.best_test_accuracy, c.best_epoch, c.final_train_accuracy, "
+    "c.final_train_loss, c.final_test_accuracy, c.final_test_loss, "
+    "NULL AS final_train_eval_accuracy, NULL AS final_train_eval_loss, c.epochs_done, "
+    f"c.diverged_epoch, {_LAST_BATCH_SQL} AS last_batch, {_OPERATIONAL} "
+    "FROM cells c JOIN studies s USING (study_id)")
+_RESULTS_SQL = (
+    f"SELECT b.*, {_LAST_BATCH_SQL} AS last_batch, {_OPERATIONAL} "
+    "FROM best b JOIN cells c USING (cell_id) JOIN studies s ON s.study_id = c.study_id")
+
+
+def has_clean_metrics(conn: sqlite3.Connection) -> bool:
+    """Whether the store has the clean training metrics' columns (schema >= 4)."""
+    return any(r[1] == "kept_epoch" for r in conn.execute("PRAGMA table_info(cells)"))
+
+
+def _reader(db) -> tuple[sqlite3.Connection, bool]:
+    if isinstance(db, sqlite3.Connection):
+        return db, False
+    if isinstance(db, Store):
+        return db.conn, False
+    return connect_readonly(db), True
+
+
+def read_cell_rows(conn: sqlite3.Connection, study: str | None = None,
+                   order: str = "cell_id") -> tuple[list[str], list[tuple]]:
+    """The one cell-summary query (``RESULT_COLUMNS``) as plain tuples: what
+    ``load_results`` and the dashboard read. ``order``: ``"cell_id"``, or ``"grid"``
+    (study, model, dataset, seed, cell id: the dashboard's grids)."""
+    sql = _RESULTS_SQL if has_clean_metrics(conn) else _LEGACY_RESULTS_SQL
+    sql = (f"SELECT r.* FROM ({sql}) r JOIN studies st ON st.name = r.study")
+    params: tuple = ()
+    if study is not None:
+        sql += " WHERE r.study = ?"
+        params = (study,)
+    sql += {"cell_id": " ORDER BY r.cell_id",
+            "grid": " ORDER BY st.study_id, r.model, r.dataset, r.seed, r.cell_id"}[order]
+    cursor = conn.execute(sql, params)
+    columns = [d[0] for d in cursor.description]
+    return columns, cursor.fetchall()
+
+
+def load_results(db, study: str | None = None) -> pd.DataFrame:
+    """One row per cell (columns ``RESULT_COLUMNS``): the grid's coordinates,
+    ``ratio = batch_size / learning_rate``, status, and every number at the kept epoch
+    (``kept_epoch``, chosen by the study's ``best_metric``): ``test_accuracy``,
+    ``test_loss``, the clean training metrics ``train_eval_accuracy`` /
+    ``train_eval_loss``, ``gap`` (train_eval_accuracy - test_accuracy) and ``loss_gap``
+    (test_loss - train_eval_loss); beside them ``best_test_accuracy`` (the highest of
+    any epoch, the paper's measure) and the last epoch's ``final_*`` values
+    (``final_train_*``: Keras's running averages).
+
+    ``db`` is a path (opened read-only) or an open connection. Accuracies are fractions
+    in [0, 1]; cells with no finished epoch, and clean metrics a store written before
+    they existed lacks, are NaN.
+    """
+    conn, owned = _reader(db)
+    try:
+        columns, rows = read_cell_rows(conn, study)
+    finally:
+        if owned:
+            conn.close()
+    frame = pd.DataFrame(rows, columns=columns)
+    for col in ("best_epoch", "kept_epoch", "diverged_epoch"):
+        frame[col] = frame[col].astype(float)
+    for col in ("ratio", "test_accuracy", "test_loss", "train_eval_accuracy", "train_eval_loss",
+                "gap", "loss_gap", "best_test_accuracy", "final_train_accuracy",
+                "final_train_loss", "final_test_accuracy", "final_test_loss",
+                "final_train_eval_accuracy", "final_train_eval_loss"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+    return frame[RESULT_COLUMNS]
+
+
+def load_epochs(db, study: str | None = None, cell_ids: Sequence[int] | None = None,
+                after: int = 0) -> pd.DataFrame:
+    """Epoch rows (one per cell per epoch), joined with their cell's coordinates.
+
+    ``after`` is a marker from a previous read (see ``read_new_epochs``): only rows
+    recorded after it are returned. The ``row`` column is that marker's unit.
+    """
+    conn, owned = _reader(db)
+    try:
+        clean = ("e.train_eval_loss, e.train_eval_accuracy" if has_clean_metrics(conn)
+                 else "NULL AS train_eval_loss, NULL AS train_eval_accuracy")
+        sql = ("SELECT e.rowid AS row, s.name AS study, e.cell_id, c.model, c.dataset, "
+               "c.batch_size, c.learning_rate, c.seed, e.epoch, e.train_loss, "
+               f"e.train_accuracy, e.test_loss, e.test_accuracy, {clean}, e.wall_seconds, "
+               "e.metrics_json, e.recorded_at FROM epochs e JOIN cells c USING (cell_id) "
+               "JOIN studies s USING (study_id) WHERE e.rowid > ?")
+        params: list = [int(after)]
+        if study is not None:
+            sql += " AND s.name = ?"
+            params.append(study)
+        if cell_ids is not None:
+            ids = [int(i) for i in cell_ids]
+            sql += f" AND e.cell_id IN ({','.join('?' * len(ids)) or 'NULL'})"
+            params.extend(ids)
+        sql += " ORDER BY e.rowid"
+        return pd.read_sql_query(sql, conn, params=params)
+    finally:
+        if owned:
+            conn.close()
+
+
+def read_new_epochs(db, marker: int = 0) -> tuple[pd.DataFrame, int]:
+    """Incremental read for a live dashboard: the epoch rows recorded after ``marker``,
+    and the new marker. Rows are only ever inserted (a resumed pack replays nothing), so
+    ``rowid`` only grows."""
+    frame = load_epochs(db, after=marker)
+    new_marker = int(frame["row"].iloc[-1]) if len(frame) else int(marker)
+    return frame, new_marker
+
+
+def load_studies(db) -> pd.DataFrame:
+    conn, owned = _reader(db)
+    try:
+        return pd.read_sql_query("SELECT * FROM studies ORDER BY study_id", conn)
+    finally:
+        if owned:
+            conn.close()
+
+
+def load_progress(db) -> pd.DataFrame:
+    conn, owned = _reader(db)
+    try:
+        return pd.read_sql_query("SELECT * FROM progress", conn)
+    finally:
+        if owned:
+            conn.close()
+
+
+
+
+
+# ---------------------------------------------------------------- progress
+
+def progress_rows(conn: sqlite3.Connection, since: str) -> dict:
+    """What ``kerasgen.progress`` summarizes, in one read: the epoch cap of each study
+    (``caps``), cells and epochs per (study, model, dataset, status) (``counts``), epochs
+    recorded after ``since`` per (study, model, dataset) with the first time
+    (``recent``), and the running cells with their workers (``running``)."""
+    import json
+
+    caps = {}
+    for name, spec in conn.execute("SELECT name, spec_json FROM studies"):
+        try:
+            caps[name] = int(json.loads(spec).get("epochs", 0) or 0)
+        except (ValueError, TypeError, AttributeError):
+            caps[name] = 0
+    counts = conn.execute(
+        "SELECT s.name, c.model, c.dataset, c.status, COUNT(*), SUM(c.epochs_done) "
+        "FROM cells c JOIN studies s USING (study_id) "
+        "GROUP BY s.name, c.model, c.dataset, c.status").fetchall()
+    recent = conn.execute(
+        "SELECT s.name, c.model, c.dataset, COUNT(*), MIN(e.recorded_at) "
+        "FROM epochs e JOIN cells c USING (cell_id) JOIN studies s USING (study_id) "
+        "WHERE e.recorded_at > ? GROUP BY s.name, c.model, c.dataset", (since,)).fetchall()
+    running = conn.execute(
+        "SELECT s.name, c.model, c.dataset, c.worker, c.cell_id, c.batch_size, "
+        "c.learning_rate, c.epochs_done, c.heartbeat_at FROM cells c "
+        "JOIN studies s USING (study_id) "
+        "WHERE c.status = 'running' ORDER BY c.worker, c.learning_rate").fetchall()
+    return {"caps": caps, "counts": counts, "recent": recent, "running": running}
+
+
+# ---------------------------------------------------------------- the dashboard
+
+def study_overview(conn: sqlite3.Connection) -> list[tuple]:
+    """(name, spec_json, created_at, cells) of every study, in creation order."""
+    return conn.execute(
+        "SELECT s.name, s.spec_json, s.created_at, COUNT(c.cell_id) FROM studies s "
+        "LEFT JOIN cells c USING (study_id) GROUP BY s.study_id ORDER BY s.study_id").fetchall()
+
+
+def last_epoch_row(conn: sqlite3.Connection) -> int:
+    """The marker of the newest epoch row (rows are only ever inserted: it only grows)."""
+    return int(conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM epochs").fetchone()[0])
+
+
+def epoch_curve_rows(conn: sqlite3.Connection, after: int, upto: int,
+                     study: str | None = None) -> list[tuple]:
+    """Epoch rows with ``after < rowid <= upto`` as tuples (cell_id, epoch, train_accuracy,
+    test_accuracy, train_loss, test_loss, train_eval_accuracy): the dashboard's curves.
+    No join, no text columns: the first read of a paper-size store is 320,000 rows."""
+    clean = "train_eval_accuracy" if has_clean_metrics(conn) else "NULL"
+    sql = ("SELECT cell_id, epoch, train_accuracy, test_accuracy, train_loss, test_loss, "
+           f"{clean} FROM epochs WHERE rowid > ? AND rowid <= ?")
+    params: list = [int(after), int(upto)]
+    if study is not None:
+        sql += (" AND cell_id IN (SELECT cell_id FROM cells WHERE study_id = "
+                "(SELECT study_id FROM studies WHERE name = ?))")
+        params.append(study)
+    return conn.execute(sql, params).fetchall()
+
+
+# ---------------------------------------------------------------- studies and bounds
+
+def study_uids(db) -> dict[str, str | None]:
+    """Study name -> uid (None for a store written before studies had one)."""
+    conn, owned = _reader(db)
+    try:
+        has_uid = any(r[1] == "uid" for r in conn.execute("PRAGMA table_info(studies)"))
+        return dict(conn.execute(
+            f"SELECT name, {'uid' if has_uid else 'NULL'} FROM studies").fetchall())
+    finally:
+        if owned:
+            conn.close()
+
+
+BOUND_COLUMNS = ["cell_id", "params", "estimator", "n_params", "n_examples", "delta",
+                 "trace_ca_inv", "logdet_sigma", "kl", "theorem1", "theorem1_discrete",
+                 "theorem2", "commutator", "assumption2", "critical_ratio", "report_json",
+                 "computed_at"]
+
+
+def load_bound_rows(db) -> pd.DataFrame:
+    """The ``bounds`` table (empty with its columns on a store that has none yet)."""
+    conn, owned = _reader(db)
+    try:
+        has = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'bounds'"
+                           ).fetchone()
+        if not has:
+            return pd.DataFrame(columns=BOUND_COLUMNS)
+        return pd.read_sql_query("SELECT * FROM bounds ORDER BY cell_id, params", conn)
+    finally:
+        if owned:
+            conn.close()
+
+
+def bound_cell_ids(db, params: str) -> set[int]:
+    """Cells that already have bound terms for ``params``."""
+    conn, owned = _reader(db)
+    try:
+        has = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'bounds'"
+                           ).fetchone()
+        if not has:
+            return set()
+        return {int(r[0]) for r in conn.execute("SELECT cell_id FROM bounds WHERE params = ?",
+                                                (params,))}
+    finally:
+        if owned:
+            conn.close()
+
+
+__all__ = ["BOUND_COLUMNS", "RESULT_COLUMNS", "bound_cell_ids", "epoch_curve_rows",
+           "has_clean_metrics", "last_epoch_row", "load_bound_rows", "load_epochs",
+           "load_progress", "load_results", "load_studies", "progress_rows", "read_cell_rows",
+           "read_new_epochs", "study_overview", "study_uids"]

@@ -1,0 +1,604 @@
+"""The writer: a read-write ``Store`` handle. Studies and their cells, atomic pack claims,
+heartbeats, epochs and outcomes; every write a short ``BEGIN IMMEDIATE`` transaction."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import socket
+import sqlite3
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from kerasgen.store import schema
+from kerasgen.store.common import (
+    APPLICATION_ID,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_STALE_SECONDS,
+    EPOCH_COLUMNS,
+    STATUSES,
+    ClaimLost,
+    StoreError,
+    StudyMismatch,
+    _utc_ago,
+    utc_now,
+)
+from kerasgen.store.files import (
+    LockWait,
+    _check_writable,
+    _configure,
+    _connect,
+    _enable_wal,
+    _is_locked,
+    _is_write_error,
+    _store_error,
+    inspect_store,
+)
+from kerasgen.store.schema import BEST_METRIC_SQL
+from kerasgen.vocabulary import DIVERGED, DONE, FAILED, PENDING, RUNNING
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A pack claimed by a worker: its cells (ordered by learning rate), its study, and
+    a token unique to this claim (checkpoint files carry it: a former owner of the pack
+    never deletes the files of the one that took it over)."""
+
+    pack_id: str
+    worker: str
+    cells: tuple[dict, ...]
+    resumed: bool  # True when the pack was reclaimed from a dead worker or retried
+    study: str = ""
+    study_uid: str | None = None
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+
+    @property
+    def cell_ids(self) -> list[int]:
+        return [c["cell_id"] for c in self.cells]
+
+
+class Store:
+    """A read-write handle on a store file. Cheap to open; one per process or thread."""
+
+    def __init__(self, path: str | os.PathLike, create: bool = True):
+        self.path = Path(path)
+        info = inspect_store(self.path)
+        if not info["exists"] and not create:
+            raise StoreError(f"{self.path} does not exist.")
+        _check_writable(self.path, info["exists"])
+        if not info["exists"]:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"the store {self.path} cannot be created: {exc.strerror} "
+                                 f"({self.path.parent}); choose another --db") from exc
+        try:
+            self.conn = _connect(self.path, isolation_level=None)
+            _configure(self.conn)
+            _enable_wal(self.conn, self.path)
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.OperationalError as exc:
+            raise _store_error(self.path, exc) from exc
+        self._migrate(info["user_version"])
+
+    # -- lifecycle
+    def close(self) -> None:
+        # Copy what the WAL holds into the main file before leaving. SQLite does that
+        # itself when the last connection closes, but not when a reader (a dashboard,
+        # always read-only) is still attached: the study would then live partly in
+        # `-wal`, and a user copying the `.db` alone would lose its last results.
+        # PASSIVE never waits for readers or writers; it is best effort.
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self.conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A short write transaction that takes the write lock at once.
+
+        Past SQLite's busy timeout it waits on, saying who holds the lock, instead of
+        failing; a full disk or a read-only file is a StoreError naming the store."""
+        waiter = None
+        while True:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if not _is_locked(exc):
+                    raise _store_error(self.path, exc) from exc
+                waiter = waiter or LockWait(self.path)
+                waiter.wait()
+        try:
+            yield self.conn
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and _is_write_error(exc):
+                raise _store_error(self.path, exc) from exc
+            raise
+        else:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+                raise _store_error(self.path, exc) from exc
+
+    def _migrate(self, current: int) -> None:
+        if current >= schema.SCHEMA_VERSION:
+            return
+        with self.transaction() as conn:
+            # Re-read under the lock: another process may have migrated meanwhile.
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            for version in range(current, schema.SCHEMA_VERSION):
+                name, step = schema.MIGRATIONS[version]
+                step(conn)
+                conn.execute("INSERT INTO migrations VALUES (?, ?, ?)",
+                             (version + 1, name, utc_now()))
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
+
+    # -- studies
+    def create_study(self, name: str, spec: dict, cells: Iterable[dict],
+                     environment: dict | None = None, normalize=None) -> int:
+        """Create a study with its cells, or attach to the existing one of that name.
+
+        ``spec`` is the normalized specification (JSON-serializable). A different
+        specification under the same name is refused, naming the differences.
+        ``normalize`` maps a stored specification to the form ``spec`` is in (a study
+        registered by an older kerasgen lacks the options added since, at their
+        defaults); without it the stored text must match exactly.
+        """
+        spec_json = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+        spec_hash = _hash(spec_json)
+        env = dict(environment or {})
+        with self.transaction() as conn:
+            row = conn.execute("SELECT study_id, spec_json FROM studies WHERE name = ?",
+                               (name,)).fetchone()
+            if row is not None:
+                study_id, existing = row
+                stored = json.loads(existing)
+                if existing != spec_json and (normalize is None or normalize(stored) != spec):
+                    diff = describe_difference(stored, spec)
+                    raise StudyMismatch(
+                        f"A study named {name!r} already exists in {self.path} with a "
+                        f"different specification: {diff}. Give the new study another "
+                        "name, or use another store."
+                    )
+                return study_id
+            cur = conn.execute(
+                "INSERT INTO studies (name, spec_json, spec_hash, kerasgen_version, "
+                "tensorflow_version, keras_version, python_version, host, device, "
+                "environment_json, created_at, uid) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (name, spec_json, spec_hash, env.get("kerasgen"), env.get("tensorflow"),
+                 env.get("keras"), env.get("python"), env.get("host"), env.get("device"),
+                 json.dumps(env, sort_keys=True), utc_now(), uuid.uuid4().hex),
+            )
+            study_id = cur.lastrowid
+            conn.executemany(
+                "INSERT INTO cells (study_id, model, dataset, batch_size, learning_rate, seed,"
+                " updated_at) VALUES (?,?,?,?,?,?,?)",
+                [(study_id, c["model"], c["dataset"], int(c["batch_size"]),
+                  float(c["learning_rate"]), int(c["seed"]), utc_now()) for c in cells],
+            )
+            return study_id
+
+    def ensure_cell(self, study: str, model: str, dataset: str, batch_size: int,
+                    learning_rate: float, seed: int, environment: dict | None = None) -> None:
+        """Create a cell (and a study of kind "manual", recording ``environment``) for a
+        user's own ``model.fit``."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT study_id FROM studies WHERE name = ?",
+                               (study,)).fetchone()
+            if row is None:
+                env = dict(environment or {})
+                spec = {"kind": "manual", "name": study}
+                study_id = conn.execute(
+                    "INSERT INTO studies (name, spec_json, spec_hash, kerasgen_version, "
+                    "tensorflow_version, keras_version, python_version, host, "
+                    "environment_json, created_at, uid) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (study, json.dumps(spec, sort_keys=True), _hash(json.dumps(spec)),
+                     env.get("kerasgen"), env.get("tensorflow"), env.get("keras"),
+                     env.get("python"), env.get("host"), json.dumps(env, sort_keys=True),
+                     utc_now(), uuid.uuid4().hex)).lastrowid
+            else:
+                study_id = row[0]
+            conn.execute(
+                "INSERT OR IGNORE INTO cells (study_id, model, dataset, batch_size, "
+                "learning_rate, seed, updated_at) VALUES (?,?,?,?,?,?,?)",
+                (study_id, model, dataset, int(batch_size), float(learning_rate), int(seed),
+                 utc_now()))
+
+    def mark_running(self, cell_ids: Sequence[int], worker: str | None = None) -> None:
+        """Mark cells trained outside the claim protocol (a user's own fit) as running."""
+        now = utc_now()
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE cells SET status = 'running', worker = ?, heartbeat_at = ?, "
+                "started_at = COALESCE(started_at, ?), updated_at = ? WHERE cell_id = ? "
+                "AND status IN ('pending', 'running')",
+                [(worker, now, now, now, i) for i in cell_ids])
+
+    def study(self, name: str) -> dict | None:
+        row = self.conn.execute("SELECT * FROM studies WHERE name = ?", (name,)).fetchone()
+        return _row_dict(self.conn, row, "studies") if row else None
+
+    def update_study_environment(self, study_id: int, **fields: Any) -> None:
+        """Merge runtime facts (e.g. the compile mode a worker chose) into the study."""
+        with self.transaction() as conn:
+            env = json.loads(conn.execute("SELECT environment_json FROM studies WHERE "
+                                          "study_id = ?", (study_id,)).fetchone()[0] or "{}")
+            env.update(fields)
+            conn.execute("UPDATE studies SET environment_json = ? WHERE study_id = ?",
+                         (json.dumps(env, sort_keys=True), study_id))
+
+    # -- claims
+    def claim_pack(self, study_id: int, worker: str, pack_size: int,
+                   stale_seconds: float = DEFAULT_STALE_SECONDS,
+                   device: str | None = None) -> Claim | None:
+        """Atomically claim the next pack of a study, or None when nothing is left.
+
+        A pack whose heartbeat is older than ``stale_seconds`` (its worker died) is
+        reclaimed first, with exactly its cells, so it resumes from its checkpoint.
+        Otherwise up to ``pack_size`` pending cells of one (model, dataset, seed,
+        batch_size) group form a new pack, in ascending learning rate.
+        """
+        if pack_size < 1:
+            raise ValueError(f"pack_size must be >= 1. Received: pack_size={pack_size!r}")
+        now = utc_now()
+        with self.transaction() as conn:
+            stale = conn.execute(
+                "SELECT pack_id FROM cells WHERE study_id = ? AND status = 'running' "
+                "AND pack_id IS NOT NULL AND heartbeat_at < ? ORDER BY heartbeat_at LIMIT 1",
+                (study_id, _utc_ago(stale_seconds)),
+            ).fetchone() or _dead_local_pack(conn, study_id)
+            if stale is not None:
+                pack_id, resumed = stale[0], True
+                conn.execute(
+                    "UPDATE cells SET worker = ?, device = ?, heartbeat_at = ?, "
+                    "attempts = attempts + 1, updated_at = ? "
+                    "WHERE pack_id = ? AND status = 'running'",
+                    (worker, device, now, now, pack_id),
+                )
+            else:
+                retry = conn.execute(
+                    "SELECT pack_id FROM cells WHERE study_id = ? AND status = 'pending' "
+                    "AND pack_id IS NOT NULL ORDER BY cell_id LIMIT 1", (study_id,),
+                ).fetchone()
+                if retry is not None:
+                    # A released pack (its worker failed and gave it back): same cells,
+                    # same checkpoint.
+                    pack_id, resumed = retry[0], True
+                    ids = [r[0] for r in conn.execute(
+                        "SELECT cell_id FROM cells WHERE pack_id = ? AND status = 'pending'",
+                        (pack_id,))]
+                else:
+                    first = conn.execute(
+                        "SELECT model, dataset, seed, batch_size FROM cells "
+                        "WHERE study_id = ? AND status = 'pending' "
+                        "ORDER BY model, dataset, seed, batch_size, learning_rate LIMIT 1",
+                        (study_id,),
+                    ).fetchone()
+                    if first is None:
+                        return None
+                    ids = [r[0] for r in conn.execute(
+                        "SELECT cell_id FROM cells WHERE study_id = ? AND status = 'pending' "
+                        "AND model = ? AND dataset = ? AND seed = ? AND batch_size = ? "
+                        "ORDER BY learning_rate LIMIT ?",
+                        (study_id, *first, pack_size),
+                    )]
+                    pack_id, resumed = uuid.uuid4().hex[:16], False
+                conn.executemany(
+                    "UPDATE cells SET status = 'running', pack_id = ?, worker = ?, device = ?,"
+                    " heartbeat_at = ?, started_at = COALESCE(started_at, ?), "
+                    "attempts = attempts + 1, updated_at = ? WHERE cell_id = ?",
+                    [(pack_id, worker, device, now, now, now, i) for i in ids],
+                )
+            rows = conn.execute(
+                "SELECT * FROM cells WHERE pack_id = ? AND status = 'running' "
+                "ORDER BY learning_rate", (pack_id,),
+            ).fetchall()
+            cells = tuple(_row_dict(conn, r, "cells") for r in rows)
+            name, uid = conn.execute("SELECT name, uid FROM studies WHERE study_id = ?",
+                                     (study_id,)).fetchone()
+        return Claim(pack_id, worker, cells, resumed, study=name, study_uid=uid)
+
+    def heartbeat(self, claim: Claim) -> None:
+        """Refresh the claim; raise ClaimLost when another worker took the pack over."""
+        now = utc_now()
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE cells SET heartbeat_at = ? WHERE pack_id = ? AND worker = ? "
+                "AND status = 'running'", (now, claim.pack_id, claim.worker))
+            if cur.rowcount == 0:
+                owner = conn.execute(
+                    "SELECT worker FROM cells WHERE pack_id = ? AND status = 'running'",
+                    (claim.pack_id,)).fetchone()
+                if owner is not None:
+                    raise ClaimLost(f"pack {claim.pack_id} was taken over by {owner[0]}")
+
+    def check_claim(self, claim: Claim) -> None:
+        """Raise ClaimLost unless ``claim``'s worker still owns its pack (checked before
+        a checkpoint is written, so a former owner never writes one)."""
+        owners = {r[0] for r in self.conn.execute(
+            "SELECT worker FROM cells WHERE pack_id = ? AND status = 'running'",
+            (claim.pack_id,))}
+        if owners and owners != {claim.worker}:
+            raise ClaimLost(f"pack {claim.pack_id} was taken over by "
+                            f"{', '.join(sorted(str(o) for o in owners))}")
+
+    def heartbeat_sender(self, claim: Claim):
+        """(beat, close) for a heartbeat thread: a connection of its own, so the thread
+        never shares this one with the trainer."""
+        other = Store(self.path)
+        return (lambda: other.heartbeat(claim)), other.close
+
+    def release(self, claim: Claim, error: str,
+                max_attempts: int = DEFAULT_MAX_ATTEMPTS, count_failure: bool = True) -> str:
+        """Give a pack back after an error: pending again (kept together, to resume from
+        its checkpoint), or ``failed`` with the error once it has failed
+        ``max_attempts`` times. An interruption (``count_failure=False``) never fails a
+        pack. Returns the new status."""
+        now = utc_now()
+        bump = 1 if count_failure else 0
+        with self.transaction() as conn:
+            failures = (conn.execute(
+                "SELECT MAX(failures) FROM cells WHERE pack_id = ? AND status = 'running'",
+                (claim.pack_id,)).fetchone()[0] or 0) + bump
+            status = FAILED if count_failure and failures >= max_attempts else PENDING
+            conn.execute(
+                "UPDATE cells SET status = ?, error = ?, failures = ?, worker = NULL, "
+                "heartbeat_at = NULL, finished_at = CASE WHEN ? = 'failed' THEN ? END, "
+                "updated_at = ? WHERE pack_id = ? AND worker = ? AND status = 'running'",
+                (status, error, failures, status, now, now, claim.pack_id, claim.worker))
+        return status
+
+    def mark_failed(self, cell_ids: Sequence[int], error: str) -> None:
+        now = utc_now()
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE cells SET status = 'failed', error = ?, finished_at = ?, "
+                "updated_at = ? WHERE cell_id = ?", [(error, now, now, i) for i in cell_ids])
+
+    def reset_failed(self, study_id: int) -> int:
+        """Put failed cells back to pending (``kerasgen run --retry-failed``)."""
+        with self.transaction() as conn:
+            return conn.execute(
+                "UPDATE cells SET status = 'pending', failures = 0, error = NULL, "
+                "updated_at = ? WHERE study_id = ? AND status = 'failed'",
+                (utc_now(), study_id)).rowcount
+
+    # -- epochs and outcomes
+    def record_epoch(self, cell_id: int, epoch: int, logs: dict,
+                     wall_seconds: float | None = None,
+                     claim: Claim | None = None) -> bool:
+        """Write one epoch of one cell and update its summary, in one transaction.
+
+        ``logs`` maps metric names to numbers, with ``train_``/``test_`` prefixes for
+        the standard ones (``train_loss``, ``test_accuracy``, ...); any other finite
+        number is kept in ``metrics_json``. Writing an epoch that is already recorded
+        does nothing and returns False (a resumed pack replays nothing twice).
+        """
+        fixed = {k: _finite_or_none(logs.get(k)) for k in EPOCH_COLUMNS}
+        extra = {k: float(v) for k, v in logs.items()
+                 if k not in EPOCH_COLUMNS and _finite_or_none(v) is not None}
+        now = utc_now()
+        with self.transaction() as conn:
+            if claim is not None:
+                _check_owner(conn, claim, cell_id)
+            cur = conn.execute(
+                f"INSERT OR IGNORE INTO epochs (cell_id, epoch, {', '.join(EPOCH_COLUMNS)}, "
+                "wall_seconds, metrics_json, recorded_at) "
+                f"VALUES (?, ?, {', '.join('?' * len(EPOCH_COLUMNS))}, ?, ?, ?)",
+                (cell_id, int(epoch), *(fixed[k] for k in EPOCH_COLUMNS),
+                 _finite_or_none(wall_seconds),
+                 json.dumps(extra, sort_keys=True) if extra else None, now),
+            )
+            if cur.rowcount == 0:
+                return False
+            _refresh_summary(conn, cell_id, now)
+            return True
+
+    def finish_cell(self, cell_id: int, status: str = DONE,
+                    diverged_epoch: int | None = None, error: str | None = None,
+                    claim: Claim | None = None) -> None:
+        """Mark a cell done, diverged (at an epoch) or failed (with the error)."""
+        if status not in (DONE, DIVERGED, FAILED):
+            raise ValueError(f"A finished cell is done, diverged or failed, not {status!r}.")
+        if status == DIVERGED and diverged_epoch is None:
+            raise ValueError("A diverged cell needs the epoch at which it diverged.")
+        now = utc_now()
+        with self.transaction() as conn:
+            if claim is not None:
+                _check_owner(conn, claim, cell_id)
+            conn.execute(
+                "UPDATE cells SET status = ?, diverged_epoch = ?, error = ?, finished_at = ?,"
+                " heartbeat_at = NULL, updated_at = ? WHERE cell_id = ?",
+                (status, diverged_epoch, error, now, now, cell_id))
+            _refresh_summary(conn, cell_id, now)
+
+    # -- reads through the writer's connection (workers need them to resume)
+    def epochs_of(self, cell_id: int) -> list[dict]:
+        rows = self.conn.execute("SELECT * FROM epochs WHERE cell_id = ? ORDER BY epoch",
+                                 (cell_id,)).fetchall()
+        return [_row_dict(self.conn, r, "epochs") for r in rows]
+
+    def cell(self, cell_id: int) -> dict:
+        row = self.conn.execute("SELECT * FROM cells WHERE cell_id = ?", (cell_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"No cell with cell_id={cell_id} in {self.path}.")
+        return _row_dict(self.conn, row, "cells")
+
+    def cell_id(self, study: str, model: str, dataset: str, batch_size: int,
+                learning_rate: float, seed: int) -> int:
+        """The id of one cell by its natural key (for ``SQLiteLogger``)."""
+        row = self.conn.execute(
+            "SELECT c.cell_id FROM cells c JOIN studies s USING (study_id) WHERE s.name = ? "
+            "AND c.model = ? AND c.dataset = ? AND c.batch_size = ? "
+            "AND abs(c.learning_rate - ?) <= 1e-12 * abs(?) AND c.seed = ?",
+            (study, model, dataset, batch_size, learning_rate, learning_rate, seed),
+        ).fetchone()
+        if row is None:
+            raise StoreError(
+                f"No cell (study={study!r}, model={model!r}, dataset={dataset!r}, "
+                f"batch_size={batch_size}, learning_rate={learning_rate}, seed={seed}) "
+                f"in {self.path}.")
+        return row[0]
+
+    def save_bound_row(self, values: dict) -> None:
+        """Insert (or replace) one cell's bound terms (a row of ``bounds``)."""
+        from kerasgen.store.queries import BOUND_COLUMNS
+
+        with self.transaction() as conn:
+            conn.execute(f"INSERT OR REPLACE INTO bounds ({', '.join(BOUND_COLUMNS)}) "
+                         f"VALUES ({', '.join('?' * len(BOUND_COLUMNS))})",
+                         [values[c] for c in BOUND_COLUMNS])
+
+    def running_packs(self) -> dict[str, int]:
+        """Packs in training now: pack id -> the fewest epochs done by one of its cells."""
+        return dict(self.conn.execute(
+            "SELECT pack_id, MIN(epochs_done) FROM cells WHERE status = 'running' "
+            "AND pack_id IS NOT NULL GROUP BY pack_id").fetchall())
+
+    def counts(self, study_id: int) -> dict[str, int]:
+        rows = self.conn.execute("SELECT status, COUNT(*) FROM cells WHERE study_id = ? "
+                                 "GROUP BY status", (study_id,)).fetchall()
+        counts = dict.fromkeys(STATUSES, 0)
+        counts.update(dict(rows))
+        return counts
+
+
+def _dead_local_pack(conn: sqlite3.Connection, study_id: int) -> tuple | None:
+    """A running pack whose worker was a process on this host that no longer exists
+    (killed, crashed): reclaimable at once instead of after the stale limit.
+
+    Worker names end in ``<host>:<pid>`` (``runtime.worker_name``), possibly after a
+    role prefix (``ray-driver:<host>:<pid>``).
+    """
+    host = socket.gethostname()
+    rows = conn.execute("SELECT DISTINCT pack_id, worker FROM cells WHERE study_id = ? "
+                        "AND status = 'running' AND pack_id IS NOT NULL AND worker LIKE ?",
+                        (study_id, f"%{host}:%"))
+    for pack_id, worker in rows.fetchall():
+        head, _, pid_text = worker.rpartition(":")
+        if head.rpartition(":")[2] != host:
+            continue
+        try:
+            pid = int(pid_text)
+        except ValueError:
+            continue
+        if pid == os.getpid():
+            continue
+        if not _process_alive(pid):
+            return (pack_id,)
+    return None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _check_owner(conn: sqlite3.Connection, claim: Claim, cell_id: int) -> None:
+    row = conn.execute("SELECT worker, status FROM cells WHERE cell_id = ?",
+                       (cell_id,)).fetchone()
+    if row is None or row[0] != claim.worker or row[1] != RUNNING:
+        raise ClaimLost(f"cell {cell_id} is no longer claimed by {claim.worker} "
+                        f"(worker={row[0] if row else None}, status={row[1] if row else None})")
+
+
+def _refresh_summary(conn: sqlite3.Connection, cell_id: int, now: str) -> None:
+    """Recompute a cell's summary columns from its epoch rows (one source of truth).
+
+    ``kept_epoch`` follows the study's ``best_metric``: the epoch of highest test
+    accuracy (the paper's), or of lowest test loss; ties go to the earlier epoch."""
+    conn.execute(
+        f"""
+        UPDATE cells SET
+            epochs_done = (SELECT COUNT(*) FROM epochs WHERE cell_id = :id),
+            best_test_accuracy = (SELECT MAX(test_accuracy) FROM epochs WHERE cell_id = :id),
+            best_epoch = (SELECT epoch FROM epochs WHERE cell_id = :id
+                          AND test_accuracy IS NOT NULL
+                          ORDER BY test_accuracy DESC, epoch ASC LIMIT 1),
+            kept_epoch = CASE (SELECT {BEST_METRIC_SQL} FROM studies s
+                               WHERE s.study_id = cells.study_id)
+                WHEN 'test_loss' THEN (SELECT epoch FROM epochs WHERE cell_id = :id
+                                       AND test_loss IS NOT NULL
+                                       ORDER BY test_loss ASC, epoch ASC LIMIT 1)
+                ELSE (SELECT epoch FROM epochs WHERE cell_id = :id
+                      AND test_accuracy IS NOT NULL
+                      ORDER BY test_accuracy DESC, epoch ASC LIMIT 1) END,
+            final_train_loss = (SELECT train_loss FROM epochs WHERE cell_id = :id
+                                ORDER BY epoch DESC LIMIT 1),
+            final_train_accuracy = (SELECT train_accuracy FROM epochs WHERE cell_id = :id
+                                    ORDER BY epoch DESC LIMIT 1),
+            final_test_loss = (SELECT test_loss FROM epochs WHERE cell_id = :id
+                               ORDER BY epoch DESC LIMIT 1),
+            final_test_accuracy = (SELECT test_accuracy FROM epochs WHERE cell_id = :id
+                                   ORDER BY epoch DESC LIMIT 1),
+            final_train_eval_loss = (SELECT train_eval_loss FROM epochs WHERE cell_id = :id
+                                     ORDER BY epoch DESC LIMIT 1),
+            final_train_eval_accuracy = (SELECT train_eval_accuracy FROM epochs
+                                         WHERE cell_id = :id ORDER BY epoch DESC LIMIT 1),
+            updated_at = :now
+        WHERE cell_id = :id
+        """,
+        {"id": cell_id, "now": now},
+    )
+
+
+def _finite_or_none(value) -> float | None:
+    if value is None:
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _row_dict(conn: sqlite3.Connection, row: tuple, table: str) -> dict:
+    cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+    return dict(zip(cols, row))
+
+
+def _hash(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def describe_difference(old: Any, new: Any, prefix: str = "") -> str:
+    """Name the keys whose values differ between two JSON-like objects."""
+    diffs: list[str] = []
+
+    def walk(a, b, path):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                walk(a.get(key, "<missing>"), b.get(key, "<missing>"),
+                     f"{path}.{key}" if path else key)
+        elif a != b:
+            diffs.append(f"{path or 'spec'}: {a!r} in the store, {b!r} now")
+
+    walk(old, new, prefix)
+    return "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
+
+
+
+__all__ = ["Claim", "Store", "describe_difference"]
