@@ -6,11 +6,14 @@ so the store, the analysis and the dashboard start in well under a second.
 
 Public names (resolved lazily on first use):
 
-- ``run_study(spec, db, ...)``   train every cell of a study into a SQLite store
+- ``Spec(name=..., models=[...], ...)``  a study (lists, ranges and dicts as the TOML)
+- ``spec_from_dict(data)``, ``load_spec(path)``, ``preset(name)``  other ways to get one
+- ``RunOptions(...)``            how it runs (pack size, checkpoint directory, oneDNN, ...)
+- ``run_study(spec, db, options)``  train every cell of a study into a SQLite store
 - ``load_results(db)``           one row per cell as a ``pandas.DataFrame``
 - ``load_epochs(db, ...)``       one row per cell per epoch
 - ``SQLiteLogger``               a Keras callback that streams epochs into a store
-- ``Spec``, ``load_spec``        study specifications (TOML or Python)
+- ``Store``, ``StoreError``      the store itself
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ _LAZY = {
     "StoreError": "kerasgen.store",
     "SQLiteLogger": "kerasgen.callbacks",
     "Spec": "kerasgen.spec",
+    "SpecError": "kerasgen.spec",
     "load_spec": "kerasgen.spec",
+    "spec_from_dict": "kerasgen.spec",
     "preset": "kerasgen.spec",
+    "RunOptions": "kerasgen.options",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -90,6 +90,69 @@ def is_diverged(row: dict) -> bool:
     return loss is not None and not math.isfinite(loss)
 
 
+CELL_KEYS = ("study", "model", "dataset", "batch_size", "learning_rate", "seed")
+MAX_SEED = 2**32 - 1
+
+
+class CellError(ValueError):
+    """A cell a SQLiteLogger was given cannot be logged; the message names the value."""
+
+
+def check_cell(cell) -> tuple[dict, dict]:
+    """A cell given as a dict, checked: (its natural key, its other hyper-parameters).
+
+    Every key of ``CELL_KEYS`` must be there with its type: ``study``, ``model``,
+    ``dataset`` names (non-empty text), ``batch_size`` an integer >= 1, ``learning_rate``
+    a finite number > 0, ``seed`` an integer from 0 to 2**32 - 1. Any other key (an
+    optimizer's name, a width) is kept as an extra hyper-parameter of the cell: text,
+    a number, true/false or null. Raises CellError naming the first bad value.
+    """
+    if not isinstance(cell, dict):
+        raise CellError("cell must be a cell id or a dict with study, model, dataset, "
+                        f"batch_size, learning_rate, seed. Received: {cell!r}")
+    missing = [k for k in CELL_KEYS if k not in cell]
+    if missing:
+        raise CellError(f"cell lacks {', '.join(missing)} (a cell is "
+                        f"{', '.join(CELL_KEYS)}). Received: {cell!r}")
+    for key in ("study", "model", "dataset"):
+        value = cell[key]
+        if not isinstance(value, str) or not value.strip():
+            raise CellError(f"{key} must be a non-empty name. Received: {key}={value!r}")
+    if key_error := _name_error(cell["study"]):
+        raise CellError(key_error)
+    bs = cell["batch_size"]
+    if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+        raise CellError(f"batch_size must be an integer >= 1. Received: batch_size={bs!r}")
+    lr = cell["learning_rate"]
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) \
+            or lr <= 0:
+        raise CellError("learning_rate must be a positive number. "
+                        f"Received: learning_rate={lr!r}")
+    seed = cell["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise CellError(f"seed must be an integer from 0 to {MAX_SEED}. Received: seed={seed!r}")
+    hparams = {k: v for k, v in cell.items() if k not in CELL_KEYS}
+    for key, value in hparams.items():
+        if not isinstance(key, str) or not (value is None or isinstance(value, (str, bool, int))
+                                            or (isinstance(value, float)
+                                                and math.isfinite(value))):
+            raise CellError(f"the extra hyper-parameter {key!r} must be text, a finite number, "
+                            f"true/false or null. Received: {key}={value!r}")
+    key = {k: cell[k] for k in CELL_KEYS}
+    key["learning_rate"] = float(lr)
+    return key, hparams
+
+
+def _name_error(name: str) -> str | None:
+    from kerasgen.spec import SpecError, check_name
+
+    try:
+        check_name(name)
+    except SpecError as exc:
+        return str(exc).replace("name must", "study must", 1)
+    return None
+
+
 class SQLiteLogger(keras.callbacks.Callback):
     """Stream each epoch's logs into a kerasgen store.
 
@@ -97,21 +160,32 @@ class SQLiteLogger(keras.callbacks.Callback):
         db: path of the store (created if missing) or an open ``Store``.
         cell: the cell the model trains: an id, or a dict with ``study``, ``model``,
             ``dataset``, ``batch_size``, ``learning_rate``, ``seed`` (the cell, and a
-            study of kind "manual", are created when missing). For a packed model, a
-            list with one such entry per copy, in output order.
+            study of kind "manual", are created when missing); any other key is kept as
+            an extra hyper-parameter of the cell (``load_results`` returns them in
+            ``hparams``). For a packed model, a list with one such entry per copy, in
+            output order.
         accuracy_name: the metric that fills the ``*_accuracy`` columns, if not one of
             the usual names.
         finish: mark the cells ``done`` when training ends (default True).
         loss_weight: for a single-output model compiled with ``loss_weights=[w]``,
             the weight to divide out of the logged loss.
         claim: a worker's claim; writes are refused once the claim is lost.
+
+    What it refuses, each naming the value and before anything is written: a cell whose
+    keys, types or values are wrong (at once, in ``__init__``); a cell of a study created
+    from a specification that the specification does not contain; a finished cell
+    (appending would mix two trainings); a cell already logged with other extra
+    hyper-parameters; a ``fit`` whose optimizer's learning rate or whose batch size (the
+    first batch's, as Keras counts it) is not the cell's.
     """
 
     def __init__(self, db, cell, accuracy_name: str | None = None, finish: bool = True,
                  claim: Claim | None = None, loss_weight: float = 1.0):
         super().__init__()
         self.db = db
-        self.cell_spec = list(cell) if isinstance(cell, (list, tuple)) else [cell]
+        entries = list(cell) if isinstance(cell, (list, tuple)) else [cell]
+        self.cell_spec = [c if isinstance(c, int) and not isinstance(c, bool) else check_cell(c)
+                          for c in entries]
         self.accuracy_name = accuracy_name
         self.finish = finish
         self.claim = claim
@@ -120,6 +194,7 @@ class SQLiteLogger(keras.callbacks.Callback):
         self.cell_ids: list[int] = []
         self.active: list[bool] = []
         self._owns_store = False
+        self._started = False
         self._epoch_started = 0.0
         self.wall = 0.0
 
@@ -143,25 +218,25 @@ class SQLiteLogger(keras.callbacks.Callback):
         else:
             self.store = Store(self.db)
             self._owns_store = True
-        self.cell_ids = [self._resolve(c) for c in self.cell_spec]
-        if not self.active:
-            statuses = [self.store.cell(i)["status"] for i in self.cell_ids]
-            self.active = [s in (PENDING, RUNNING) for s in statuses]
-            finished = [(i, s) for i, s in zip(self.cell_ids, statuses)
-                        if s not in (PENDING, RUNNING)]
-            if finished and self.claim is None:
-                cells = ", ".join(f"cell {i} is {s}" for i, s in finished)
-                raise ValueError(
-                    f"SQLiteLogger will not append epochs to a finished cell ({cells}) in "
-                    f"{self.store.path}: its results would mix two trainings. Log to a new "
-                    "cell (another study name or seed).")
-        if self.claim is None:
-            self._mark_running()
+        self._started = False
+        try:
+            self._check_cells()
+            self._check_learning_rate()
+        except BaseException:
+            self._close()
+            raise
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self._started:
+            self._check_batch_size(batch)
+            self._start()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        if not self._started:
+            self._start()
         rows = split_logs(logs or {}, len(self.cell_ids), self.accuracy_name, self.loss_weight)
         diverged = [self.active[k] and is_diverged(rows[k]) for k in range(len(rows))]
         self.add_metrics(epoch, rows)
@@ -176,7 +251,8 @@ class SQLiteLogger(keras.callbacks.Callback):
                 self.store.finish_cell(cell_id, DIVERGED, diverged_epoch=epoch,
                                        claim=self.claim)
                 continue
-            self.store.record_epoch(cell_id, epoch, rows[k], wall, claim=self.claim)
+            self.store.record_epoch(cell_id, epoch, rows[k], wall, claim=self.claim,
+                                    pack_cells=len(self.cell_ids))
             if self.copy_finished(k, epoch, rows[k]):
                 self.active[k] = False
                 self.store.finish_cell(cell_id, DONE, claim=self.claim)
@@ -186,38 +262,125 @@ class SQLiteLogger(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.store is None:
             return
-        if self.finish:
+        if self.finish and self._started:
             for k, cell_id in enumerate(self.cell_ids):
                 if self.active[k]:
                     self.store.finish_cell(cell_id, DONE, claim=self.claim)
                     self.active[k] = False
-        if self._owns_store:
+        self._close()
+
+    # -- checks (read only: nothing is written before they pass)
+    def _check_cells(self) -> None:
+        assert self.store is not None
+        self._found: list[int | None] = []
+        for entry in self.cell_spec:
+            if isinstance(entry, int):
+                self.store.cell(entry)  # raises a clear error when it does not exist
+                self._found.append(entry)
+                continue
+            key, hparams = entry
+            found = self.store.find_cell(**key)
+            if found is None:
+                if self.store.study_kind(key["study"]) == "spec":
+                    coordinates = ", ".join(f"{k}={v!r}" for k, v in key.items()
+                                            if k != "study")
+                    raise CellError(
+                        f"the study {key['study']!r} in {self.store.path} was created from a "
+                        f"specification that has no cell ({coordinates}); log your own runs "
+                        "to a study of your own (another study name)")
+                self._found.append(None)
+                continue
+            cell_id, stored = found
+            if stored != hparams:
+                raise CellError(
+                    f"cell {cell_id} of study {key['study']!r} was logged with extra "
+                    f"hyper-parameters {stored} and is now given {hparams}: its results "
+                    "would mix two trainings. Give this run another seed or study name.")
+            self._found.append(cell_id)
+        if self.claim is None:
+            finished = []
+            for cell_id in self._found:
+                if cell_id is not None:
+                    status = self.store.cell(cell_id)["status"]
+                    if status not in (PENDING, RUNNING):
+                        finished.append(f"cell {cell_id} is {status}")
+            if finished:
+                raise CellError(
+                    f"SQLiteLogger will not append epochs to a finished cell "
+                    f"({', '.join(finished)}) in {self.store.path}: its results would mix "
+                    "two trainings. Log to a new cell (another study name or seed).")
+
+    def _dict_cells(self) -> list[dict]:
+        return [entry[0] for entry in self.cell_spec if not isinstance(entry, int)]
+
+    def _check_learning_rate(self) -> None:
+        cells = self._dict_cells()
+        rates = {c["learning_rate"] for c in cells}
+        optimizer = getattr(self.model, "optimizer", None)
+        if self.claim is not None or len(rates) != 1 or optimizer is None:
+            return
+        try:
+            actual = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        except (TypeError, ValueError, AttributeError):
+            return  # a schedule object Keras cannot read as one number
+        (wanted,) = rates
+        if not math.isclose(actual, wanted, rel_tol=1e-6):
+            raise CellError(
+                f"the model's optimizer has learning_rate={actual:g}, but the cell says "
+                f"learning_rate={wanted:g}: compile with the cell's learning rate, or log "
+                "the run as the cell it is")
+
+    def _check_batch_size(self, batch: int) -> None:
+        """The first batch's size, from Keras's own loss tracker (it weighs each batch's
+        loss by its number of examples), against the cell's batch size."""
+        cells = self._dict_cells()
+        sizes = {c["batch_size"] for c in cells}
+        tracker = getattr(self.model, "_loss_tracker", None)
+        if self.claim is not None or len(sizes) != 1 or tracker is None:
+            return
+        try:
+            seen = float(keras.ops.convert_to_numpy(tracker.count))
+        except (TypeError, ValueError, AttributeError):
+            return
+        if seen <= 0:
+            return  # not counted (a custom train_step, or a backend that syncs later)
+        actual = seen / (int(batch) + 1)
+        (wanted,) = sizes
+        if abs(actual - wanted) > 1e-6 and not (int(batch) == 0 and actual < wanted
+                                                and self.params.get("steps") == 1):
+            raise CellError(
+                f"the fit's batches hold {actual:g} examples, but the cell says "
+                f"batch_size={wanted}: pass batch_size={wanted} to fit (or batch the "
+                "dataset so), or log the run as the cell it is")
+
+    # -- writes
+    def _start(self) -> None:
+        """Create the cells that do not exist yet and mark them running (a user's own
+        fit), once the checks have passed."""
+        assert self.store is not None
+        self._started = True
+        ids = []
+        for entry, found in zip(self.cell_spec, self._found):
+            if found is not None:
+                ids.append(found)
+                continue
+            key, hparams = entry
+            from kerasgen.runtime import environment_facts
+
+            self.store.ensure_cell(**key, environment=environment_facts(), hparams=hparams)
+            ids.append(self.store.cell_id(**key))
+        self.cell_ids = ids
+        if not self.active:
+            statuses = [self.store.cell(i)["status"] for i in self.cell_ids]
+            self.active = [s in (PENDING, RUNNING) for s in statuses]
+        if self.claim is None:
+            self.store.mark_running([i for i, a in zip(self.cell_ids, self.active) if a])
+
+    def _close(self) -> None:
+        if self._owns_store and self.store is not None:
             self.store.close()
         self.store = None
 
-    # -- helpers
-    def _resolve(self, cell) -> int:
-        assert self.store is not None
-        if isinstance(cell, int) and not isinstance(cell, bool):
-            self.store.cell(cell)  # raises a clear error when it does not exist
-            return cell
-        if not isinstance(cell, dict):
-            raise ValueError("cell must be a cell id or a dict with study, model, dataset, "
-                             f"batch_size, learning_rate, seed. Received: {cell!r}")
-        needed = ("study", "model", "dataset", "batch_size", "learning_rate", "seed")
-        missing = [k for k in needed if k not in cell]
-        if missing:
-            raise ValueError(f"cell lacks {', '.join(missing)}. Received: {cell!r}")
-        key = {k: cell[k] for k in needed}
-        study = key.pop("study")
-        from kerasgen.runtime import environment_facts
 
-        self.store.ensure_cell(study, **key, environment=environment_facts())
-        return self.store.cell_id(study, **key)
-
-    def _mark_running(self) -> None:
-        assert self.store is not None
-        self.store.mark_running([i for i, a in zip(self.cell_ids, self.active) if a])
-
-
-__all__ = ["SQLiteLogger", "is_diverged", "split_logs"]
+__all__ = ["CELL_KEYS", "CellError", "SQLiteLogger", "check_cell", "is_diverged",
+           "split_logs"]

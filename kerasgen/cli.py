@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,11 +13,22 @@ from pathlib import Path
 from kerasgen import __version__
 from kerasgen.vocabulary import DIVERGED, DONE, FAILED
 
-DEFAULT_DB = "data/kerasgen.db"
-
 
 class CLIError(Exception):
     """A user error: printed without a traceback, exit status 2."""
+
+
+class UsageError(CLIError):
+    """A user error best answered with the command's usage line (exit status 2)."""
+
+
+EXIT_STATUS = """exit status:
+  0    done
+  1    the study ran, but some of its cells failed (kerasgen run)
+  2    the input cannot be used: a bad option or specification, a store that is
+       missing, empty (no study, no cells), foreign, corrupt, newer, or read-only
+       for run; the message names it and what to do
+  130  interrupted (run the same command again to resume)"""
 
 
 def _number(kind, minimum, what):
@@ -60,8 +72,11 @@ def _spec_from_args(args):
         raise CLIError("Give a specification file or --preset, not both.")
     if args.spec:
         spec = load_spec(args.spec)
+    elif args.preset:
+        spec = preset(args.preset)
     else:
-        spec = preset(args.preset or "demo")
+        raise UsageError("give a specification file (my-study.toml) or --preset NAME; the "
+                         "offline demo is `kerasgen demo` (or `make demo`)")
     changes = {}
     if args.epochs is not None:
         changes["epochs"] = args.epochs
@@ -77,6 +92,16 @@ def cmd_run(args) -> int:
     runtime.set_onednn(options.onednn)
     runtime.quiet_tensorflow()
     spec = _spec_from_args(args)
+    with runtime.native_output_to(None if args.verbose else _log_path(args.db)):
+        return _train(args, spec, options)
+
+
+def _log_path(db) -> Path:
+    """Where TensorFlow's and CUDA's start-up lines go (``--verbose`` shows them)."""
+    return Path(str(db) + ".log")
+
+
+def _train(args, spec, options) -> int:
     if args.backend == "ray":
         from kerasgen.raybackend import run_study_ray
 
@@ -124,8 +149,9 @@ def cmd_demo(args) -> int:
         from kerasgen.options import RunOptions
         from kerasgen.worker import run_study
 
-        run_study(spec, db, RunOptions(data_dir=args.data_dir, onednn="auto"),
-                  progress=args.progress)
+        with runtime.native_output_to(None if args.verbose else _log_path(db)):
+            run_study(spec, db, RunOptions(data_dir=args.data_dir, onednn="auto"),
+                      progress=args.progress)
     minutes = (time.monotonic() - started) / 60
     from kerasgen.report import render_report, write_figures
     from kerasgen.store import load_results
@@ -146,7 +172,7 @@ def _demo_with_dashboard(db: Path, args) -> int:
     import subprocess
 
     db.parent.mkdir(parents=True, exist_ok=True)
-    log = db.with_suffix(".log")
+    log = _log_path(db)
     with open(log, "a") as out:
         child = subprocess.Popen(
             [sys.executable, "-m", "kerasgen", "run", "--preset", "demo", "--db", str(db),
@@ -198,15 +224,15 @@ def cmd_status(args) -> int:
     from rich.text import Text
 
     from kerasgen.display import progress_table, summary_line
-    from kerasgen.progress import study_progress, workers_alive
+    from kerasgen.progress import study_progress, workers_alive, workers_lost
 
     _readonly_note(args.db)
     groups = study_progress(args.db)
     if args.study:
         groups = [g for g in groups if g.study == args.study]
     if not groups:
-        print(f"{args.db} holds no study" + (f" named {args.study!r}" if args.study else "") + ".")
-        return 0
+        which = f" named {args.study!r}" if args.study else ""
+        raise CLIError(f"{args.db} holds no study{which}.")
     console = Console()
     for study in sorted({g.study for g in groups}):
         mine = [g for g in groups if g.study == study]
@@ -214,6 +240,11 @@ def cmd_status(args) -> int:
         console.print(Text(summary_line(mine)))
     alive = workers_alive(groups)
     console.print(Text(f"workers training now: {', '.join(alive) if alive else 'none'}"))
+    lost = workers_lost(groups)
+    if lost:
+        console.print(Text(f"workers lost (no heartbeat within their stale limit, or their "
+                           f"process is gone; their packs are reclaimed by the next worker): "
+                           f"{', '.join(lost)}"))
     return 0
 
 
@@ -252,9 +283,9 @@ def cmd_report(args) -> int:
 
 
 def cmd_tui(args) -> int:
-    from tui.app import run_dashboard
+    from tui.app import main_from_args
 
-    return run_dashboard(args.db, study=args.study, interval=args.interval)
+    return main_from_args(args.parser, args)
 
 
 def cmd_bound(args) -> int:
@@ -264,11 +295,13 @@ def cmd_bound(args) -> int:
     from kerasgen.curvature import compute_bounds_for_store
 
     cells = [int(c) for c in args.cells.split(",")] if args.cells else None
-    rows = compute_bounds_for_store(args.db, study=args.study, cells=cells, params=args.params,
-                                    delta=args.delta, data_dir=args.data_dir,
-                                    checkpoint_dir=args.checkpoint_dir,
-                                    max_examples=args.max_examples,
-                                    recompute=args.recompute)
+    with runtime.native_output_to(None if args.verbose else _log_path(args.db)):
+        rows = compute_bounds_for_store(args.db, study=args.study, cells=cells,
+                                        params=args.params, delta=args.delta,
+                                        data_dir=args.data_dir,
+                                        checkpoint_dir=args.checkpoint_dir,
+                                        max_examples=args.max_examples,
+                                        recompute=args.recompute)
     print(f"computed bounds for {len(rows)} cells into {args.db} (table bounds); "
           f"see `kerasgen report --db {args.db} --bounds`")
     return 0
@@ -278,13 +311,17 @@ def cmd_db(args) -> int:
     from kerasgen.store import SCHEMA_VERSION, inspect_store, load_studies
 
     info = inspect_store(args.db)
-    if not info["exists"] or info["empty"]:
-        print(f"{args.db}: no kerasgen store yet")
-        return 0
+    if not info["exists"]:
+        raise CLIError(f"{args.db} does not exist: no study has been run into it yet.")
+    if info["empty"]:
+        raise CLIError(f"{args.db} is empty: no study has been run into it yet.")
     _readonly_note(args.db)
+    studies = load_studies(args.db)
+    if studies.empty:
+        raise CLIError(f"{args.db} is a kerasgen store (schema version "
+                       f"{info['user_version']}) that holds no study yet.")
     print(f"{args.db}: kerasgen store, schema version {info['user_version']} "
           f"(this kerasgen: {SCHEMA_VERSION})")
-    studies = load_studies(args.db)
     for _, row in studies.iterrows():
         print(f"  study {row['name']!r}: created {row['created_at']} on {row['host']}, "
               f"kerasgen {row['kerasgen_version']}, TensorFlow {row['tensorflow_version']}, "
@@ -295,38 +332,51 @@ def cmd_db(args) -> int:
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
+    from kerasgen.options import DEFAULT_DB, HelpFormatter, add_store_arguments
     from kerasgen.spec import PRESET_HELP
+    from tui.app import add_arguments as add_dashboard_arguments
 
     parser = argparse.ArgumentParser(
-        prog="kerasgen",
+        prog="kerasgen", formatter_class=HelpFormatter, epilog=EXIT_STATUS,
         description="Controlled studies of how batch size and learning rate shape "
                     "generalization (He, Liu & Tao, NeurIPS 2019).")
     parser.add_argument("--version", action="version", version=f"kerasgen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="train every cell of a study into a store (resumable)")
-    run.add_argument("spec", nargs="?", help="a TOML specification file")
-    run.add_argument("--preset", choices=sorted(PRESET_HELP),
-                     help="; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items()))
-    run.add_argument("--db", default=DEFAULT_DB, help=f"the store (default {DEFAULT_DB})")
-    run.add_argument("--name", help="override the study's name")
-    run.add_argument("--epochs", type=positive_int, help="override the study's epochs")
+    def command(name: str, help: str, **kwargs):
+        p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+                           formatter_class=HelpFormatter, epilog=EXIT_STATUS, **kwargs)
+        p.set_defaults(parser=p)
+        return p
+
+    run = command("run", "train every cell of a study into a store (resumable)")
+    run.add_argument("spec", nargs="?", default=None,
+                     help="a TOML specification file (or give --preset)")
+    run.add_argument("--preset", choices=sorted(PRESET_HELP), default=None,
+                     help="a named study instead of a file ("
+                          + "; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items()) + ")")
+    run.add_argument("--db", default=DEFAULT_DB, help="the store (a .db file)")
+    run.add_argument("--name", default=None, help="override the study's name")
+    run.add_argument("--epochs", type=positive_int, default=None,
+                     help="override the study's epochs")
     run.add_argument("--workers", type=positive_int, default=1,
                      help="worker processes on this machine (one per GPU where GPUs exist)")
     run.add_argument("--pack-size", type=positive_int, default=20,
                      help="cells trained together in one fit (1: one cell per fit)")
-    run.add_argument("--data-dir", default="data", help="where data sets are (default data/)")
-    run.add_argument("--checkpoint-dir", help="default: <db>.checkpoints")
+    run.add_argument("--data-dir", default="data", help="where data sets are")
+    run.add_argument("--checkpoint-dir", default=None,
+                     help="where checkpoints and weights go (default: <db>.checkpoints)")
     run.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto",
                      help="XLA: auto = off on CPU (measured slower), on with a GPU")
     run.add_argument("--layout", choices=("auto", "branches", "fused"), default="auto",
                      help="packed layout: K branches, or copies fused into grouped layers "
                           "(auto: the measured winner for the device)")
     run.add_argument("--onednn", choices=("auto", "default", "on", "off"), default="auto",
-                     help="TF_ENABLE_ONEDNN_OPTS for the training processes: auto = on for "
-                          "x86-64 CPUs (measured 1.6x faster) unless already exported; "
-                          "default = TensorFlow's own choice")
-    run.add_argument("--steps-per-execution", type=positive_int, default=1)
+                     help="TF_ENABLE_ONEDNN_OPTS for every training process: auto = on for "
+                          "x86-64 CPUs unless already exported; default = TensorFlow's "
+                          "own choice")
+    run.add_argument("--steps-per-execution", type=positive_int, default=1,
+                     help="training steps per call into the compiled function")
     run.add_argument("--mirrored", action="store_true",
                      help="train each cell on all local GPUs (MirroredStrategy, sync BN)")
     run.add_argument("--stale-seconds", type=_number(float, 1.0, "a number of seconds"),
@@ -335,75 +385,101 @@ def build_parser() -> argparse.ArgumentParser:
                           "workers beat 4 times within it)")
     run.add_argument("--max-attempts", type=positive_int, default=3,
                      help="a pack that fails this often is marked failed")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="put failed cells back to pending first")
     run.add_argument("--force", action="store_true",
                      help="run a grid of more than 100,000 cells")
-    run.add_argument("--retry-failed", action="store_true", help="put failed cells back to pending")
-    run.add_argument("--progress", choices=("auto", "live", "plain"), default="auto")
-    run.add_argument("--backend", choices=("local", "ray"), default="local")
-    run.add_argument("--address", help="Ray cluster address (default: start a local one)")
-    run.add_argument("--cpus-per-pack", type=non_negative_float, default=1.0)
+    run.add_argument("--progress", choices=("auto", "live", "plain"), default="auto",
+                     help="the progress display: auto = live on a terminal, plain lines "
+                          "otherwise")
+    run.add_argument("--verbose", action="store_true",
+                     help="show TensorFlow's and CUDA's start-up lines (else they go to "
+                          "<db>.log)")
+    run.add_argument("--backend", choices=("local", "ray"), default="local",
+                     help="local: workers on this machine; ray: packs as Ray tasks")
+    run.add_argument("--address", default=None,
+                     help="Ray cluster address (default: start a local Ray)")
+    run.add_argument("--cpus-per-pack", type=non_negative_float, default=1.0,
+                     help="Ray: CPUs each pack's task asks for")
     run.add_argument("--gpus-per-pack", type=non_negative_float, default=None,
-                     help="default: 1 where the cluster has GPUs, else 0")
+                     help="Ray: GPUs each pack's task asks for (default: 1 where the "
+                          "cluster has GPUs, else 0)")
     run.set_defaults(func=cmd_run)
 
-    demo = sub.add_parser("demo", help="the offline demo study, then its report (make demo)")
-    demo.add_argument("--db", default="data/demo.db")
-    demo.add_argument("--data-dir", default="data")
-    demo.add_argument("--figures", help="default: <db>-figures next to the store")
+    demo = command("demo", "the offline demo study, then its report (what make demo runs)")
+    demo.add_argument("--db", default="data/demo.db", help="the store (a .db file)")
+    demo.add_argument("--data-dir", default="data", help="where data sets are")
+    demo.add_argument("--figures", default=None,
+                      help="where the figures go (default: <db>-figures next to the store)")
     demo.add_argument("--dashboard", choices=("auto", "on", "off"), default="auto",
                       help="show the study live in the dashboard (auto: on a terminal)")
-    demo.add_argument("--progress", choices=("auto", "live", "plain"), default="auto")
+    demo.add_argument("--progress", choices=("auto", "live", "plain"), default="auto",
+                      help="the progress display without the dashboard")
+    demo.add_argument("--verbose", action="store_true",
+                      help="show TensorFlow's start-up lines (else they go to <db>.log)")
     demo.set_defaults(func=cmd_demo)
 
-    status = sub.add_parser("status", help="progress per model/dataset, workers, ETA")
-    status.add_argument("--db", default=DEFAULT_DB)
-    status.add_argument("--study")
+    status = command("status", "progress per model and data set, workers, ETA")
+    add_store_arguments(status)
+    status.add_argument("--study", default=None, help="only this study (default: all)")
     status.set_defaults(func=cmd_status)
 
-    report = sub.add_parser("report", help="the paper's Tables 1-3 and Figures 1-2")
-    report.add_argument("--db", default=DEFAULT_DB)
-    report.add_argument("--study")
-    report.add_argument("--format", choices=("markdown", "csv", "latex"), default="markdown")
+    report = command("report", "the paper's Tables 1-3 and Figures 1-2 of a store")
+    add_store_arguments(report)
+    report.add_argument("--study", default=None, help="only this study (default: all)")
+    report.add_argument("--format", choices=("markdown", "csv", "latex"), default="markdown",
+                        help="markdown: the whole report; csv: every test, tidy; latex: "
+                             "Tables 1-3")
     report.add_argument("--metric", default="test_accuracy",
                         choices=("test_accuracy", "best_test_accuracy", "final_test_accuracy",
                                  "gap", "loss_gap"),
-                        help="test_accuracy: at each cell's kept epoch (the paper's best test "
-                             "accuracy under the default best_metric); gap / loss_gap: clean "
-                             "train vs test at the kept epoch")
-    report.add_argument("--alpha", type=positive_float, default=0.005, help="significance level")
+                        help="test_accuracy: at each cell's kept epoch (the paper's best "
+                             "test accuracy under the default best_metric); gap / loss_gap: "
+                             "clean train vs test at the kept epoch")
+    report.add_argument("--alpha", type=positive_float, default=0.005,
+                        help="significance level of each test (the paper's)")
     report.add_argument("--pvalue", choices=("auto", "asymptotic", "exact", "permutation"),
                         default="auto",
                         help="auto: asymptotic (the paper's) for groups of 10+ cells, exact "
                              "below (the t-approximation gives p=0 to 3 perfectly ranked cells)")
-    report.add_argument("--exclude-diverged", action="store_true")
-    report.add_argument("--figures", help="write PNG figures into this directory")
+    report.add_argument("--exclude-diverged", action="store_true",
+                        help="leave diverged cells out of the tests (default: counted with "
+                             "the accuracy reached before diverging)")
+    report.add_argument("--figures", default=None,
+                        help="write PNG figures into this directory (default: none)")
     report.add_argument("--bounds", action="store_true",
                         help="add the PAC-Bayes bound section (after `kerasgen bound`)")
-    report.add_argument("--output", "-o", help="write the tables to a file")
+    report.add_argument("--output", "-o", default=None,
+                        help="write the report to this file (default: print it)")
     report.set_defaults(func=cmd_report)
 
-    tui = sub.add_parser("tui", help="the live terminal dashboard")
-    tui.add_argument("--db", default=DEFAULT_DB)
-    tui.add_argument("--study")
-    tui.add_argument("--interval", type=_number(float, 0.1, "a number of seconds"), default=2.0,
-                     help="seconds between refreshes")
+    tui = command("tui", "the live terminal dashboard (also: python -m tui)")
+    add_dashboard_arguments(tui)
     tui.set_defaults(func=cmd_tui)
 
-    bound = sub.add_parser("bound", help="PAC-Bayes bound terms (Theorems 1-2) of finished cells")
-    bound.add_argument("--db", default=DEFAULT_DB)
-    bound.add_argument("--study")
-    bound.add_argument("--cells", help="comma-separated cell ids (default: every finished cell)")
-    bound.add_argument("--params", choices=("classifier", "all"), default="classifier")
-    bound.add_argument("--delta", type=positive_float, default=0.05)
+    bound = command("bound", "PAC-Bayes bound terms (Theorems 1-2) of finished cells")
+    add_store_arguments(bound)
+    bound.add_argument("--study", default=None, help="only this study (default: all)")
+    bound.add_argument("--cells", default=None,
+                       help="comma-separated cell ids (default: every finished cell)")
+    bound.add_argument("--params", choices=("classifier", "all"), default="classifier",
+                       help="the parameters A and C are taken over: the classifier layer "
+                            "(exact) or the whole network (Lanczos/CG/SLQ)")
+    bound.add_argument("--delta", type=positive_float, default=0.05,
+                       help="the bound's confidence parameter")
     bound.add_argument("--max-examples", type=_number(int, 2, "an integer"), default=None,
                        help="training examples used for A and C (default: all)")
-    bound.add_argument("--data-dir", default="data")
-    bound.add_argument("--checkpoint-dir")
-    bound.add_argument("--recompute", action="store_true")
+    bound.add_argument("--data-dir", default="data", help="where data sets are")
+    bound.add_argument("--checkpoint-dir", default=None,
+                       help="where the run kept its weights (default: <db>.checkpoints)")
+    bound.add_argument("--recompute", action="store_true",
+                       help="recompute cells that already have bound terms")
+    bound.add_argument("--verbose", action="store_true",
+                       help="show TensorFlow's start-up lines (else they go to <db>.log)")
     bound.set_defaults(func=cmd_bound)
 
-    db = sub.add_parser("db", help="what a store file is: schema version, studies")
-    db.add_argument("--db", default=DEFAULT_DB)
+    db = command("db", "what a store file is: schema version, studies")
+    add_store_arguments(db)
     db.set_defaults(func=cmd_db)
     return parser
 
@@ -418,12 +494,25 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if hasattr(args, "db_path"):
+        from kerasgen.options import store_path
+
+        args.db = store_path(args.parser, args)
     try:
         return int(args.func(args) or 0)
+    except UsageError as exc:
+        args.parser.print_usage(sys.stderr)
+        print(f"kerasgen {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except (CLIError, SpecError, StoreError, DataError, OptionsError, StudyError,
             DiskFull) as exc:
         print(f"kerasgen {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader of our output went away (`kerasgen report | head`): end quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"kerasgen {args.command}: interrupted; run the same command again to resume.",
               file=sys.stderr)

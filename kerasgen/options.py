@@ -8,6 +8,7 @@ applied afterwards, in the driver and in every worker process.
 
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import dataclass
 
@@ -94,5 +95,32 @@ def onednn_option(choice: str) -> bool | str | None:
     return {"auto": "auto", "default": None, "on": True, "off": False}[choice]
 
 
-__all__ = ["HEARTBEATS_PER_STALE", "LAYOUT_CHOICES", "MIN_STALE_SECONDS", "ONEDNN_CHOICES",
+__all__ = ["DEFAULT_DB", "HEARTBEATS_PER_STALE", "HelpFormatter", "add_store_arguments",
+           "store_path", "LAYOUT_CHOICES", "MIN_STALE_SECONDS", "ONEDNN_CHOICES",
            "OptionsError", "RunOptions", "check_options", "onednn_option"]
+
+
+# ---------------------------------------------------------------- the command lines
+
+DEFAULT_DB = "data/kerasgen.db"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default; descriptions keep their line breaks."""
+
+
+def add_store_arguments(parser: argparse.ArgumentParser, default: str = DEFAULT_DB) -> None:
+    """The store of a command, given as ``DB`` or ``--db DB`` (the same for every command,
+    ``kerasgen`` and ``python -m tui`` alike)."""
+    parser.add_argument("db_path", nargs="?", metavar="DB", default=None,
+                        help="the store (a .db file); the same as --db")
+    parser.add_argument("--db", default=default, help="the store (a .db file)")
+
+
+def store_path(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The store a command was given (``DB`` wins over the default of ``--db``; both
+    given and different is an error)."""
+    explicit = args.db != parser.get_default("db")
+    if args.db_path and explicit and args.db_path != args.db:
+        parser.error(f"two stores given: {args.db_path} and --db {args.db}; give one")
+    return args.db_path or args.db

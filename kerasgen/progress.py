@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from kerasgen.store import connect_readonly, progress_rows
+from kerasgen.store import DEFAULT_STALE_SECONDS, connect_readonly, progress_rows, worker_is_gone
 from kerasgen.vocabulary import DIVERGED, DONE, FAILED, FINISHED, RUNNING, STATUSES
 
 RATE_WINDOW_SECONDS = 600.0
@@ -29,6 +29,9 @@ class GroupProgress:
     epochs_per_second: float
     eta_seconds: float | None
     running: list = field(default_factory=list)  # (worker, cell_id, bs, lr, epochs_done)
+    # Running cells whose worker is lost: no heartbeat for longer than its stale limit, or
+    # a dead process on this host (their packs are reclaimed by the next claim).
+    lost: list = field(default_factory=list)
 
     @property
     def finished(self) -> int:
@@ -60,7 +63,7 @@ def study_progress(db, now: datetime | None = None,
             conn.close()
     caps, rows = read["caps"], read["counts"]
     rates = {(r[0], r[1], r[2]): (r[3], r[4]) for r in read["recent"]}
-    running = [r[:8] for r in read[RUNNING]]
+    running = read[RUNNING]
     groups: dict[tuple, GroupProgress] = {}
     for study, model, dataset, status, count, epochs in rows:
         key = (study, model, dataset)
@@ -75,8 +78,13 @@ def study_progress(db, now: datetime | None = None,
         # Finished cells need no more epochs; unfinished ones need up to the cap.
         ended = status in FINISHED or status == FAILED
         g.epochs_total += int(epochs or 0) if ended else cap * count
-    for study, model, dataset, worker, cell_id, bs, lr, done in running:
-        groups[(study, model, dataset)].running.append((worker, cell_id, bs, lr, done))
+    for study, model, dataset, worker, cell_id, bs, lr, done, heartbeat in running:
+        g = groups[(study, model, dataset)]
+        entry = (worker, cell_id, bs, lr, done)
+        env = read["environments"].get(study, {}).get(f"worker {worker}", {})
+        stale = float(env.get("stale_seconds") or DEFAULT_STALE_SECONDS)
+        silent = (now - _parse(heartbeat)).total_seconds() if heartbeat else float("inf")
+        (g.lost if silent > stale or worker_is_gone(worker) else g.running).append(entry)
     for key, g in groups.items():
         count, first = rates.get(key, (0, None))
         if count and first:
@@ -92,6 +100,11 @@ def study_progress(db, now: datetime | None = None,
 
 def workers_alive(groups: list[GroupProgress]) -> list[str]:
     return sorted({w for g in groups for (w, *_rest) in g.running if w})
+
+
+def workers_lost(groups: list[GroupProgress]) -> list[str]:
+    """Workers that hold running cells but are lost (see ``GroupProgress.lost``)."""
+    return sorted({w for g in groups for (w, *_rest) in g.lost if w})
 
 
 def format_duration(seconds: float | None) -> str:

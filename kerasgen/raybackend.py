@@ -62,8 +62,10 @@ class StoreWriter:
     def cell(self, cell_id: int) -> dict:
         return self.store.cell(cell_id)
 
-    def record_epoch(self, cell_id, epoch, logs, wall_seconds=None, claim=None) -> bool:
-        return self.store.record_epoch(cell_id, epoch, logs, wall_seconds, claim=claim)
+    def record_epoch(self, cell_id, epoch, logs, wall_seconds=None, claim=None,
+                     pack_cells=None) -> bool:
+        return self.store.record_epoch(cell_id, epoch, logs, wall_seconds, claim=claim,
+                                       pack_cells=pack_cells)
 
     def finish_cell(self, cell_id, status=DONE, diverged_epoch=None, error=None, claim=None):
         self.store.finish_cell(cell_id, status, diverged_epoch=diverged_epoch, error=error,
@@ -106,8 +108,10 @@ class RemoteStore:
     def cell(self, cell_id):
         return self._call("cell", cell_id)
 
-    def record_epoch(self, cell_id, epoch, logs, wall_seconds=None, claim=None):
-        return self._call("record_epoch", cell_id, epoch, logs, wall_seconds, claim=claim)
+    def record_epoch(self, cell_id, epoch, logs, wall_seconds=None, claim=None,
+                     pack_cells=None):
+        return self._call("record_epoch", cell_id, epoch, logs, wall_seconds, claim=claim,
+                          pack_cells=pack_cells)
 
     def finish_cell(self, cell_id, status=DONE, diverged_epoch=None, error=None, claim=None):
         return self._call("finish_cell", cell_id, status, diverged_epoch=diverged_epoch,

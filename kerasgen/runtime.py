@@ -4,11 +4,13 @@ where possible (``importlib.metadata``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import socket
 import sys
 from importlib import metadata
+from pathlib import Path
 
 
 def quiet_tensorflow() -> None:
@@ -131,3 +133,39 @@ def cpu_model() -> str:
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@contextlib.contextmanager
+def native_output_to(log_path: str | os.PathLike | None):
+    """Send what the process's native libraries print on stderr (TensorFlow's and CUDA's
+    start-up lines, absl's warnings) to ``log_path`` while the block runs; Python's own
+    ``sys.stderr`` (kerasgen's messages, tracebacks, the progress display) still reaches
+    the terminal. ``None``: change nothing (``--verbose``). Worker processes started in
+    the block inherit the log as their stderr."""
+    log = None
+    if log_path is not None:
+        try:
+            Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+            log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError:
+            log = None  # a directory this user may not write: the command says why later
+    if log is None:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    previous = sys.stderr
+    terminal = os.fdopen(os.dup(saved), "w", buffering=1,
+                         encoding=getattr(previous, "encoding", None) or "utf-8",
+                         errors="backslashreplace")
+    os.dup2(log, 2)
+    os.close(log)
+    sys.stderr = terminal
+    try:
+        yield
+    finally:
+        terminal.flush()
+        sys.stderr = previous
+        os.dup2(saved, 2)
+        os.close(saved)
+        terminal.close()

@@ -167,6 +167,9 @@ def from_dict(data: dict, source: str = "specification") -> Spec:
     )
 
 
+spec_from_dict = from_dict  # the public name: kerasgen.spec_from_dict
+
+
 def load_spec(path: str | Path) -> Spec:
     """Read a TOML specification file."""
     path = Path(path)
@@ -431,5 +434,5 @@ def pack_key(cell: dict) -> tuple:
     return (cell["model"], cell["dataset"], cell["seed"], cell["batch_size"])
 
 
-__all__ = ["PRESETS", "Spec", "SpecError", "Stop", "Training", "from_dict", "load_spec",
-           "pack_key", "preset", "validate"]
+__all__ = ["PRESETS", "Spec", "SpecError", "Stop", "Training", "check_name", "from_dict",
+           "load_spec", "pack_key", "preset", "spec_from_dict", "validate"]

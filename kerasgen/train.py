@@ -106,6 +106,7 @@ class PackLogger(SQLiteLogger):
         self.statuses: dict[str, list] = {}
 
     def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, logs)
         if self.lost.is_set():
             raise ClaimLost("this worker's claim on the pack was taken over; stopping")
 
@@ -344,7 +345,8 @@ def _replay(store: Store, claim: Claim, meta: dict) -> None:
     checkpoint and the commit), then the statuses the checkpoint decided."""
     for cell_id, rows in meta["history"].items():
         for epoch, row, wall in rows:
-            store.record_epoch(int(cell_id), int(epoch), row, wall, claim=claim)
+            store.record_epoch(int(cell_id), int(epoch), row, wall, claim=claim,
+                               pack_cells=len(meta["cell_ids"]))
     for cell_id, status in meta["statuses"].items():
         if status is None:
             continue

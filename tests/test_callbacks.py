@@ -232,3 +232,75 @@ def test_logging_a_second_fit_into_a_finished_cell_is_refused_with_a_clear_error
     fit()
     with pytest.raises(ValueError, match="finished cell .*cell 1 is done"):
         fit()
+
+
+# ---------------------------------------------------------------- what the logger refuses
+
+def _fit(db, the_cell, lr=0.1, batch_size=5, epochs=2):
+    x, y = data(10, 0)
+    model = tiny()
+    model.compile(optimizer=keras.optimizers.SGD(lr), loss="categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0,
+                     callbacks=[SQLiteLogger(db, the_cell)])
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"learning_rate": -1.0}, "learning_rate must be a positive number. Received: learning_rate=-1.0"),
+    ({"learning_rate": float("nan")}, "learning_rate must be a positive number"),
+    ({"batch_size": True}, "batch_size must be an integer >= 1. Received: batch_size=True"),
+    ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+    ({"seed": 2**32}, "seed must be an integer from 0 to 4294967295"),
+    ({"model": ""}, "model must be a non-empty name"),
+    ({"study": "a\nb"}, "study must be printable text"),
+    ({"optimizer": ["adam"]}, "the extra hyper-parameter 'optimizer' must be text"),
+])
+def test_a_bad_cell_is_refused_at_construction_naming_the_value(tmp_path, change, words):
+    with pytest.raises(ValueError) as caught:
+        SQLiteLogger(tmp_path / "x.db", {**cell(0.1), **change})
+    assert words in str(caught.value)
+    assert not (tmp_path / "x.db").exists()  # nothing was opened, nothing written
+
+
+def test_a_cell_missing_keys_names_them(tmp_path):
+    with pytest.raises(ValueError, match="cell lacks learning_rate, seed"):
+        SQLiteLogger(tmp_path / "x.db", {"study": "s", "model": "m", "dataset": "d",
+                                         "batch_size": 5})
+
+
+def test_extra_keys_are_kept_as_the_cells_hyper_parameters(tmp_path):
+    db = tmp_path / "h.db"
+    _fit(db, cell(0.1, optimizer="sgd", width=8, note=None))
+    frame = load_results(db)
+    assert json.loads(frame.iloc[0]["hparams"]) == {"note": None, "optimizer": "sgd", "width": 8}
+    # The same cell with other hyper-parameters would mix two trainings: refused.
+    with pytest.raises(ValueError, match="logged with extra hyper-parameters"):
+        _fit(db, cell(0.1, optimizer="adam", width=8, note=None))
+
+
+def test_a_cell_outside_a_studys_specification_is_refused_and_nothing_is_added(tmp_path):
+    from kerasgen.spec import Spec
+
+    db = tmp_path / "spec.db"
+    spec = Spec(name="demo", models=["resnet8"], datasets=["digits"], batch_sizes=[16],
+                learning_rates=[0.1])
+    with Store(db) as store:
+        store.create_study(spec.name, spec.to_dict(), spec.cells())
+    foreign = {"study": "demo", "model": "tiny", "dataset": "toy", "batch_size": 5,
+               "learning_rate": 0.1, "seed": 0}
+    with pytest.raises(ValueError, match="created from a specification that has no cell"):
+        _fit(db, foreign)
+    assert len(load_results(db)) == 1 and load_epochs(db).empty
+
+
+@pytest.mark.parametrize("fit_lr, fit_batch, words", [
+    (0.01, 5, "optimizer has learning_rate=0.01, but the cell says learning_rate=0.1"),
+    (0.1, 2, "the fit's batches hold 2 examples, but the cell says batch_size=5"),
+])
+def test_a_fit_that_is_not_the_cell_is_refused_before_anything_is_written(tmp_path, fit_lr,
+                                                                          fit_batch, words):
+    db = tmp_path / "m.db"
+    with pytest.raises(ValueError) as caught:
+        _fit(db, cell(0.1), lr=fit_lr, batch_size=fit_batch)
+    assert words in str(caught.value)
+    assert not db.exists() or load_results(db).empty  # no cell, no epoch

@@ -65,3 +65,79 @@ def test_report_on_a_store_without_cells_is_a_message_not_a_traceback(tmp_path, 
         store.create_study("empty", {"name": "empty"}, [])
     assert cli.main(["report", "--db", str(tmp_path / "e.db")]) == 2
     assert "holds no cells" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- exit codes and streams
+
+def _store_with_cells(path, heartbeat=None, worker=None):
+    from kerasgen.store import Store
+
+    cells = [{"model": "resnet8", "dataset": "digits", "batch_size": bs, "learning_rate": 0.1,
+              "seed": 0} for bs in (16, 32)]
+    with Store(path) as store:
+        study = store.create_study("s", {"name": "s", "epochs": 3}, cells)
+        if worker is not None:
+            claim = store.claim_pack(study, worker, 1)
+            store.conn.execute("UPDATE cells SET heartbeat_at = ? WHERE pack_id = ?",
+                               (heartbeat, claim.pack_id))
+    return path
+
+
+def test_run_without_a_specification_prints_its_usage_and_exits_2(tmp_path, capsys):
+    code = cli.main(["run", "--db", str(tmp_path / "x.db")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("usage: kerasgen run")
+    assert "give a specification file" in err and "kerasgen demo" in err
+    assert not (tmp_path / "x.db").exists()  # it used to train the whole demo here
+
+
+@pytest.mark.parametrize("command", ["status", "report", "db", "bound"])
+@pytest.mark.parametrize("state", ["missing", "empty"])
+def test_a_missing_or_empty_store_is_exit_2_for_every_reader(tmp_path, command, state, capsys):
+    from kerasgen.store import Store
+
+    db = tmp_path / "s.db"
+    if state == "empty":
+        Store(db).close()  # a store with no study
+    assert cli.main([command, str(db)]) == 2
+    assert f"kerasgen {command}: error:" in capsys.readouterr().err
+
+
+def test_the_store_is_given_as_db_or_by_position_but_not_two_different_ones(tmp_path, capsys):
+    db = _store_with_cells(tmp_path / "s.db")
+    assert cli.main(["db", str(db)]) == 0 and cli.main(["db", "--db", str(db)]) == 0
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["db", str(db), "--db", str(tmp_path / "other.db")])
+    assert caught.value.code == 2 and "two stores given" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_the_report_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    db = _store_with_cells(tmp_path / "s.db")
+    run = subprocess.run(f"{sys.executable} -m kerasgen report {db} | head -n 1", shell=True,
+                         capture_output=True, text=True, timeout=120)
+    assert run.stdout.startswith("# Batch size") and "Traceback" not in run.stderr
+    assert "BrokenPipe" not in run.stderr
+
+
+def test_the_dashboard_on_a_path_that_does_not_exist_says_so_and_exits(tmp_path, capsys):
+    from tui.__main__ import main as python_m_tui
+
+    for entry in (lambda a: cli.main(["tui", *a]), python_m_tui):
+        assert entry([str(tmp_path / "none.db")]) == 2
+        assert "does not exist" in capsys.readouterr().err
+    # With a store but no terminal: a message, not escape codes until killed.
+    db = _store_with_cells(tmp_path / "s.db")
+    assert python_m_tui([str(db)]) == 2
+    assert "needs a terminal" in capsys.readouterr().err
+
+
+def test_a_worker_without_a_heartbeat_is_shown_as_lost_not_training(tmp_path, capsys):
+    db = _store_with_cells(tmp_path / "s.db", heartbeat="2020-01-01T00:00:00.000Z",
+                           worker="gpu-a.invalid:101")
+    assert cli.main(["status", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "workers training now: none" in out
+    assert "workers lost" in out and "gpu-a.invalid:101" in out

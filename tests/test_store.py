@@ -921,6 +921,8 @@ def test_a_store_of_every_earlier_schema_version_upgrades_to_the_current_one(tmp
             with old.transaction() as conn:
                 conn.execute("INSERT INTO studies (name, spec_json, spec_hash, created_at) "
                              "VALUES ('s', '{}', 'x', '2024-01-01T00:00:00Z')")
+                if version >= 5:  # that version's code gave every study its uid
+                    conn.execute("UPDATE studies SET uid = 'u'")
                 conn.execute("INSERT INTO cells (study_id, model, dataset, batch_size, "
                              "learning_rate, seed) VALUES (1, 'm', 'd', 16, 0.1, 0)")
                 conn.execute("INSERT INTO epochs (cell_id, epoch, train_loss, test_accuracy, "
@@ -1255,3 +1257,21 @@ def test_running_into_a_store_this_user_may_only_read_says_so_and_leaves_nothing
     assert "cannot be written" in run.stderr or "read-only" in run.stderr
     assert "Traceback" not in run.stderr
     assert sorted(p.name for p in db.parent.iterdir()) == before
+
+
+def test_epochs_long_gives_learning_curves_without_joins_and_each_cells_share_of_time(
+        tmp_path):
+    store, _ = new_study(tmp_path / "l.db", grid([16], [0.1, 0.2]))
+    store.record_epoch(1, 0, logs(train_eval_accuracy=0.9, train_eval_loss=0.3), 6.0,
+                       pack_cells=2)
+    store.record_epoch(2, 0, logs(), 6.0, pack_cells=2)
+    store.close()
+    conn = sqlite3.connect(tmp_path / "l.db")
+    row = conn.execute("SELECT study, model, batch_size, learning_rate, ratio, epoch, "
+                       "test_accuracy, gap, loss_gap, pack_wall_seconds, pack_cells, "
+                       "cell_wall_seconds FROM epochs_long WHERE learning_rate = 0.1").fetchone()
+    conn.close()
+    assert row[:7] == ("s", "m", 16, 0.1, 160.0, 0, 0.4)
+    assert row[7] == pytest.approx(0.9 - 0.4) and row[8] == pytest.approx(1.2 - 0.3)
+    assert row[9:] == (6.0, 2, 3.0)
+    assert load_epochs(tmp_path / "l.db")["pack_cells"].tolist() == [2, 2]

@@ -803,3 +803,20 @@ async def test_a_significant_coefficient_in_the_papers_direction_is_highlighted(
         bs16 = next(r for r in app.view.spearman.rows if r.table == 2 and r.group_value == 16)
         assert bs16.significant and bs16.agrees
         assert value_cells(bs16)[0].style == "bold green"
+
+
+@drive
+async def test_a_worker_without_a_heartbeat_is_shown_lost_not_training(store_path):
+    # The fixture's running cell beats 1 s before NOW; a day without a heartbeat is lost.
+    conn = sqlite3.connect(store_path)
+    conn.execute("UPDATE cells SET heartbeat_at = '2024-12-31T12:00:00.000Z' "
+                 "WHERE status = 'running'")
+    conn.commit()
+    conn.close()
+    app = make_app(store_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await refreshed(pilot)
+        assert app.view.snapshot.running == {}
+        assert list(app.view.snapshot.lost) == [WORKER]
+        workers = content_of(app.screen, "#workers")
+        assert "Workers training now: 0" in workers and "Workers lost: 1" in workers

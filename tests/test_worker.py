@@ -563,3 +563,27 @@ def test_status_prints_names_with_markup_as_they_are(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "study oops[/]" in run.stdout
     assert "study [bold red]x[/bold red] [link=http://x]y[/link]" in run.stdout
+
+
+@pytest.mark.slow
+def test_tensorflows_start_up_lines_go_to_the_log_unless_verbose(tmp_path):
+    spec = tmp_path / "one.toml"
+    spec.write_text('name = "one"\nmodels = ["resnet8"]\ndatasets = ["synthetic-8-1-10-32"]\n'
+                    "batch_sizes = [32]\nlearning_rates = [0.1]\nepochs = 1\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    for verbose in (False, True):
+        db = tmp_path / f"v{int(verbose)}.db"
+        run = subprocess.run([sys.executable, "-m", "kerasgen", "run", str(spec), "--db",
+                              str(db), "--data-dir", str(tmp_path), "--progress", "plain",
+                              *(["--verbose"] if verbose else [])],
+                             capture_output=True, text=True, timeout=600, env=env)
+        assert run.returncode == 0, run.stderr
+        # kerasgen's own lines always reach the terminal ...
+        assert "[one] 1/1 cells finished" in run.stderr
+        native = ("absl::InitializeLog" in run.stderr or "I0000" in run.stderr
+                  or "cuda" in run.stderr.lower())
+        log = Path(str(db) + ".log")
+        # ... TensorFlow's only with --verbose; otherwise they are in <db>.log.
+        assert native is verbose, run.stderr[-2000:]
+        if not verbose:
+            assert log.exists() and ("I0000" in log.read_text() or "absl" in log.read_text())

@@ -190,3 +190,49 @@ def run_dashboard(db: str | Path, study: str | None = None, interval: float = 2.
     app = DashboardApp(db, study=study, interval=interval)
     app.run()
     return int(app.return_code or 0)
+
+
+def _interval(text: str) -> float:
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0.1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a number of seconds >= 0.1")
+    return value
+
+
+def add_arguments(parser) -> None:
+    """The dashboard's arguments: the same for ``kerasgen tui`` and ``python -m tui``."""
+    from kerasgen.options import add_store_arguments
+
+    add_store_arguments(parser)
+    parser.add_argument("--study", default=None, help="show only this study (default: all)")
+    parser.add_argument("--interval", type=_interval, default=2.0,
+                        help="seconds between reads of the store")
+    parser.add_argument("--wait", action="store_true",
+                        help="wait for a store that does not exist yet (a study about to "
+                             "start) instead of saying so and exiting")
+
+
+def main_from_args(parser, args) -> int:
+    """Run the dashboard as the arguments of ``add_arguments`` say; 2 (with a message)
+    for a store that does not exist (unless ``--wait``) or a stdout that is no terminal."""
+    import sys
+
+    from kerasgen.options import store_path
+
+    db = store_path(parser, args)
+    if not Path(db).exists() and not args.wait:
+        print(f"{parser.prog}: error: {db} does not exist: no study has been run into it yet. "
+              "Start one (kerasgen run ... --db PATH), or pass --wait to watch for it.",
+              file=sys.stderr)
+        return 2
+    if not sys.stdout.isatty():
+        print(f"{parser.prog}: error: the dashboard needs a terminal (stdout is not one); "
+              "use `kerasgen status` for a plain-text view.", file=sys.stderr)
+        return 2
+    return run_dashboard(db, study=args.study, interval=args.interval)

@@ -221,6 +221,8 @@ class Snapshot:
     studies: tuple[StudyView, ...] = ()
     progress: tuple[ProgressView, ...] = ()
     running: Mapping[str, tuple[RunningCell, ...]] = field(default_factory=dict)
+    # Workers that hold running cells without a heartbeat (or whose process is gone).
+    lost: Mapping[str, tuple[RunningCell, ...]] = field(default_factory=dict)
     grids: tuple[GridView, ...] = ()
     curves: Mapping[int, Curve] = field(default_factory=dict)
     spearman: Mapping[tuple[str, str, str, str], SpearmanView] = field(default_factory=dict)
@@ -462,13 +464,16 @@ def _progress_views(conn, now: datetime, study: str | None):
         fraction=min(max(g.fraction, 0.0), 1.0), epochs_done=g.epochs_done,
         epochs_total=g.epochs_total, epochs_per_second=g.epochs_per_second,
         eta="done" if g.eta_seconds == 0 else format_duration(g.eta_seconds)) for g in groups)
-    running: dict[str, list[RunningCell]] = {}
-    for g in groups:
-        for worker, _cell_id, bs, lr, done in g.running:
-            running.setdefault(worker or "?", []).append(
-                RunningCell(g.study, g.model, g.dataset, int(bs), float(lr), int(done or 0)))
-    return views, {w: tuple(sorted(cs, key=lambda c: (c.batch_size, c.learning_rate)))
-                   for w, cs in sorted(running.items())}
+    def by_worker(kind: str) -> dict[str, tuple[RunningCell, ...]]:
+        out: dict[str, list[RunningCell]] = {}
+        for g in groups:
+            for worker, _cell_id, bs, lr, done in getattr(g, kind):
+                out.setdefault(worker or "?", []).append(
+                    RunningCell(g.study, g.model, g.dataset, int(bs), float(lr), int(done or 0)))
+        return {w: tuple(sorted(cs, key=lambda c: (c.batch_size, c.learning_rate)))
+                for w, cs in sorted(out.items())}
+
+    return views, by_worker("running"), by_worker("lost")
 
 
 def _studies(conn, study: str | None) -> tuple[StudyView, ...]:
@@ -577,7 +582,7 @@ class DashboardData:
         with read_snapshot(conn):  # one state of the store for all the reads below
             studies = _studies(conn, self.study)
             rows = read_cells(conn, self.study)
-            progress, running = _progress_views(conn, now, self.study)
+            progress, running, lost = _progress_views(conn, now, self.study)
             upto = last_epoch_row(conn)
             if upto < self.marker:  # rows vanished: not the same store any more
                 self._reset()
@@ -592,7 +597,7 @@ class DashboardData:
         spearman = self._update_spearman(rows)
         return Snapshot(state="ok", message="", path=str(self.path), taken_at=now,
                         generation=self.generation, studies=studies, progress=progress,
-                        running=running, grids=tuple(g for _, g in self._grids.values()),
+                        running=running, lost=lost, grids=tuple(g for _, g in self._grids.values()),
                         curves=dict(self.curves), spearman=spearman,
                         labels={name: display_name(name) for name in
                                 {r[2] for r in rows} | {r[3] for r in rows}})

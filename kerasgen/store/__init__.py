@@ -67,7 +67,7 @@ from kerasgen.store.queries import (
     study_uids,
 )
 from kerasgen.store.schema import MIGRATIONS, SCHEMA_VERSION, register_migration
-from kerasgen.store.writer import Claim, Store, describe_difference
+from kerasgen.store.writer import Claim, Store, describe_difference, worker_is_gone
 
 __all__ = [
     "APPLICATION_ID", "BOUND_COLUMNS", "BUSY_TIMEOUT_MS", "Claim", "ClaimLost", "Connection",
@@ -78,5 +78,5 @@ __all__ = [
     "last_epoch_row", "load_bound_rows", "load_epochs", "load_progress", "load_results",
     "load_studies", "lock_holders", "progress_rows", "read_cell_rows", "read_new_epochs",
     "read_snapshot", "readonly_note", "register_migration", "study_overview", "study_uids",
-    "utc_now",
+    "utc_now", "worker_is_gone",
 ]

@@ -20,7 +20,7 @@ RESULT_COLUMNS = [
     "best_epoch", "final_train_accuracy", "final_train_loss", "final_test_accuracy",
     "final_test_loss", "final_train_eval_accuracy", "final_train_eval_loss", "epochs_done",
     "diverged_epoch", "last_batch", "error", "worker", "pack_id", "attempts", "failures",
-    "heartbeat_at", "started_at", "finished_at", "updated_at",
+    "heartbeat_at", "started_at", "finished_at", "updated_at", "hparams",
 ]
 
 _OPERATIONAL = ("c.error, c.worker, c.pack_id, c.attempts, c.failures, c.heartbeat_at, "
@@ -48,7 +48,11 @@ _RESULTS_SQL = (
 
 def has_clean_metrics(conn: sqlite3.Connection) -> bool:
     """Whether the store has the clean training metrics' columns (schema >= 4)."""
-    return any(r[1] == "kept_epoch" for r in conn.execute("PRAGMA table_info(cells)"))
+    return _has_column(conn, "cells", "kept_epoch")
+
+
+def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(r[1] == column for r in conn.execute(f"PRAGMA table_info({table})"))
 
 
 def _reader(db) -> tuple[sqlite3.Connection, bool]:
@@ -65,7 +69,9 @@ def read_cell_rows(conn: sqlite3.Connection, study: str | None = None,
     ``load_results`` and the dashboard read. ``order``: ``"cell_id"``, or ``"grid"``
     (study, model, dataset, seed, cell id: the dashboard's grids)."""
     sql = _RESULTS_SQL if has_clean_metrics(conn) else _LEGACY_RESULTS_SQL
-    sql = (f"SELECT r.* FROM ({sql}) r JOIN studies st ON st.name = r.study")
+    hparams = "c.hparams_json" if _has_column(conn, "cells", "hparams_json") else "NULL"
+    sql = (f"SELECT r.*, {hparams} AS hparams FROM ({sql}) r "
+           "JOIN studies st ON st.name = r.study JOIN cells c ON c.cell_id = r.cell_id")
     params: tuple = ()
     if study is not None:
         sql += " WHERE r.study = ?"
@@ -112,18 +118,21 @@ def load_epochs(db, study: str | None = None, cell_ids: Sequence[int] | None = N
                 after: int = 0) -> pd.DataFrame:
     """Epoch rows (one per cell per epoch), joined with their cell's coordinates.
 
-    ``after`` is a marker from a previous read (see ``read_new_epochs``): only rows
-    recorded after it are returned. The ``row`` column is that marker's unit.
+    ``wall_seconds`` is the epoch time of the fit that trained the cell, shared by its
+    ``pack_cells`` cells (a pack); ``after`` is a marker from a previous read (see
+    ``read_new_epochs``): only rows recorded after it are returned. The ``row`` column is
+    that marker's unit.
     """
     conn, owned = _reader(db)
     try:
         clean = ("e.train_eval_loss, e.train_eval_accuracy" if has_clean_metrics(conn)
                  else "NULL AS train_eval_loss, NULL AS train_eval_accuracy")
+        cells = "e.pack_cells" if _has_column(conn, "epochs", "pack_cells") else "NULL"
         sql = ("SELECT e.rowid AS row, s.name AS study, e.cell_id, c.model, c.dataset, "
                "c.batch_size, c.learning_rate, c.seed, e.epoch, e.train_loss, "
                f"e.train_accuracy, e.test_loss, e.test_accuracy, {clean}, e.wall_seconds, "
-               "e.metrics_json, e.recorded_at FROM epochs e JOIN cells c USING (cell_id) "
-               "JOIN studies s USING (study_id) WHERE e.rowid > ?")
+               f"{cells} AS pack_cells, e.metrics_json, e.recorded_at FROM epochs e "
+               "JOIN cells c USING (cell_id) JOIN studies s USING (study_id) WHERE e.rowid > ?")
         params: list = [int(after)]
         if study is not None:
             sql += " AND s.name = ?"
@@ -175,7 +184,8 @@ def progress_rows(conn: sqlite3.Connection, since: str) -> dict:
     """What ``kerasgen.progress`` summarizes, in one read: the epoch cap of each study
     (``caps``), cells and epochs per (study, model, dataset, status) (``counts``), epochs
     recorded after ``since`` per (study, model, dataset) with the first time
-    (``recent``), and the running cells with their workers (``running``)."""
+    (``recent``), the running cells with their workers and heartbeats (``running``), and
+    each study's recorded environment (``environments``: a worker's stale limit)."""
     import json
 
     caps = {}
@@ -197,7 +207,14 @@ def progress_rows(conn: sqlite3.Connection, since: str) -> dict:
         "c.learning_rate, c.epochs_done, c.heartbeat_at FROM cells c "
         "JOIN studies s USING (study_id) "
         "WHERE c.status = 'running' ORDER BY c.worker, c.learning_rate").fetchall()
-    return {"caps": caps, "counts": counts, "recent": recent, "running": running}
+    environments = {}
+    for name, env in conn.execute("SELECT name, environment_json FROM studies"):
+        try:
+            environments[name] = json.loads(env or "{}")
+        except ValueError:
+            environments[name] = {}
+    return {"caps": caps, "counts": counts, "recent": recent, "running": running,
+            "environments": environments}
 
 
 # ---------------------------------------------------------------- the dashboard

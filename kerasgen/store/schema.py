@@ -218,6 +218,33 @@ def _migration_5(conn: sqlite3.Connection) -> None:
                      (uuid.uuid4().hex, study_id))
 
 
+EPOCHS_LONG_VIEW_SQL = """
+    CREATE VIEW epochs_long AS
+        SELECT s.name AS study, c.model, c.dataset, c.batch_size, c.learning_rate, c.seed,
+               c.batch_size / c.learning_rate AS ratio, e.cell_id, e.epoch,
+               e.train_loss, e.train_accuracy, e.test_loss, e.test_accuracy,
+               e.train_eval_loss, e.train_eval_accuracy,
+               e.train_eval_accuracy - e.test_accuracy AS gap,
+               e.test_loss - e.train_eval_loss AS loss_gap,
+               e.wall_seconds AS pack_wall_seconds, e.pack_cells,
+               e.wall_seconds / e.pack_cells AS cell_wall_seconds,
+               e.metrics_json, e.recorded_at
+        FROM epochs e JOIN cells c USING (cell_id) JOIN studies s USING (study_id);
+"""
+
+
+def _migration_6(conn: sqlite3.Connection) -> None:
+    # What SQL users asked for: a learning-curve view without joins (epochs_long), the
+    # extra hyper-parameters a user's own SQLiteLogger cell carries (cells.hparams_json),
+    # and how many cells shared an epoch's wall time (epochs.pack_cells: wall_seconds is
+    # the pack's, a cell's share is wall_seconds / pack_cells).
+    run_script(conn, f"""
+        ALTER TABLE cells ADD COLUMN hparams_json TEXT;
+        ALTER TABLE epochs ADD COLUMN pack_cells INTEGER;
+        {EPOCHS_LONG_VIEW_SQL}
+    """)
+
+
 # Numbered migrations: MIGRATIONS[i] takes the schema from version i to i + 1.
 MIGRATIONS: list[tuple[str, Any]] = [
     ("studies, cells, epochs; views best and progress", _migration_1),
@@ -225,6 +252,7 @@ MIGRATIONS: list[tuple[str, Any]] = [
     ("bounds: PAC-Bayes bound terms per cell", _migration_3),
     ("clean training metrics, the kept epoch; view best with gap and loss_gap", _migration_4),
     ("studies.uid: the key of a study's files beside the store", _migration_5),
+    ("view epochs_long; cells.hparams_json; epochs.pack_cells", _migration_6),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -239,5 +267,5 @@ def register_migration(name: str, step) -> None:
 
 
 
-__all__ = ["BEST_METRIC_SQL", "BEST_VIEW_SQL", "MIGRATIONS", "SCHEMA_VERSION",
-           "register_migration", "run_script"]
+__all__ = ["BEST_METRIC_SQL", "BEST_VIEW_SQL", "EPOCHS_LONG_VIEW_SQL", "MIGRATIONS",
+           "SCHEMA_VERSION", "register_migration", "run_script"]

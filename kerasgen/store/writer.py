@@ -195,9 +195,10 @@ class Store:
             return study_id
 
     def ensure_cell(self, study: str, model: str, dataset: str, batch_size: int,
-                    learning_rate: float, seed: int, environment: dict | None = None) -> None:
+                    learning_rate: float, seed: int, environment: dict | None = None,
+                    hparams: dict | None = None) -> None:
         """Create a cell (and a study of kind "manual", recording ``environment``) for a
-        user's own ``model.fit``."""
+        user's own ``model.fit``; ``hparams``: its other hyper-parameters, kept as JSON."""
         with self.transaction() as conn:
             row = conn.execute("SELECT study_id FROM studies WHERE name = ?",
                                (study,)).fetchone()
@@ -216,9 +217,9 @@ class Store:
                 study_id = row[0]
             conn.execute(
                 "INSERT OR IGNORE INTO cells (study_id, model, dataset, batch_size, "
-                "learning_rate, seed, updated_at) VALUES (?,?,?,?,?,?,?)",
+                "learning_rate, seed, updated_at, hparams_json) VALUES (?,?,?,?,?,?,?,?)",
                 (study_id, model, dataset, int(batch_size), float(learning_rate), int(seed),
-                 utc_now()))
+                 utc_now(), json.dumps(hparams, sort_keys=True) if hparams else None))
 
     def mark_running(self, cell_ids: Sequence[int], worker: str | None = None) -> None:
         """Mark cells trained outside the claim protocol (a user's own fit) as running."""
@@ -382,13 +383,15 @@ class Store:
     # -- epochs and outcomes
     def record_epoch(self, cell_id: int, epoch: int, logs: dict,
                      wall_seconds: float | None = None,
-                     claim: Claim | None = None) -> bool:
+                     claim: Claim | None = None, pack_cells: int | None = None) -> bool:
         """Write one epoch of one cell and update its summary, in one transaction.
 
         ``logs`` maps metric names to numbers, with ``train_``/``test_`` prefixes for
         the standard ones (``train_loss``, ``test_accuracy``, ...); any other finite
-        number is kept in ``metrics_json``. Writing an epoch that is already recorded
-        does nothing and returns False (a resumed pack replays nothing twice).
+        number is kept in ``metrics_json``. ``wall_seconds`` is the fit's epoch time,
+        shared by the ``pack_cells`` cells trained in it. Writing an epoch that is
+        already recorded does nothing and returns False (a resumed pack replays nothing
+        twice).
         """
         fixed = {k: _finite_or_none(logs.get(k)) for k in EPOCH_COLUMNS}
         extra = {k: float(v) for k, v in logs.items()
@@ -399,10 +402,10 @@ class Store:
                 _check_owner(conn, claim, cell_id)
             cur = conn.execute(
                 f"INSERT OR IGNORE INTO epochs (cell_id, epoch, {', '.join(EPOCH_COLUMNS)}, "
-                "wall_seconds, metrics_json, recorded_at) "
-                f"VALUES (?, ?, {', '.join('?' * len(EPOCH_COLUMNS))}, ?, ?, ?)",
+                "wall_seconds, pack_cells, metrics_json, recorded_at) "
+                f"VALUES (?, ?, {', '.join('?' * len(EPOCH_COLUMNS))}, ?, ?, ?, ?)",
                 (cell_id, int(epoch), *(fixed[k] for k in EPOCH_COLUMNS),
-                 _finite_or_none(wall_seconds),
+                 _finite_or_none(wall_seconds), None if pack_cells is None else int(pack_cells),
                  json.dumps(extra, sort_keys=True) if extra else None, now),
             )
             if cur.rowcount == 0:
@@ -439,6 +442,26 @@ class Store:
         if row is None:
             raise StoreError(f"No cell with cell_id={cell_id} in {self.path}.")
         return _row_dict(self.conn, row, "cells")
+
+    def study_kind(self, name: str) -> str | None:
+        """``"manual"`` (created by a user's own SQLiteLogger), ``"spec"`` (from a
+        specification: its cells are fixed) or None (no such study)."""
+        row = self.conn.execute("SELECT json_extract(spec_json, '$.kind') FROM studies "
+                                "WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return None
+        return "manual" if row[0] == "manual" else "spec"
+
+    def find_cell(self, study: str, model: str, dataset: str, batch_size: int,
+                  learning_rate: float, seed: int) -> tuple[int, dict] | None:
+        """(cell id, its extra hyper-parameters) of a cell by its natural key, or None."""
+        row = self.conn.execute(
+            "SELECT c.cell_id, c.hparams_json FROM cells c JOIN studies s USING (study_id) "
+            "WHERE s.name = ? AND c.model = ? AND c.dataset = ? AND c.batch_size = ? "
+            "AND abs(c.learning_rate - ?) <= 1e-12 * abs(?) AND c.seed = ?",
+            (study, model, dataset, batch_size, learning_rate, learning_rate, seed),
+        ).fetchone()
+        return None if row is None else (row[0], json.loads(row[1] or "{}"))
 
     def cell_id(self, study: str, model: str, dataset: str, batch_size: int,
                 learning_rate: float, seed: int) -> int:
@@ -481,28 +504,32 @@ class Store:
 
 def _dead_local_pack(conn: sqlite3.Connection, study_id: int) -> tuple | None:
     """A running pack whose worker was a process on this host that no longer exists
-    (killed, crashed): reclaimable at once instead of after the stale limit.
-
-    Worker names end in ``<host>:<pid>`` (``runtime.worker_name``), possibly after a
-    role prefix (``ray-driver:<host>:<pid>``).
-    """
+    (killed, crashed): reclaimable at once instead of after the stale limit."""
     host = socket.gethostname()
     rows = conn.execute("SELECT DISTINCT pack_id, worker FROM cells WHERE study_id = ? "
                         "AND status = 'running' AND pack_id IS NOT NULL AND worker LIKE ?",
                         (study_id, f"%{host}:%"))
     for pack_id, worker in rows.fetchall():
-        head, _, pid_text = worker.rpartition(":")
-        if head.rpartition(":")[2] != host:
-            continue
-        try:
-            pid = int(pid_text)
-        except ValueError:
-            continue
-        if pid == os.getpid():
-            continue
-        if not _process_alive(pid):
+        if worker_is_gone(worker):
             return (pack_id,)
     return None
+
+
+def worker_is_gone(worker: str | None) -> bool:
+    """Whether a worker is known to be dead: its name ends in ``<host>:<pid>``
+    (``runtime.worker_name``, possibly after a role prefix such as ``ray-driver:``), the
+    host is this one and no process has that pid. A worker elsewhere is never known dead
+    (its heartbeat tells)."""
+    if not worker:
+        return False
+    head, _, pid_text = worker.rpartition(":")
+    if head.rpartition(":")[2] != socket.gethostname():
+        return False
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    return pid != os.getpid() and not _process_alive(pid)
 
 
 def _process_alive(pid: int) -> bool:
@@ -601,4 +628,4 @@ def describe_difference(old: Any, new: Any, prefix: str = "") -> str:
 
 
 
-__all__ = ["Claim", "Store", "describe_difference"]
+__all__ = ["Claim", "Store", "describe_difference", "worker_is_gone"]

@@ -122,6 +122,13 @@ def workers_text(snapshot: Snapshot) -> Text:
                         + (f" · {study}" if len(snapshot.studies) > 1 else ""))
             text.append(f"  BS {bs}  {_rates(tuple(mine))}  ")
             text.append(f"{epoch}" + (f"/{cap}" if cap else "") + " epochs", style="bold")
+    if snapshot.lost:
+        text.append(f"\nWorkers lost: {len(snapshot.lost)}", style="bold magenta")
+        text.append("  (no heartbeat, or the process is gone: their packs go to the next "
+                    "worker that claims)", style="dim")
+        for worker, cells in snapshot.lost.items():
+            text.append(f"\n  {worker}", style="magenta")
+            text.append(f"  {len(cells)} cell(s) left running")
     return text
 
 
