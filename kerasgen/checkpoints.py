@@ -3,9 +3,10 @@
 Layout under the checkpoint root (``--checkpoint-dir``, default ``<db>.checkpoints``)::
 
     initial/<model>-<dataset>-seed<seed>.weights.npz     a group's initial weights
-    <study-slug>-<study-uid>/pack-<pack id>/             one pack's checkpoints
-        state-<owner>.json, state-<owner>-<epoch>.npz
+    <study-slug>-<study-uid>/pack-<pack id>/             one pack's checkpoints, removed
+        state-<owner>.json, state-<owner>-<epoch>.npz     when the pack finishes
     <study-slug>-<study-uid>/cells/cell-<id>.weights.npz a finished cell's final weights
+                                                         (unless --keep-weights none)
 
 A study's directory is named by a slug of its name (letters, digits, ``.``, ``_``, ``-``;
 at most 40 characters) and the study's uid, a random id the store gives every study: a
@@ -143,7 +144,9 @@ def save_cell_weights(study_dir: Path, cell_id: int, weights: list) -> None:
 def load_cell_weights(study_dir: Path, cell_id: int) -> list:
     path = cell_weights_path(study_dir, cell_id)
     if not path.exists():
-        raise FileNotFoundError(f"no final weights for cell {cell_id} at {path}")
+        raise FileNotFoundError(f"no final weights for cell {cell_id} at {path}: the cell is "
+                                "not finished, or its study ran with --keep-weights none "
+                                "(train it again with --keep-weights final)")
     return load_arrays(path)
 
 
@@ -237,6 +240,11 @@ class PackCheckpoint:
         for old in self.directory.glob(f"state-{self.owner}-*.npz"):
             if old.name != name:
                 old.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        """Delete the pack's checkpoint directory, every owner's files in it (the pack is
+        finished; nothing will resume from them)."""
+        shutil.rmtree(self.directory, ignore_errors=True)
 
     def restore(self, model, meta: dict) -> None:
         with np.load(self.directory / meta["arrays"]) as saved:

@@ -62,6 +62,7 @@ def _run_options(args):
         jit_compile=jit, layout=args.layout, stale_seconds=args.stale_seconds,
         max_attempts=args.max_attempts, steps_per_execution=args.steps_per_execution,
         mirrored=args.mirrored, onednn=onednn_option(args.onednn),
+        keep_weights=args.keep_weights,
     )
 
 
@@ -387,8 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a pack that fails this often is marked failed")
     run.add_argument("--retry-failed", action="store_true",
                      help="put failed cells back to pending first")
+    run.add_argument("--keep-weights", choices=("final", "none"), default="final",
+                     help="keep each finished cell's final weights (kerasgen bound needs "
+                          "them) or none")
     run.add_argument("--force", action="store_true",
-                     help="run a grid of more than 100,000 cells")
+                     help="run a grid of more than 100,000 cells, or with less free disk "
+                          "than the projected use")
     run.add_argument("--progress", choices=("auto", "live", "plain"), default="auto",
                      help="the progress display: auto = live on a terminal, plain lines "
                           "otherwise")

@@ -8,6 +8,17 @@ from __future__ import annotations
 import re
 
 VGG_DEPTHS = (11, 13, 16, 19)
+# Filters per conv layer, "M" = max pool (configurations A, B, D, E of Simonyan & Zisserman).
+VGG_CONFIGS: dict[int, tuple] = {
+    11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    13: (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+         512, 512, 512, "M"),
+    19: (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+         512, 512, 512, 512, "M"),
+}
+RESNET_STAGES = (16, 32, 64)
+"""The filters of a CIFAR ResNet's three stages."""
 
 # Batch norm as bearpaw's networks (PyTorch's BatchNorm2d(momentum=0.1, eps=1e-5)):
 # running = 0.9 * running + 0.1 * batch. Keras's momentum is the weight of the old value,

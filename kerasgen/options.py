@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 ONEDNN_CHOICES = ("auto", "default", "on", "off")
 LAYOUT_CHOICES = ("auto", "branches", "fused")
+KEEP_WEIGHTS_CHOICES = ("final", "none")
 HEARTBEATS_PER_STALE = 4
 """A claim is refreshed this many times within the stale limit: a live worker whose
 heartbeat is late once or twice (a busy machine, a garbage collection) never looks dead."""
@@ -47,6 +48,7 @@ class RunOptions:
     steps_per_execution: int = 1
     mirrored: bool = False  # one cell on all local GPUs (MirroredStrategy)
     onednn: bool | str | None = "auto"
+    keep_weights: str = "final"  # each finished cell's final weights ("none": not kept)
     verbose: int = 0
 
     def __post_init__(self):
@@ -85,6 +87,9 @@ def check_options(options: "RunOptions") -> None:
     if options.jit_compile not in (True, False, "auto"):
         raise OptionsError("jit_compile must be True, False or 'auto'. Received: "
                            f"jit_compile={options.jit_compile!r}")
+    if options.keep_weights not in KEEP_WEIGHTS_CHOICES:
+        raise OptionsError(f"keep_weights must be one of {KEEP_WEIGHTS_CHOICES}. Received: "
+                           f"keep_weights={options.keep_weights!r}")
     if options.onednn not in ("auto", True, False, None):
         raise OptionsError("onednn must be 'auto', True, False or None. Received: "
                            f"onednn={options.onednn!r}")
@@ -95,7 +100,8 @@ def onednn_option(choice: str) -> bool | str | None:
     return {"auto": "auto", "default": None, "on": True, "off": False}[choice]
 
 
-__all__ = ["DEFAULT_DB", "HEARTBEATS_PER_STALE", "HelpFormatter", "add_store_arguments",
+__all__ = ["DEFAULT_DB", "HEARTBEATS_PER_STALE", "HelpFormatter", "KEEP_WEIGHTS_CHOICES",
+           "add_store_arguments",
            "store_path", "LAYOUT_CHOICES", "MIN_STALE_SECONDS", "ONEDNN_CHOICES",
            "OptionsError", "RunOptions", "check_options", "onednn_option"]
 

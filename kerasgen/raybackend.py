@@ -209,13 +209,13 @@ def run_study_ray(spec: Spec, db, options: RunOptions | None = None, address: st
     ray = _import_ray()
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from kerasgen.worker import check_before_claiming, register_study
+    from kerasgen.worker import check_before_claiming, check_disk, register_study
 
     options = options or RunOptions()
     db = Path(db).resolve()
     if options.checkpoint_dir is None:
         options.checkpoint_dir = str(Path(str(db) + ".checkpoints"))
-    check_before_claiming(spec, db, options, force=force)
+    check_before_claiming(spec, db, options, force=force, disk=False)
 
     started_here = not ray.is_initialized()
     if started_here:
@@ -227,6 +227,8 @@ def run_study_ray(spec: Spec, db, options: RunOptions | None = None, address: st
         if gpus_per_pack is None:
             gpus_per_pack = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
         _check_pack_resources(ray, cpus_per_pack, gpus_per_pack)
+        check_disk(spec, db, options, _task_slots(ray.cluster_resources(), cpus_per_pack,
+                                                  gpus_per_pack), force)
         study_id = register_study(spec, db, options, retry_failed)
         here = ray.get_runtime_context().get_node_id()
         writer = ray.remote(num_cpus=0)(StoreWriter).options(

@@ -32,6 +32,12 @@ TOML::
                                       # set; "all"; 0: off), no augmentation, BN inference
     last_batch = "keep"               # the last partial batch of an epoch: "keep" (as
                                       # PyTorch's DataLoader) or "drop"
+    checkpoint_every = 1              # checkpoint a pack every n epochs (and whenever a
+                                      # cell finishes); a resumed pack redoes at most
+                                      # n - 1 epochs, with identical results
+
+``checkpoint_every`` changes no number; it is part of the specification because every
+worker of a study, on any machine, reads it from the store.
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ class Training:
     dtype: str = "float32"
     train_eval_size: int | str = "test"
     last_batch: str = "keep"
+    checkpoint_every: int = 1
 
 
 @dataclass(frozen=True)
@@ -352,6 +359,10 @@ def _validate_training(t: Training) -> None:
                         f"Received: {t.best_metric!r}")
     if isinstance(t.test_every, bool) or not isinstance(t.test_every, int) or t.test_every < 1:
         raise SpecError(f"training.test_every must be an integer >= 1. Received: {t.test_every!r}")
+    if isinstance(t.checkpoint_every, bool) or not isinstance(t.checkpoint_every, int) \
+            or t.checkpoint_every < 1:
+        raise SpecError("training.checkpoint_every must be an integer >= 1 (epochs between "
+                        f"checkpoints). Received: {t.checkpoint_every!r}")
     if t.dtype not in DTYPES:
         raise SpecError(f"training.dtype must be one of {DTYPES}. Received: {t.dtype!r}")
     if t.last_batch not in LAST_BATCH:

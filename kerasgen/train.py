@@ -92,8 +92,9 @@ class PackLogger(SQLiteLogger):
     def __init__(self, store: Store, claim: Claim, cell_ids: list[int], spec: Spec,
                  checkpoint: PackCheckpoint, active: list[bool], history: dict,
                  lost: threading.Event, layout: str = "branches", train_eval=None,
-                 study_dir: Path | None = None):
+                 study_dir: Path | None = None, keep_weights: str = "final"):
         super().__init__(store, cell=cell_ids, claim=claim)
+        self.keep_weights = keep_weights
         self.spec = spec
         self.study_dir = study_dir if study_dir is not None else checkpoint.directory.parent
         self.layout = layout
@@ -157,12 +158,19 @@ class PackLogger(SQLiteLogger):
                 statuses.append(None)
         self.statuses = {str(c): s for c, s in zip(self.cell_ids, statuses)}
         finishing = [k for k, f in enumerate(self._finishing) if f]
-        if finishing:
+        if finishing and self.keep_weights == "final":
             # A finished copy keeps training with its pack-mates; keep the weights it
             # finished with (the theory's estimates of A and C are taken at them).
             weights = cell_weights(self.model, self.layout)
             for k in finishing:
                 save_cell_weights(self.study_dir, self.cell_ids[k], weights[k])
+        changed = any(self.active[k] and (diverged[k] or self._finishing[k])
+                      for k in range(len(rows)))
+        every = self.spec.training.checkpoint_every
+        if not (changed or cap_reached or (epoch + 1) % every == 0):
+            # Between checkpoints: the rows are committed; a resume redoes these epochs
+            # from the last checkpoint, identically, and the store keeps what it has.
+            return
         self.checkpoint.save(self.model, {
             "epoch": epoch, "cell_ids": self.cell_ids, "statuses": self.statuses,
             "history": self.history, "pack_id": self.claim.pack_id if self.claim else None,
@@ -261,6 +269,7 @@ def train_pack(store: Store, claim: Claim, spec: Spec, ds: data_lib.Dataset,
     active = [statuses.get(str(c)) is None and cells[c]["status"] == RUNNING for c in cell_ids]
     if not any(active) or initial_epoch >= spec.epochs:
         _finish_leftovers(store, claim, cell_ids)
+        checkpoint.remove()
         return {"pack_id": claim.pack_id, "epochs": 0, "resumed_from": initial_epoch}
 
     configure_determinism(seed)
@@ -269,6 +278,10 @@ def train_pack(store: Store, claim: Claim, spec: Spec, ds: data_lib.Dataset,
         started = time.perf_counter()
         _fit_pack(store, claim, spec, ds, options, checkpoint, meta, cell_ids, learning_rates,
                   weights, active, statuses, history, initial_epoch, study_dir)
+    # Finished: every row and status is in the store, the final weights are kept; the
+    # checkpoints are only needed to resume (a failed pack keeps them for that and for
+    # the post-mortem).
+    checkpoint.remove()
     return {"pack_id": claim.pack_id, "epochs": spec.epochs - initial_epoch,
             "resumed_from": initial_epoch, "seconds": time.perf_counter() - started}
 
@@ -320,7 +333,8 @@ def _fit_pack(store, claim, spec, ds, options, checkpoint, meta, cell_ids, learn
         test = data_lib.test_arrays(ds, copies=copies)
     heartbeat = Heartbeat(store, claim, options.heartbeat_interval)
     logger = PackLogger(store, claim, cell_ids, spec, checkpoint, active, history,
-                        heartbeat.lost, layout, train_eval=train_eval, study_dir=study_dir)
+                        heartbeat.lost, layout, train_eval=train_eval, study_dir=study_dir,
+                        keep_weights=options.keep_weights)
     logger.statuses = dict(statuses)
     heartbeat.start()
     try:

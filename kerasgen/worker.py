@@ -21,9 +21,11 @@ from pathlib import Path
 from kerasgen import runtime
 from kerasgen.checkpoints import check_directory, default_root
 from kerasgen.claims import LocalRunner, run_claims
+from kerasgen.footprint import DiskProjection, human_bytes, project_disk
 from kerasgen.options import RunOptions
 from kerasgen.spec import Spec, from_dict
-from kerasgen.store import Store, StoreError, check_writable, utc_now
+from kerasgen.store import Store, StoreError, check_writable, load_results, utc_now
+from kerasgen.vocabulary import DONE
 
 MAX_CELLS = 100_000
 """A study larger than this needs ``force=True`` (``kerasgen run --force``): a typo in a
@@ -97,6 +99,7 @@ def record_worker(store: Store, study_id: int, worker: str, device: str,
         "stale_seconds": options.stale_seconds,
         "steps_per_execution": options.steps_per_execution,
         "mirrored": options.mirrored,
+        "keep_weights": options.keep_weights,
         "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "onednn_in_effect": runtime.onednn_in_effect(),
         "started_at": utc_now(),
@@ -143,11 +146,12 @@ def _normalized(stored: dict) -> dict | None:
 
 
 def check_before_claiming(spec: Spec, db: str | Path, options: RunOptions,
-                          workers: int = 1, force: bool = False) -> None:
+                          workers: int = 1, force: bool = False, disk: bool = True) -> None:
     """Everything that can be known to fail before a pack is claimed: the size of the
     grid, the devices ``--mirrored`` needs, the checkpoint directory (writable, free
-    space), the data sets. Raises StudyError/DataError/OSError naming the problem;
-    nothing is registered or claimed."""
+    space for the projected use: ``check_disk``; ``disk=False`` leaves that to the
+    caller, the Ray driver, which knows its slots later), the data sets. Raises
+    StudyError/DataError/OSError naming the problem; nothing is registered or claimed."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise StudyError(f"workers must be an integer >= 1. Received: workers={workers!r}")
     check_writable(db)
@@ -165,7 +169,36 @@ def check_before_claiming(spec: Spec, db: str | Path, options: RunOptions,
         check_directory(default_root(db, options.checkpoint_dir), MIN_FREE_BYTES)
     except OSError as exc:
         raise StudyError(str(exc)) from exc
+    if disk:
+        check_disk(spec, db, options, workers, force)
     check_datasets(spec, options)
+
+
+def check_disk(spec: Spec, db: str | Path, options: RunOptions, workers: int = 1,
+               force: bool = False) -> DiskProjection:
+    """Print the study's projected disk use (``kerasgen.footprint``) and refuse, unless
+    ``force``, when the checkpoint directory has less free space than is still to be
+    written (a resumed study counts only the cells not finished yet)."""
+    finished = 0
+    if Path(db).exists():
+        try:
+            results = load_results(db, spec.name)
+            finished = int((results["status"] == DONE).sum()) if len(results) else 0
+        except StoreError:
+            finished = 0  # not a store yet, or not this study: refused later if bad
+    projection = project_disk(spec, options.pack_size, workers, options.keep_weights,
+                              finished_cells=finished)
+    root = default_root(db, options.checkpoint_dir)
+    free = shutil.disk_usage(root).free
+    print(f"kerasgen: {projection.describe()}; {human_bytes(free)} free in {root}",
+          file=sys.stderr, flush=True)
+    if projection.needed > free and not force:
+        raise StudyError(
+            f"The study {spec.name!r} needs about {human_bytes(projection.needed)} more under "
+            f"{root}, which has {human_bytes(free)} free. Free space, choose another "
+            "--checkpoint-dir, keep fewer weights (--keep-weights none), or pass --force "
+            "to start anyway.")
+    return projection
 
 
 def mirrored_device_count() -> tuple[int, str]:
@@ -252,7 +285,7 @@ def _run_processes(db: Path, study: str, options: RunOptions, workers: int) -> N
         worker_loop(db, study, options)
 
 
-__all__ = ["MAX_CELLS", "StudyError", "check_before_claiming", "check_datasets",
+__all__ = ["MAX_CELLS", "StudyError", "check_before_claiming", "check_datasets", "check_disk",
            "local_gpu_ids", "mirrored_device_count", "register_study", "run_study",
            "worker_loop"]
 

@@ -502,11 +502,11 @@ def test_configuration_errors_are_found_before_anything_is_claimed(tmp_path):
 
 @pytest.mark.slow
 def test_a_full_disk_pauses_the_pack_instead_of_failing_it(tmp_path, monkeypatch, capfd):
-    from kerasgen import checkpoints, worker
+    from kerasgen import checkpoints, claims
     from kerasgen.spec import Spec
     from kerasgen.worker import run_study
 
-    monkeypatch.setattr(worker, "DISK_FULL_WAIT_SECONDS", 0.01)
+    monkeypatch.setattr(claims, "DISK_FULL_WAIT_SECONDS", 0.01)
     real = checkpoints.np.savez
     calls = []
 

@@ -114,7 +114,8 @@ def compute_bounds_for_store(db, study: str | None = None, cells: Sequence[int] 
             runnable.append(row)
         elif explicit:
             raise CurvatureError(f"no final weights for cell {row.cell_id} at {path}; "
-                                 f"pass --checkpoint-dir if the study was run with one")
+                                 "pass --checkpoint-dir if the study was run with one; a study run "
+                                 "with --keep-weights none kept no final weights")
         else:
             print(f"cell {row.cell_id} {row.model} bs={row.batch_size} lr={row.learning_rate:g}: "
                   f"skipped (no final weights at {path})")

@@ -17,8 +17,9 @@ from kerasgen.models.common import (
     conv_initializer,
     torch_linear_initializers,
 )
+from kerasgen.naming import RESNET_STAGES
 
-STAGE_FILTERS = (16, 32, 64)
+STAGE_FILTERS = RESNET_STAGES
 
 
 def _conv3x3(x, filters: int, stride: int, name: str):

@@ -17,16 +17,9 @@ from kerasgen.models.common import (
     check_num_classes,
     conv_initializer,
 )
+from kerasgen.naming import VGG_CONFIGS
 
-# Filters per conv layer, "M" = max pool (configurations A, B, D, E of Simonyan & Zisserman).
-CONFIGS: dict[int, tuple] = {
-    11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
-    13: (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
-    16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
-         512, 512, 512, "M"),
-    19: (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
-         512, 512, 512, 512, "M"),
-}
+CONFIGS = VGG_CONFIGS
 
 
 def vgg(depth: int = 19, num_classes: int = 10, input_shape=(32, 32, 3),
