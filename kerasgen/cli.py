@@ -308,6 +308,29 @@ def cmd_bound(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from kerasgen.export import export_tables, export_tensorboard
+
+    _readonly_note(args.db)
+    if args.format == "tensorboard":
+        done = export_tensorboard(args.db, args.out, study=args.study, force=args.force)
+        print(f"wrote {done['runs']} runs ({done['epochs']} epochs) into {args.out} "
+              f"({_size(args.out)}); view: tensorboard --logdir {args.out}")
+    else:
+        for path in export_tables(args.db, args.out, args.format, study=args.study,
+                                  force=args.force):
+            print(f"wrote {path} ({_size(path)})")
+    return 0
+
+
+def _size(path) -> str:
+    from kerasgen.footprint import human_bytes
+
+    path = Path(path)
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return human_bytes(sum(p.stat().st_size for p in files))
+
+
 def cmd_db(args) -> int:
     from kerasgen.store import SCHEMA_VERSION, inspect_store, load_studies
 
@@ -483,6 +506,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="show TensorFlow's start-up lines (else they go to <db>.log)")
     bound.set_defaults(func=cmd_bound)
 
+    export = command("export", "a store's study as TensorBoard runs (HParams), CSV or Parquet")
+    export.add_argument("format", choices=("tensorboard", "csv", "parquet"),
+                        help="tensorboard: one run per cell with its hyper-parameters, "
+                             "metrics and epoch scalars (tensorboard --logdir OUT); csv / "
+                             "parquet: the cells, epochs and studies tables")
+    add_store_arguments(export)
+    export.add_argument("--out", "-o", required=True,
+                        help="the directory to write (created; replaced only with --force)")
+    export.add_argument("--study", default=None, help="only this study (default: all)")
+    export.add_argument("--force", action="store_true",
+                        help="replace an --out directory that already holds files")
+    export.set_defaults(func=cmd_export)
+
     db = command("db", "what a store file is: schema version, studies")
     add_store_arguments(db)
     db.set_defaults(func=cmd_db)
@@ -492,6 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from kerasgen.checkpoints import DiskFull
     from kerasgen.data import DataError
+    from kerasgen.export import ExportError
     from kerasgen.options import OptionsError
     from kerasgen.spec import SpecError
     from kerasgen.store import StoreError
@@ -510,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kerasgen {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (CLIError, SpecError, StoreError, DataError, OptionsError, StudyError,
-            DiskFull) as exc:
+            DiskFull, ExportError) as exc:
         print(f"kerasgen {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -1,0 +1,224 @@
+"""A study leaves kerasgen: TensorBoard runs with HParams (read back with TensorBoard's own
+reader), CSV and Parquet tables (read back with pandas), and nothing half-written."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from kerasgen.export import ExportError, export_tables, export_tensorboard, staged_directory
+from kerasgen.store import Store, load_epochs, load_results
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = "host.invalid:1"
+
+
+def curve(bs: int, lr: float, epoch: int, clean: bool = True) -> dict:
+    test = round(0.5 + 0.1 * epoch - bs / 1000 + lr, 4)
+    row = {"train_loss": round(1.5 - 0.2 * epoch, 4), "train_accuracy": round(test + 0.05, 4),
+           "test_loss": round(1.6 - 0.2 * epoch + bs / 1000, 4), "test_accuracy": test}
+    if clean:
+        row.update(train_eval_loss=round(1.4 - 0.2 * epoch, 4),
+                   train_eval_accuracy=round(test + 0.03, 4))
+    return row
+
+
+@pytest.fixture
+def db(tmp_path) -> Path:
+    """Two studies: "grid" (2 x 2, one cell diverged at epoch 2, one without clean
+    metrics), "other" (1 cell, pending)."""
+    path = tmp_path / "s.db"
+    with Store(path) as store:
+        cells = [{"model": "resnet8", "dataset": "digits", "batch_size": b, "learning_rate": lr,
+                  "seed": 0} for b in (16, 32) for lr in (0.05, 0.1)]
+        study = store.create_study("grid", {"name": "grid"}, cells)
+        i = 0
+        while (claim := store.claim_pack(study, WORKER, 4)) is not None:
+            for cell in claim.cells:
+                last = 2 if i == 3 else 3
+                for e in range(last):
+                    store.record_epoch(cell["cell_id"], e, curve(cell["batch_size"],
+                                                                 cell["learning_rate"], e,
+                                                                 clean=i != 2), 1.0, claim=claim)
+                if i == 3:
+                    store.finish_cell(cell["cell_id"], "diverged", diverged_epoch=2, claim=claim)
+                else:
+                    store.finish_cell(cell["cell_id"], "done", claim=claim)
+                i += 1
+        store.create_study("other", {"name": "other"},
+                           [{"model": "vgg11", "dataset": "digits", "batch_size": 8,
+                             "learning_rate": 0.2, "seed": 1}])
+    return path
+
+
+# ---------------------------------------------------------------- TensorBoard
+
+def read_runs(out: Path) -> dict:
+    """Every run under ``out`` through TensorBoard's own reader: {run: accumulator}."""
+    from tensorboard.backend.event_processing import event_multiplexer
+
+    mux = event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(str(out))
+    mux.Reload()
+    return {name: mux.GetAccumulator(name) for name in mux.Runs()}
+
+
+def test_tensorboard_export_holds_every_cell_with_its_hparams_metrics_and_epochs(db, tmp_path):
+    from tensorboard.plugins.hparams import metadata
+
+    out = tmp_path / "tb"
+    done = export_tensorboard(db, out)
+    results, epochs = load_results(db), load_epochs(db)
+    assert done["runs"] == len(results) == 5 and done["epochs"] == len(epochs) == 11
+    runs = read_runs(out)
+    # The experiment (hparams config) at the root, one run per cell.
+    root = runs.pop(".")
+    config = metadata.parse_experiment_plugin_data(
+        root.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.EXPERIMENT_TAG])
+    assert {h.name for h in config.hparam_infos} == {
+        "study", "model", "dataset", "batch_size", "learning_rate", "ratio", "seed", "status"}
+    assert {m.name.tag for m in config.metric_infos} >= {
+        "metrics/test_accuracy", "metrics/gap", "metrics/loss_gap", "metrics/best_test_accuracy",
+        "metrics/final_train_loss"}
+    assert len(runs) == 5
+    seen = set()
+    for acc in runs.values():
+        info = metadata.parse_session_start_info_plugin_data(
+            acc.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.SESSION_START_INFO_TAG])
+        hparams = {k: (v.string_value or v.number_value) for k, v in info.hparams.items()}
+        cell = results[(results["study"] == hparams["study"])
+                       & (results["batch_size"] == hparams["batch_size"])
+                       & (results["learning_rate"] == hparams["learning_rate"])
+                       & (results["model"] == hparams["model"])].iloc[0]
+        seen.add(int(cell["cell_id"]))
+        assert hparams["ratio"] == pytest.approx(cell["ratio"])
+        assert hparams["status"] == cell["status"]
+        mine = epochs[epochs["cell_id"] == cell["cell_id"]].sort_values("epoch")
+        tags = set(acc.Tags()["scalars"])
+        # Every epoch arrived, with the stored values.
+        if len(mine):
+            events = acc.Scalars("epoch/test_accuracy")
+            assert [e.step for e in events] == mine["epoch"].tolist()
+            assert [e.value for e in events] == pytest.approx(mine["test_accuracy"].tolist())
+            assert [e.value for e in acc.Scalars("epoch/train_loss")] == \
+                pytest.approx(mine["train_loss"].tolist())
+        # Metrics at the kept epoch; the gap only where clean metrics were recorded.
+        for metric in ("test_accuracy", "best_test_accuracy", "gap", "loss_gap",
+                       "final_train_loss"):
+            value = cell[metric]
+            if isinstance(value, float) and math.isnan(value):
+                assert f"metrics/{metric}" not in tags
+            else:
+                (event,) = acc.Scalars(f"metrics/{metric}")
+                assert event.value == pytest.approx(value, abs=1e-6)
+                assert event.step == int(cell["kept_epoch"])
+    assert seen == set(results["cell_id"])
+
+
+def test_tensorboard_export_of_one_study_and_its_refusals(db, tmp_path):
+    out = tmp_path / "tb"
+    assert export_tensorboard(db, out, study="other")["runs"] == 1
+    assert set(read_runs(out)) == {".", "other/cell-5-vgg11-digits-bs8-lr0.2-s1"}
+    with pytest.raises(ExportError, match="already holds files; pass --force"):
+        export_tensorboard(db, out)
+    assert len(read_runs(out)) == 2  # untouched
+    export_tensorboard(db, out, force=True)
+    assert len(read_runs(out)) == 6
+    with pytest.raises(ExportError, match="no cells of study 'nope'.*'grid'"):
+        export_tensorboard(db, tmp_path / "tb2", study="nope")
+    assert not (tmp_path / "tb2").exists()
+
+
+# ---------------------------------------------------------------- tables
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_tables_export_reads_back_as_the_store(db, tmp_path, fmt):
+    read = pd.read_csv if fmt == "csv" else pd.read_parquet
+    paths = export_tables(db, tmp_path / fmt, fmt)
+    assert sorted(p.name for p in paths) == sorted(f"{t}.{fmt}" for t in
+                                                   ("cells", "epochs", "studies"))
+    cells, epochs = read(tmp_path / fmt / f"cells.{fmt}"), read(tmp_path / fmt / f"epochs.{fmt}")
+    expected = load_results(db)
+    assert list(cells.columns) == list(expected.columns)
+    pd.testing.assert_series_equal(cells["test_accuracy"], expected["test_accuracy"])
+    pd.testing.assert_series_equal(cells["gap"], expected["gap"])
+    assert cells["status"].tolist() == expected["status"].tolist()
+    stored = load_epochs(db)
+    assert len(epochs) == len(stored) == 11
+    pd.testing.assert_series_equal(epochs["test_loss"], stored["test_loss"])
+    studies = read(tmp_path / fmt / f"studies.{fmt}")
+    assert set(studies["name"]) == {"grid", "other"}
+    one = export_tables(db, tmp_path / f"{fmt}-grid", fmt, study="grid")
+    assert set(read(one[0])["study"]) == {"grid"}
+
+
+def test_an_export_that_fails_midway_leaves_nothing_behind(db, tmp_path, monkeypatch):
+    out = tmp_path / "csv"
+
+    def full_disk(self, path, **kwargs):
+        Path(path).write_text("partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full_disk)
+    with pytest.raises(OSError):
+        export_tables(db, out, "csv")
+    assert not out.exists() and not list(tmp_path.glob(".csv*"))
+
+
+def test_replacing_with_force_keeps_the_old_export_until_the_new_one_is_complete(tmp_path):
+    out = tmp_path / "x"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with staged_directory(out, force=True) as stage:
+            (stage / "new.txt").write_text("new")
+            raise RuntimeError("interrupted")
+    assert (out / "old.txt").read_text() == "old" and not (out / "new.txt").exists()
+    with staged_directory(out, force=True) as stage:
+        (stage / "new.txt").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x"]
+
+
+# ---------------------------------------------------------------- the command
+
+def kerasgen(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "kerasgen", *args], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT, env=env)
+
+
+def test_kerasgen_export_writes_and_refuses_with_exit_2(db, tmp_path):
+    run = kerasgen("export", "csv", str(db), "--out", str(tmp_path / "c"))
+    assert run.returncode == 0, run.stderr
+    assert "wrote" in run.stdout and "cells.csv" in run.stdout
+    again = kerasgen("export", "csv", str(db), "--out", str(tmp_path / "c"))
+    assert again.returncode == 2 and "--force" in again.stderr
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    for args, message in [
+        (["tensorboard", str(db), "--out", str(blocked / "tb")], "cannot write in"),
+        (["tensorboard", str(db), "--out", str(blocked)], "is not a directory"),
+        (["csv", str(db), "--out", str(tmp_path / "d"), "--study", "nope"], "no cells"),
+        (["csv", str(tmp_path / "missing.db"), "--out", str(tmp_path / "e")], "missing.db"),
+    ]:
+        run = kerasgen("export", *args)
+        assert run.returncode == 2 and message in run.stderr, (args, run.stderr)
+        assert "Traceback" not in run.stderr
+    assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()
+
+
+def test_export_tensorboard_loads_no_tensorflow(db, tmp_path):
+    code = ("import sys; sys.path.insert(0, 'tests'); import helpers.no_tensorflow; "
+            "from kerasgen.cli import main; "
+            f"sys.exit(main(['export', 'tensorboard', {str(db)!r}, '--out', "
+            f"{str(tmp_path / 'tb')!r}]))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env={**os.environ})
+    assert run.returncode == 0, run.stderr
+    assert len(list((tmp_path / "tb").rglob("events.out.tfevents.*"))) == 6
