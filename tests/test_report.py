@@ -353,3 +353,46 @@ def test_csv_and_latex_carry_the_intervals_adjusted_pvalues_and_slopes(frame):
                 & (direct["dataset"] == "cifar10")].iloc[0]
     assert f"${R.format_interval(t3['ci_low'], t3['ci_high'])}$" in latex
     assert f"${100 * t3['slope']:+.2f}$" in latex.split(r"\label{tab:scc-statistics}")[1]
+
+
+def _error_bars(monkeypatch) -> dict:
+    """Record, per PNG written, the error bars of its figure: for each one the bar
+    half-lengths (the SDs drawn)."""
+    from matplotlib.container import ErrorbarContainer
+    from matplotlib.figure import Figure
+
+    seen: dict[str, list[np.ndarray]] = {}
+    real = Figure.savefig
+
+    def savefig(self, path, *args, **kwargs):
+        bars = []
+        for ax in self.axes:
+            for container in ax.containers:
+                if isinstance(container, ErrorbarContainer):
+                    segments = container.lines[2][0].get_segments()
+                    bars.append(np.array([abs(s[1][1] - s[0][1]) / 2 for s in segments]))
+        seen[str(path).rsplit("/", 1)[-1]] = bars
+        return real(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return seen
+
+
+def test_figures_1_and_2_draw_seed_error_bars_only_with_several_seeds(frame, tmp_path,
+                                                                      monkeypatch):
+    seen = _error_bars(monkeypatch)
+    R.write_figures(frame, tmp_path / "one")
+    assert all(seen[name] == [] for name in ("figure1_ratio.png", "figure2a_batch_size.png",
+                                              "figure2b_learning_rate.png"))
+    seeded = _seeded((0, 1, 2))
+    R.write_figures(seeded, tmp_path / "three")
+    sd = seeded.groupby(["model", "batch_size", "learning_rate"])["test_accuracy"].std()
+    # Figure 1: one bar per cell of each panel, as long as the SD over its seeds.
+    bars = seen["figure1_ratio.png"]
+    assert len(bars) == 2 and all(len(b) == len(BS) * len(LR) for b in bars)
+    assert sorted(np.concatenate(bars)) == pytest.approx(sorted(sd), rel=1e-9)
+    # Figure 2a/2b: a curve per learning rate / batch size, each point with its bar.
+    assert len(seen["figure2a_batch_size.png"]) == 2 * len(LR)
+    assert len(seen["figure2b_learning_rate.png"]) == 2 * len(BS)
+    assert sorted(np.concatenate(seen["figure2a_batch_size.png"])) == pytest.approx(
+        sorted(sd), rel=1e-9)
