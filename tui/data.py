@@ -12,7 +12,8 @@ Each refresh, inside one read transaction of a long-lived read-only connection:
 - computes the Spearman tables (Tables 1-3 with their bootstrap intervals and Holm /
   Benjamini-Hochberg survival, direction verdicts, premise check) of the grid and
   metric on screen (``wanted``), and again only when one of its cells finished; a
-  paper-size grid costs ~0.3 s per metric, so nothing else is computed.
+  paper-size grid costs ~0.35 s per metric (~0.55 s with two seeds), so nothing else
+  is computed.
 
 A missing file is "waiting" (a study about to start, as in ``kerasgen demo``); a store
 that cannot be read (empty, foreign, corrupt, newer) gives its message. Either way the
@@ -526,7 +527,7 @@ class DashboardData:
     dashboard polls from one worker thread).
 
     ``wanted`` names the Spearman tables to keep up to date, as (study, model, dataset,
-    metric) keys: those of the grid on screen (they cost ~0.1-0.2 s per grid and
+    metric) keys: those of the grid on screen (they cost ~0.35 s per grid and
     metric on a paper-size grid, so they are computed only when shown and only again
     when one of the grid's cells finished). The others in the snapshot are the last
     ones computed that are still current.
