@@ -346,13 +346,14 @@ def multiple_testing_markdown(all_tests: pd.DataFrame, metric: str) -> str:
     n = int(row["tested"])
     label = V.METRIC_SHORT.get(str(row["metric"]), str(row["metric"]))
     text = (
-        f"Of the {n} tests of {label} with a coefficient, {int(row['significant'])} are "
+        f"Of the {_count(n, 'test')} of {label} with a coefficient, "
+        f"{int(row['significant'])} are "
         f"significant at p < {alpha:g}, where {row['expected_by_chance']:.2g} would be "
         "expected by chance if batch size and learning rate had no effect at all. "
         f"{int(row['holm_table'])} stay significant after Holm-Bonferroni within their "
         f"table (family-wise error rate {alpha:g}) and {int(row['bh_table'])} after "
         f"Benjamini-Hochberg within their table (false discovery rate {alpha:g}); over all "
-        f"{n} tests together, {int(row['holm_all'])} after Holm and {int(row['bh_all'])} "
+        f"{_count(n, 'test')} together, {int(row['holm_all'])} after Holm and {int(row['bh_all'])} "
         "after Benjamini-Hochberg.\n\n"
     )
     table = pd.DataFrame({
@@ -477,14 +478,12 @@ def statistics_markdown(frame: pd.DataFrame, all_tests: pd.DataFrame, metric: st
     if tests.empty:
         return "_No tests._\n"
     level = f"{confidence_of(tests):.0%}"
-    resamples = sorted({re.sub(r".*\((\d+) resamples.*", r"\1", str(m))
-                        for m in tests["ci_method"].dropna() if "resamples" in str(m)})
+    resamples = int(kwargs.get("n_resamples", 999))  # type: ignore[call-overload]
     parts = [
         f"**Seeds.** {seeds_sentence(tests)}\n",
         f"**Intervals.** Every coefficient has a {level} interval from "
-        "`scipy.stats.bootstrap`"
-        + (f" ({' or '.join(resamples)} resamples, seeded per test)" if resamples else "")
-        + ": over cells (BCa; the cells' means resampled with replacement, needing "
+        f"`scipy.stats.bootstrap` ({resamples} resamples, seeded per test): over cells "
+        "(BCa; the cells' means resampled with replacement, needing "
         f"{A.MIN_BOOTSTRAP_CELLS} or more cells) and, with two or more seeds, over seeds "
         "(percentile; whole seeds resampled, every cell's mean recomputed over the drawn "
         "seeds, so seed noise enters the interval). k seeds allow only a few distinct "
@@ -766,10 +765,9 @@ def render_report(
     )
     if frame.empty:
         return "# Batch size, learning rate and generalization\n\n_No cells in the store._\n"
-    seed_kwargs = {k: v for k, v in kwargs.items() if k not in ("confidence", "n_resamples")}
     return _as_markdown(
         A.normalize(frame), all_tests, metric, ordered, alpha, pvalue, include_diverged, premise,
-        seed_kwargs,
+        kwargs,
     )
 
 
