@@ -201,7 +201,8 @@ MAX_UNDEFINED = 0.05
 that an interval may leave out; above it there is no interval, with the reason."""
 
 
-def _finish(res, confidence: float, what: str, n_resamples: int, method: str) -> Interval:
+def _finish(res, confidence: float, what: str, n_resamples: int, method: str,
+            constant: str = "a constant variable or metric") -> Interval:
     """The interval of a scipy bootstrap result; where scipy's is undefined (NaN: a
     resample without a coefficient, or a degenerate distribution that BCa cannot
     correct), the percentile interval of the resamples that have one."""
@@ -212,8 +213,8 @@ def _finish(res, confidence: float, what: str, n_resamples: int, method: str) ->
     low, high, share = _percentiles(np.asarray(res.bootstrap_distribution), confidence)
     if share < 1.0 - MAX_UNDEFINED:
         return Interval.none(
-            f"{1.0 - share:.0%} of the resamples over {what} have a constant variable or "
-            "metric (no coefficient)")
+            f"{1.0 - share:.0%} of the resamples over {what} have {constant} (no "
+            "coefficient)")
     note = "every resample gives the same coefficient" if share == 1.0 and low == high \
         else f"{1.0 - share:.1%} of resamples without a coefficient left out"
     return Interval(low, high, f"percentile bootstrap over {what} ({n_resamples} resamples; "
@@ -273,7 +274,10 @@ def seeds_interval(
                               vectorized=True, n_resamples=n_resamples,
                               confidence_level=confidence, method="percentile",
                               **_rng_kwargs(stats.bootstrap, rng))
-    return _finish(res, confidence, f"{k} seeds", n_resamples, "percentile")
+    # x is fixed here: a resample without a coefficient is one whose cell means tie
+    # (e.g. one seed's cells reached the same accuracy, drawn k times).
+    return _finish(res, confidence, f"{k} seeds", n_resamples, "percentile",
+                   constant="cell means that all tie")
 
 
 # --------------------------------------------------------------------------- p-values

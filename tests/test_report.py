@@ -296,10 +296,12 @@ def test_the_statistics_section_counts_what_survives_holm_and_bh_and_shows_the_i
     tests = A.spearman_tests_all(frame)
     counts = A.multiple_testing_summary(tests).set_index("metric").loc["test_accuracy"]
     n = int(counts["tested"])
+    assert counts["significant"] > 1 and counts["holm_table"] > 1
     assert (f"Of the {n} tests of test accuracy with a coefficient, "
             f"{int(counts['significant'])} are significant at p < 0.005") in section
     assert (f"{int(counts['holm_table'])} stay significant after Holm-Bonferroni within "
-            f"their table") in section
+            f"their table (family-wise error rate 0.005) and {int(counts['bh_table'])} "
+            "after Benjamini-Hochberg") in section
     assert (f"over all {n} tests together, {int(counts['holm_all'])} after Holm and "
             f"{int(counts['bh_all'])} after Benjamini-Hochberg") in section
     assert "3 seeds per cell (120 runs of 40 cells)" in section

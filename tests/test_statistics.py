@@ -337,3 +337,32 @@ def test_with_one_seed_the_noise_floor_says_it_cannot_be_measured():
     row = A.noise_floor(make_grid([16, 32, 64], [0.1, 0.2])).iloc[0]
     assert math.isnan(row["seed_sd"]) and row["n_replicated"] == 0
     assert row["summary"].startswith("One seed per cell, so the seed-to-seed noise")
+
+
+def test_the_premise_checks_correlations_use_the_cells_means_over_seeds():
+    frame = make_grid(*GRID, seeds=(0, 1), rng_seed=7)
+    frame["train_eval_loss"] = 1e-4 * frame["ratio"] * np.where(frame["seed"] == 0, 1.0, 3.0)
+    row = A.premise_check(frame).iloc[0]
+    means = frame.groupby(["batch_size", "learning_rate"])[["train_eval_loss",
+                                                            "test_accuracy"]].mean()
+    ratio = [bs / lr for bs, lr in means.index]
+    assert row["loss_ratio_scc"] == pytest.approx(
+        stats.spearmanr(ratio, means["train_eval_loss"]).statistic)
+    expected = stats.spearmanr(ratio, means["test_accuracy"])
+    assert (row["metric_ratio_scc"], row["metric_ratio_p"]) == (
+        pytest.approx(expected.statistic), pytest.approx(expected.pvalue))
+    assert row["n"] == 50  # runs: the premise is about every trained model
+
+
+def test_an_interval_over_seeds_whose_resamples_often_lack_a_coefficient_gives_a_reason():
+    # Seed 1 reached the same accuracy in every cell: the quarter of the resamples that
+    # draw it twice have tied means and no coefficient, too many to leave out.
+    x = np.arange(6.0)
+    values = np.column_stack([0.9 - 0.01 * x + [0.001, -0.002, 0.003, 0, 0.001, -0.001],
+                              np.full(6, 0.95)])
+    ci = I.seeds_interval(x, values, rng=I.make_rng((3,)))
+    assert math.isnan(ci.low) and math.isnan(ci.high)
+    share = int(ci.reason.split("%")[0])
+    assert 20 <= share <= 30, ci.reason
+    assert ci.reason.endswith("of the resamples over 2 seeds have cell means that all tie "
+                              "(no coefficient)")

@@ -345,14 +345,15 @@ def multiple_testing_markdown(all_tests: pd.DataFrame, metric: str) -> str:
     alpha = float(row["alpha"])
     n = int(row["tested"])
     label = V.METRIC_SHORT.get(str(row["metric"]), str(row["metric"]))
+    significant, holm = int(row["significant"]), int(row["holm_table"])
     text = (
-        f"Of the {_count(n, 'test')} of {label} with a coefficient, "
-        f"{int(row['significant'])} are "
-        f"significant at p < {alpha:g}, where {row['expected_by_chance']:.2g} would be "
-        "expected by chance if batch size and learning rate had no effect at all. "
-        f"{int(row['holm_table'])} stay significant after Holm-Bonferroni within their "
+        f"Of the {_count(n, 'test')} of {label} with a coefficient, {significant} "
+        f"{'is' if significant == 1 else 'are'} significant at p < {alpha:g}, where "
+        f"{row['expected_by_chance']:.2g} would be expected by chance if batch size and "
+        f"learning rate had no effect at all. {holm} {'stays' if holm == 1 else 'stay'} "
+        f"significant after Holm-Bonferroni within {'its' if holm == 1 else 'their'} "
         f"table (family-wise error rate {alpha:g}) and {int(row['bh_table'])} after "
-        f"Benjamini-Hochberg within their table (false discovery rate {alpha:g}); over all "
+        f"Benjamini-Hochberg (false discovery rate {alpha:g}); over all "
         f"{_count(n, 'test')} together, {int(row['holm_all'])} after Holm and {int(row['bh_all'])} "
         "after Benjamini-Hochberg.\n\n"
     )
