@@ -1,13 +1,16 @@
 """Spearman analyses of a batch-size x learning-rate grid (He, Liu & Tao 2019, Section 4).
 
 Pure functions over the frame returned by :func:`kerasgen.store.load_results` (one
-row per cell).  Nothing here imports TensorFlow, Keras or matplotlib, and scipy is
+row per run: a cell, i.e. a (model, dataset, batch size, learning rate), trained with
+one seed).  Nothing here imports TensorFlow, Keras or matplotlib, and scipy is
 imported lazily, so importing this module is cheap (the dashboard uses it live).
 
 Public API (stable)
 -------------------
 - ``METRICS``, ``PAPER_METRIC``, ``PVALUE_METHODS``, ``TEST_COLUMNS``,
-  ``DIRECTION_COLUMNS``, ``PREMISE_COLUMNS``            constants (metric names and
+  ``DIRECTION_COLUMNS``, ``PREMISE_COLUMNS``, ``SEED_SUMMARY_COLUMNS``,
+  ``NOISE_COLUMNS``, ``MULTIPLE_TESTING_COLUMNS``, ``MIN_BOOTSTRAP_CELLS``
+                                                        constants (metric names and
   labels come from :mod:`kerasgen.vocabulary`)
 - ``normalize(frame) -> DataFrame``                     canonical copy (rounded LR/ratio)
 - ``add_derived_metrics(frame) -> DataFrame``           ``test_accuracy``, ``gap`` and
@@ -20,8 +23,14 @@ Public API (stable)
 - ``expected_sign(metric, variable) -> int``            the paper's predicted sign
 - ``expected_test_count(frame) -> int``                 tests the grid's shape implies
 - ``spearman_tests(frame, metric=..., alpha=..., pvalue=..., include_diverged=...,
-  min_cells=3, permutations=9999, seed=0) -> DataFrame``      Tables 1-3, tidy
+  min_cells=3, permutations=9999, seed=0, *, intervals=True, confidence=0.95,
+  n_resamples=999, min_bootstrap=8) -> DataFrame``       Tables 1-3, tidy
 - ``spearman_tests_all(frame, metrics=METRICS, **kwargs) -> DataFrame``
+- ``seed_tests(frame, metric=..., **kwargs) -> DataFrame``  Tables 1-3 of each seed alone
+- ``seed_summary(frame, metrics=METRICS) -> DataFrame``  mean, SD, n over seeds per cell
+- ``adjust_pvalues(tests) -> DataFrame``                Holm and BH columns
+- ``multiple_testing_summary(tests) -> DataFrame``      significant results surviving them
+- ``noise_floor(frame, metric=...) -> DataFrame``       seed SD vs the grid's range
 - ``direction_summary(tests) -> DataFrame``             does the paper's sign hold?
 - ``premise_check(frame, train_accuracy_threshold=0.99, alpha=0.005,
   include_diverged=True, metric=PAPER_METRIC) -> DataFrame``   trained to ~zero error,
@@ -37,17 +46,64 @@ vs ratio over the whole grid); ``variable`` -- ``"batch_size" | "learning_rate" 
 "ratio"``; ``group_by`` -- ``"learning_rate" | "batch_size" | None``;
 ``group_value`` -- the fixed learning rate / batch size (``None`` for Table 3);
 ``metric``; ``n`` -- finished cells behind the coefficient; ``n_diverged`` -- how
-many of those diverged; ``n_total`` -- cells of the group in the frame whatever
+many of their runs diverged; ``n_total`` -- cells of the group in the frame whatever
 their status; ``scc``, ``p_value``; ``pvalue_method`` -- ``"asymptotic"``,
 ``"exact (120 permutations)"``, ``"monte-carlo (9999 resamples)"`` ...;
 ``significant`` -- ``p_value < alpha``; ``alpha``; ``reason`` -- ``None`` or why
 there is no coefficient (``"fewer than 3 finished cells (n=2)"``,
 ``"variable is constant"``, ``"metric is constant"``).
 
+Then, beyond the paper (see "Statistics" below):
+
+``n_runs`` -- finished runs behind the n cells; ``n_seeds`` -- seeds among them;
+``seeds_tested``, ``seed_scc_min``, ``seed_scc_max``, ``seed_scc_sd`` -- the
+coefficient of each seed alone: how many seeds have one, their range and SD (NaN
+with one seed); ``confidence`` -- the intervals' level (0.95); ``ci_low``,
+``ci_high`` -- the interval over cells, ``ci_method`` how it was computed
+(``"BCa bootstrap over cells (999 resamples)"``), ``ci_reason`` why there is none
+(``"fewer than 8 cells for a bootstrap over cells (n=4)"``); ``seed_ci_low``,
+``seed_ci_high``, ``seed_ci_reason`` -- the interval over seeds (``"one seed: no
+interval over seeds (it needs two or more)"``); ``p_holm``, ``p_bh`` -- Holm and
+Benjamini-Hochberg adjusted p-values over the test's table (one grid, metric and
+table), ``p_holm_all``, ``p_bh_all`` -- over every test of the metric in the frame;
+``slope``, ``slope_low``, ``slope_high`` -- the Theil-Sen slope of the metric (the
+cells' means) against log2 of the variable, i.e. the change per doubling, in the
+metric's units (x100 for accuracy points), with Sen's interval.
+
 Groups are defined by *all* rows of the frame (pending ones too), so a partial
 study yields as many tests as the finished one will, with a reason on those that
 cannot be computed yet: the paper's 2 models x 2 datasets x 20 x 20 grid always
 gives 4 x (20 + 20 + 1) = 164 rows per metric.
+
+Statistics
+----------
+*Seeds are replicates.* A cell trained with several seeds is one point of a test: its
+metric is averaged over its finished seeds and the coefficient is computed on those
+means (n = cells). With one seed this is exactly the paper's test. Pooling the runs
+(the old behaviour) counted each cell once per seed, as if the grid had k times the
+cells, and made p-values too small (pseudo-replication).
+
+*Two intervals, separate columns.* ``ci_low``/``ci_high`` resample the cells: the
+cells' (variable, mean) pairs are drawn with replacement (``scipy.stats.bootstrap``,
+BCa, ``n_resamples``), answering "how much would the coefficient move with other cells
+of the same kind"; groups below ``min_bootstrap`` cells (8) get a reason.
+``seed_ci_low``/``seed_ci_high`` resample whole seeds: k seed indices are drawn with
+replacement, every cell's mean is recomputed over the drawn seeds (a seed drawn twice
+weighs twice; a cell left without a drawn finished seed drops out) and the coefficient
+is computed on those means (percentile): seed noise, and only seed noise, enters it.
+With k seeds there are C(2k-1, k) distinct resamples (3 for two seeds), so with few
+seeds it is the spread of a handful of coefficients. Both are seeded from ``seed`` and
+the test's identity (each row is reproducible alone); a distribution that BCa cannot
+correct (every resample the same coefficient, e.g. a perfect ranking) gives the
+percentile interval, and the method says so.
+
+*Multiple testing.* The paper's per-test threshold stays (``significant``); the
+families for Holm (family-wise error) and Benjamini-Hochberg (false discovery rate) are
+each table of each grid and metric, and all tests of a metric (a report's 164).
+
+*Effect size and noise floor.* ``slope`` says how many accuracy points a doubling
+costs, beside the SCC that says only how consistently; :func:`noise_floor` sets the
+seed-to-seed SD against the range of the grid's cell means.
 """
 
 from __future__ import annotations
@@ -62,6 +118,7 @@ from typing import Iterable, Literal, Sequence
 import numpy as np
 import pandas as pd
 
+from kerasgen.inference import MIN_BOOTSTRAP_CELLS
 from kerasgen.vocabulary import (
     DIVERGED,
     DONE,
@@ -70,6 +127,7 @@ from kerasgen.vocabulary import (
     METRIC_SHORT,
     METRICS,
     PAPER_METRIC,
+    metric_amount,
 )
 
 # --------------------------------------------------------------------------- constants
@@ -101,6 +159,30 @@ TEST_COLUMNS: list[str] = [
     "study", "model", "dataset", "table", "variable", "group_by", "group_value",
     "metric", "n", "n_diverged", "n_total", "scc", "p_value", "pvalue_method",
     "alpha", "significant", "reason",
+    # seeds as replicates
+    "n_runs", "n_seeds", "seeds_tested", "seed_scc_min", "seed_scc_max", "seed_scc_sd",
+    # intervals
+    "confidence", "ci_low", "ci_high", "ci_method", "ci_reason",
+    "seed_ci_low", "seed_ci_high", "seed_ci_reason",
+    # multiple testing
+    "p_holm", "p_bh", "p_holm_all", "p_bh_all",
+    # effect size
+    "slope", "slope_low", "slope_high",
+]
+
+SEED_SUMMARY_COLUMNS: list[str] = [
+    "study", "model", "dataset", "batch_size", "learning_rate", "ratio", "metric",
+    "n", "n_diverged", "mean", "sd", "values",
+]
+
+NOISE_COLUMNS: list[str] = [
+    "study", "model", "dataset", "metric", "n_cells", "n_seeds", "n_replicated",
+    "seed_sd", "mean_min", "mean_max", "mean_range", "range_over_sd", "summary",
+]
+
+MULTIPLE_TESTING_COLUMNS: list[str] = [
+    "metric", "tests", "tested", "alpha", "significant", "expected_by_chance",
+    "holm_table", "bh_table", "holm_all", "bh_all",
 ]
 
 DIRECTION_COLUMNS: list[str] = [
@@ -174,9 +256,12 @@ def normalize(frame: pd.DataFrame) -> pd.DataFrame:
       become plain ``str``;
     - ``learning_rate`` and ``ratio`` are rounded to 12 significant digits (``ratio``
       is computed as ``batch_size / learning_rate`` when absent or NaN);
-    - ``batch_size`` becomes ``int``.
+    - ``batch_size`` becomes ``int``; ``seed`` an ``int`` (0 when absent).
     """
     out = frame.copy()
+    if "seed" not in out.columns:
+        out["seed"] = 0
+    out["seed"] = pd.to_numeric(out["seed"], errors="coerce").fillna(0).astype("int64")
     if "study" not in out.columns:
         out["study"] = ""
     for col in ("study", "model", "dataset", "status"):
@@ -256,6 +341,15 @@ class SpearmanResult:
     n: int
     method: str
     reason: str | None = None
+
+
+def _scc(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rho alone (no p-value): the Pearson correlation of average ranks, as
+    ``scipy.stats.spearmanr(x, y).statistic``, without its overhead."""
+    rx, ry = _ranks(x), _ranks(y)
+    rx -= rx.mean()
+    ry -= ry.mean()
+    return float(rx @ ry / math.sqrt(float(rx @ rx) * float(ry @ ry)))
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -412,6 +506,174 @@ def expected_test_count(frame: pd.DataFrame) -> int:
     return int(total)
 
 
+# --------------------------------------------------------------------------- seeds
+
+
+_CELL = ["batch_size", "learning_rate"]
+
+
+@dataclass(frozen=True)
+class _SeedMatrix:
+    """The finished runs of one grid for one metric: one row per cell (batch size x
+    learning rate with at least one finished seed), one column per seed (NaN where that
+    seed's run of the cell did not finish)."""
+
+    cells: pd.DataFrame  # batch_size, learning_rate, ratio, mean, runs, diverged
+    seeds: tuple[int, ...]
+    values: np.ndarray  # cells x seeds
+
+
+def _seed_matrix(runs: pd.DataFrame, metric: str) -> _SeedMatrix:
+    if runs.empty:
+        empty = pd.DataFrame(columns=[*_CELL, "ratio", "mean", "runs", "diverged"])
+        return _SeedMatrix(empty, (), np.empty((0, 0)))
+    values = runs.groupby([*_CELL, "seed"], sort=True)[metric].mean().unstack("seed")
+    grouped = runs.groupby(_CELL, sort=True)
+    diverged = (runs["status"] == DIVERGED).astype(int)
+    cells = pd.DataFrame({
+        "ratio": grouped["ratio"].first(),
+        "runs": grouped.size(),
+        "diverged": diverged.groupby([runs[c] for c in _CELL], sort=True).sum(),
+    }).reindex(values.index)
+    matrix = values.to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        cells["mean"] = np.nanmean(matrix, axis=1)
+    cells = cells.reset_index()
+    return _SeedMatrix(cells, tuple(int(s) for s in values.columns), matrix)
+
+
+def seed_summary(
+    frame: pd.DataFrame, metrics: Sequence[str] = METRICS, include_diverged: bool = True
+) -> pd.DataFrame:
+    """Seeds as replicates: for every (study, model, dataset, batch size, learning
+    rate) and metric, the mean, standard deviation (ddof=1; NaN with one seed) and n of
+    the metric over the cell's finished seeds. Columns :data:`SEED_SUMMARY_COLUMNS`
+    (``n_diverged``: diverged runs among the n; ``values``: the seeds' values, in seed
+    order, as a tuple of (seed, value))."""
+    if frame.empty:
+        return pd.DataFrame(columns=SEED_SUMMARY_COLUMNS)
+    frame = add_derived_metrics(frame)
+    rows = []
+    for metric in metrics:
+        done = finished_cells(frame, metric, include_diverged)
+        for key, part in done.groupby([*_KEYS, *_CELL], sort=True):
+            part = part.sort_values("seed", kind="mergesort")
+            values = part[metric].to_numpy(dtype=float)
+            rows.append({
+                "study": key[0], "model": key[1], "dataset": key[2],
+                "batch_size": int(key[3]), "learning_rate": float(key[4]),
+                "ratio": float(part["ratio"].iloc[0]), "metric": metric,
+                "n": int(len(values)), "n_diverged": int((part["status"] == DIVERGED).sum()),
+                "mean": float(values.mean()),
+                "sd": float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
+                "values": tuple(zip(part["seed"].astype(int).tolist(), values.tolist())),
+            })
+    return pd.DataFrame(rows, columns=SEED_SUMMARY_COLUMNS)
+
+
+# --------------------------------------------------------------------------- the tables
+
+
+def _design_constant(design: pd.DataFrame, variable: str) -> bool:
+    return design[variable].nunique() <= 1
+
+
+def _one_test(
+    x: np.ndarray,
+    matrix: np.ndarray,
+    *,
+    pvalue: PValueMethod,
+    min_cells: int,
+    permutations: int,
+    seed_parts: tuple[int, ...],
+    intervals: bool,
+    confidence: float,
+    n_resamples: int,
+    min_bootstrap: int,
+    constant_design: bool,
+) -> dict[str, object]:
+    """Every number of one test: the coefficient of the cells' seed means (the paper's
+    test with one seed), its intervals over cells and over seeds, the per-seed
+    coefficients and the Theil-Sen slope against log2 of the variable."""
+    from kerasgen import inference
+
+    nan = float("nan")
+    with np.errstate(invalid="ignore"):
+        means = np.nanmean(matrix, axis=1) if matrix.size else np.empty(0)
+    result = spearman(x, means, pvalue=pvalue, min_cells=min_cells,
+                      permutations=permutations, seed_parts=seed_parts)
+    reason = result.reason
+    if constant_design:
+        reason = "variable is constant"
+        result = SpearmanResult(nan, nan, result.n, "none", reason)
+    seeds_with_runs = int(np.isfinite(matrix).any(axis=0).sum()) if matrix.size else 0
+    out: dict[str, object] = {
+        "n": result.n, "scc": result.scc, "p_value": result.p_value,
+        "pvalue_method": result.method, "reason": reason, "n_seeds": seeds_with_runs,
+        "confidence": float(confidence),
+    }
+    no_test = f"no coefficient ({reason})" if reason else None
+    if reason is not None or not intervals:
+        why = no_test or "intervals not computed"
+        cells_ci = seeds_ci = inference.Interval.none(why)
+        slope = (nan, nan, nan)
+    else:
+        cells_ci = inference.cells_interval(
+            x, means, confidence=confidence, n_resamples=n_resamples,
+            min_cells=min_bootstrap, rng=inference.make_rng((*seed_parts, 1)))
+        seeds_ci = inference.seeds_interval(
+            x, matrix, confidence=confidence, n_resamples=n_resamples,
+            rng=inference.make_rng((*seed_parts, 2)))
+        slope = (inference.theil_sen(np.log2(x), means, confidence) if (x > 0).all()
+                 else (nan, nan, nan))
+    per_seed = []
+    if reason is None:
+        if matrix.shape[1] == 1:
+            per_seed = [result.scc]
+        else:
+            for column in matrix.T:
+                ok = np.isfinite(column)
+                xs, ys = x[ok], column[ok]
+                if len(xs) >= max(min_cells, 2) and np.ptp(xs) > 0 and np.ptp(ys) > 0:
+                    per_seed.append(_scc(xs, ys))
+    out.update({
+        "ci_low": cells_ci.low, "ci_high": cells_ci.high, "ci_method": cells_ci.method,
+        "ci_reason": cells_ci.reason,
+        "seed_ci_low": seeds_ci.low, "seed_ci_high": seeds_ci.high,
+        "seed_ci_reason": seeds_ci.reason,
+        "seeds_tested": len(per_seed),
+        "seed_scc_min": min(per_seed) if per_seed else nan,
+        "seed_scc_max": max(per_seed) if per_seed else nan,
+        "seed_scc_sd": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else nan,
+        "slope": slope[0], "slope_low": slope[1], "slope_high": slope[2],
+    })
+    return out
+
+
+def adjust_pvalues(tests: pd.DataFrame) -> pd.DataFrame:
+    """A copy of a tests frame with ``p_holm`` and ``p_bh`` (Holm-Bonferroni and
+    Benjamini-Hochberg over each *family*: one table of one grid and metric, i.e. the
+    rows sharing study, model, dataset, metric and table) and ``p_holm_all`` /
+    ``p_bh_all`` (over every test of the metric in the frame: a report's 164 for the
+    paper's grid). Tests without a p-value are not counted in a family."""
+    from kerasgen import inference
+
+    out = tests.copy()
+    if out.empty:
+        for col in ("p_holm", "p_bh", "p_holm_all", "p_bh_all"):
+            out[col] = pd.Series(dtype=float)
+        return out
+    p = pd.to_numeric(out["p_value"], errors="coerce").astype(float)
+    family = ["study", "model", "dataset", "metric", "table"]
+    out["p_holm"] = p.groupby([out[c] for c in family], sort=False).transform(inference.holm)
+    out["p_bh"] = p.groupby([out[c] for c in family], sort=False).transform(
+        inference.benjamini_hochberg)
+    out["p_holm_all"] = p.groupby(out["metric"], sort=False).transform(inference.holm)
+    out["p_bh_all"] = p.groupby(out["metric"], sort=False).transform(
+        inference.benjamini_hochberg)
+    return out
+
+
 def spearman_tests(
     frame: pd.DataFrame,
     metric: str = PAPER_METRIC,
@@ -421,6 +683,11 @@ def spearman_tests(
     min_cells: int = 3,
     permutations: int = 9999,
     seed: int = 0,
+    *,
+    intervals: bool = True,
+    confidence: float = 0.95,
+    n_resamples: int = 999,
+    min_bootstrap: int = MIN_BOOTSTRAP_CELLS,
 ) -> pd.DataFrame:
     """Spearman tests of Tables 1-3 of the paper for every (study, model, dataset).
 
@@ -431,13 +698,27 @@ def spearman_tests(
     Groups come from every row of ``frame`` (whatever its status); coefficients use
     only finished cells (:func:`finished_cells`).  Diverged cells count with the
     metric they reached before diverging unless ``include_diverged`` is False.
-    ``significant`` is ``p_value < alpha`` (the paper uses 0.005).  Monte Carlo
-    p-values are seeded from ``seed`` and the group's identity, so each row is
-    reproducible on its own.  Returns a frame with columns :data:`TEST_COLUMNS`,
-    sorted by study, model, dataset, table, group value.
+
+    Seeds are replicates: each coefficient is computed on the cells' means over their
+    finished seeds (``n`` cells, never the ``n_runs`` runs pooled), so with one seed it
+    is exactly the paper's test.  ``significant`` is ``p_value < alpha`` (the paper uses
+    0.005); ``p_holm``/``p_bh`` and ``p_holm_all``/``p_bh_all`` adjust the p-values
+    over the test's table and over every test of the metric (:func:`adjust_pvalues`).
+
+    ``intervals`` (default True): ``ci_low``/``ci_high``, a BCa bootstrap interval
+    over cells at ``confidence`` from ``n_resamples`` resamples (groups of fewer than
+    ``min_bootstrap`` cells get a ``ci_reason`` instead), ``seed_ci_low``/
+    ``seed_ci_high``, a percentile bootstrap over whole seeds (two or more seeds), and
+    the Theil-Sen ``slope`` of the metric against log2 of the variable with its
+    interval (see :mod:`kerasgen.inference`).  Monte Carlo p-values and every bootstrap
+    are seeded from ``seed`` and the group's identity, so each row is reproducible on
+    its own.  Returns a frame with columns :data:`TEST_COLUMNS`, sorted by study,
+    model, dataset, table, group value.
     """
     if pvalue not in PVALUE_METHODS:
         raise ValueError(f"pvalue must be one of {PVALUE_METHODS}, not {pvalue!r}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be between 0 and 1, not {confidence!r}")
     if frame.empty:
         return pd.DataFrame(columns=TEST_COLUMNS)
     all_cells = normalize(_with_metric(frame, metric))
@@ -448,53 +729,41 @@ def spearman_tests(
         grid_done = done[
             (done["study"] == study) & (done["model"] == model) & (done["dataset"] == dataset)
         ]
+        seeds = _seed_matrix(grid_done, metric)
+        design = grid.drop_duplicates(_CELL)
         for table, (variable, group_by) in TABLE_VARIABLE.items():
             if group_by is None:
-                groups: list[tuple[object, pd.DataFrame, pd.DataFrame]] = [(None, grid, grid_done)]
+                groups = [(None, design, np.ones(len(seeds.cells), dtype=bool))]
             else:
-                groups = [
-                    (value, grid[grid[group_by] == value], grid_done[grid_done[group_by] == value])
-                    for value in sorted(grid[group_by].unique())
-                ]
+                held = seeds.cells[group_by].to_numpy()
+                groups = [(value, part, held == value)
+                          for value, part in design.groupby(group_by, sort=True)]
             for value, cells, used in groups:
-                used = used.sort_values(["batch_size", "learning_rate"], kind="mergesort")
                 gv = _group_value(value, group_by)
-                result = spearman(
-                    used[variable].to_numpy(dtype=float),
-                    used[metric].to_numpy(dtype=float),
-                    pvalue=pvalue,
-                    min_cells=min_cells,
-                    permutations=permutations,
+                matrix = seeds.values[used]
+                picked = seeds.cells[used]
+                stats_ = _one_test(
+                    picked[variable].to_numpy(dtype=float), matrix,
+                    pvalue=pvalue, min_cells=min_cells, permutations=permutations,
                     seed_parts=(seed, _stable_seed(study, model, dataset, table, gv, metric)),
+                    intervals=intervals, confidence=confidence, n_resamples=n_resamples,
+                    min_bootstrap=min_bootstrap,
+                    constant_design=_design_constant(cells, variable),
                 )
-                rows.append(
-                    {
-                        "study": study,
-                        "model": model,
-                        "dataset": dataset,
-                        "table": table,
-                        "variable": variable,
-                        "group_by": group_by,
-                        "group_value": gv,
-                        "metric": metric,
-                        "n": result.n,
-                        "n_diverged": int((used["status"] == DIVERGED).sum()),
-                        "n_total": int(len(cells)),
-                        "scc": result.scc,
-                        "p_value": result.p_value,
-                        "pvalue_method": result.method,
-                        "alpha": float(alpha),
-                        "significant": bool(
-                            result.reason is None
-                            and math.isfinite(result.p_value)
-                            and result.p_value < alpha
-                        ),
-                        "reason": result.reason,
-                    }
-                )
-    out = pd.DataFrame(rows, columns=TEST_COLUMNS)
+                p = stats_["p_value"]
+                rows.append({
+                    "study": study, "model": model, "dataset": dataset, "table": table,
+                    "variable": variable, "group_by": group_by, "group_value": gv,
+                    "metric": metric, "n_diverged": int(picked["diverged"].sum()),
+                    "n_total": int(len(cells)), "alpha": float(alpha),
+                    "significant": bool(stats_["reason"] is None
+                                        and math.isfinite(p) and p < alpha),  # type: ignore
+                    "n_runs": int(picked["runs"].sum()),
+                    **stats_,
+                })
+    out = adjust_pvalues(pd.DataFrame(rows)).reindex(columns=TEST_COLUMNS)
     # Keep ints as ints (batch sizes), floats as floats and None as None.
-    for col in ("group_by", "group_value", "reason"):
+    for col in ("group_by", "group_value", "reason", "ci_reason", "seed_ci_reason"):
         out[col] = pd.Series([r[col] for r in rows], dtype=object, index=out.index)
     return out.reset_index(drop=True)
 
@@ -509,6 +778,137 @@ def spearman_tests_all(
     if not parts:
         return pd.DataFrame(columns=TEST_COLUMNS)
     return pd.concat(parts, ignore_index=True)
+
+
+def seed_tests(frame: pd.DataFrame, metric: str = PAPER_METRIC, **kwargs: object
+               ) -> pd.DataFrame:
+    """Tables 1-3 for each seed alone: :func:`spearman_tests` on each seed's runs
+    (without intervals), concatenated with a leading ``seed`` column. Groups come from
+    the seed's own rows."""
+    if frame.empty:
+        return pd.DataFrame(columns=["seed", *TEST_COLUMNS])
+    norm = normalize(_with_metric(frame, metric))
+    kwargs = {**kwargs, "intervals": False}
+    parts = []
+    for seed_value in sorted(norm["seed"].unique()):
+        part = spearman_tests(norm[norm["seed"] == seed_value], metric=metric,
+                              **kwargs)  # type: ignore[arg-type]
+        part.insert(0, "seed", int(seed_value))
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+# --------------------------------------------------------------------------- multiple testing
+
+
+def multiple_testing_summary(tests: pd.DataFrame) -> pd.DataFrame:
+    """How many results survive a correction for multiple testing: one row per metric of
+    a tests frame (columns :data:`MULTIPLE_TESTING_COLUMNS`): ``tests`` (rows),
+    ``tested`` (with a p-value), ``significant`` (the paper's rule, p < alpha),
+    ``expected_by_chance`` (tested x alpha: the significant results expected if no
+    effect existed anywhere), and how many stay below alpha after Holm-Bonferroni and
+    Benjamini-Hochberg within each table (``holm_table``, ``bh_table``) and over every
+    test of the metric (``holm_all``, ``bh_all``)."""
+    if tests.empty:
+        return pd.DataFrame(columns=MULTIPLE_TESTING_COLUMNS)
+    if "p_holm" not in tests.columns:
+        tests = adjust_pvalues(tests)
+    rows = []
+    for metric, part in tests.groupby("metric", sort=False):
+        alpha = float(part["alpha"].iloc[0])
+        tested = int(pd.to_numeric(part["p_value"], errors="coerce").notna().sum())
+
+        def below(column: str, part: pd.DataFrame = part, alpha: float = alpha) -> int:
+            return int((pd.to_numeric(part[column], errors="coerce") < alpha).sum())
+
+        rows.append({
+            "metric": metric, "tests": int(len(part)), "tested": tested, "alpha": alpha,
+            "significant": int(part["significant"].astype(bool).sum()),
+            "expected_by_chance": tested * alpha,
+            "holm_table": below("p_holm"), "bh_table": below("p_bh"),
+            "holm_all": below("p_holm_all"), "bh_all": below("p_bh_all"),
+        })
+    return pd.DataFrame(rows, columns=MULTIPLE_TESTING_COLUMNS)
+
+
+# --------------------------------------------------------------------------- noise floor
+
+NOISE_CLEAR = 4.0
+"""A grid whose cell means span at least this many seed-to-seed SDs stands "well above
+seed noise"; from half of it, "a few SDs"; below, "within seed noise"."""
+
+
+def _noise_sentence(metric: str, n_cells: int, n_seeds: int, n_rep: int, per_cell: float,
+                    sd: float, spread: float) -> str:
+    label = METRIC_SHORT.get(metric, metric)
+    if n_cells == 0:
+        return f"No finished cells yet, so no noise floor for the {label}."
+    if n_rep == 0:
+        return (f"One seed per cell, so the seed-to-seed noise of the {label} cannot be "
+                f"measured: nothing says how much of the {metric_amount(metric, spread)} "
+                f"spread of the {n_cells} cells is noise (run two or more seeds).")
+    where = (f"pooled over {n_rep} cells with {n_seeds} seeds; a mean of "
+             f"{per_cell:g} seeds is uncertain by about "
+             f"{metric_amount(metric, sd / math.sqrt(per_cell))}")
+    if sd == 0.0:
+        return (f"Every seed gave the same {label} in each of {n_rep} cells (seed-to-seed "
+                f"SD 0), against a range of {metric_amount(metric, spread)} across the "
+                f"{n_cells} cell means: the pattern is not seed noise.")
+    times = spread / sd
+    if times >= NOISE_CLEAR:
+        verdict = "the grid's pattern stands well above seed noise"
+    elif times >= NOISE_CLEAR / 2:
+        verdict = ("the pattern is only a few seed SDs tall, so neighbouring cells are not "
+                   "reliably ordered")
+    else:
+        verdict = "the pattern is within seed noise"
+    return (f"Seed-to-seed SD of the {label} {metric_amount(metric, sd)} ({where}) against "
+            f"a range of {metric_amount(metric, spread)} across the {n_cells} cell means, "
+            f"{times:.1f} times the SD: {verdict}.")
+
+
+def noise_floor(
+    frame: pd.DataFrame, metric: str = PAPER_METRIC, include_diverged: bool = True
+) -> pd.DataFrame:
+    """The noise floor of each grid: the seed-to-seed standard deviation of ``metric``
+    against the range of the grid's cell means, with one plain sentence (``summary``).
+
+    Columns :data:`NOISE_COLUMNS`: ``n_cells`` (cells with a finished run),
+    ``n_seeds`` (seeds with a finished run), ``n_replicated`` (cells with two or more
+    finished seeds), ``seed_sd`` (the pooled within-cell SD over those cells,
+    sqrt(sum (n_i - 1) s_i^2 / sum (n_i - 1)); NaN with one seed), ``mean_min`` /
+    ``mean_max`` / ``mean_range`` of the cell means, ``range_over_sd``."""
+    if frame.empty:
+        return pd.DataFrame(columns=NOISE_COLUMNS)
+    all_cells = normalize(_with_metric(frame, metric))
+    done = finished_cells(all_cells, metric, include_diverged)
+    nan = float("nan")
+    rows = []
+    for key in all_cells.groupby(_KEYS, sort=True).groups:
+        study, model, dataset = (str(k) for k in key)
+        runs = done[(done["study"] == study) & (done["model"] == model)
+                    & (done["dataset"] == dataset)]
+        per_cell = runs.groupby(_CELL, sort=True)[metric].agg(["mean", "var", "count"])
+        replicated = per_cell[per_cell["count"] >= 2]
+        dof = float((replicated["count"] - 1).sum())
+        sd = (math.sqrt(float(((replicated["count"] - 1) * replicated["var"]).sum()) / dof)
+              if dof else nan)
+        n_cells = int(len(per_cell))
+        low = float(per_cell["mean"].min()) if n_cells else nan
+        high = float(per_cell["mean"].max()) if n_cells else nan
+        spread = high - low
+        times = spread / sd if math.isfinite(sd) and sd > 0 else nan
+        n_seeds = int(runs["seed"].nunique())
+        typical = float(replicated["count"].median()) if len(replicated) else 1.0
+        rows.append({
+            "study": study, "model": model, "dataset": dataset, "metric": metric,
+            "n_cells": n_cells, "n_seeds": n_seeds, "n_replicated": int(len(replicated)),
+            "seed_sd": sd, "mean_min": low, "mean_max": high, "mean_range": spread,
+            "range_over_sd": times,
+            "summary": _noise_sentence(metric, n_cells, n_seeds, int(len(replicated)),
+                                       typical, sd, spread),
+        })
+    return pd.DataFrame(rows, columns=NOISE_COLUMNS)
 
 
 # --------------------------------------------------------------------------- directions
@@ -657,10 +1057,11 @@ def premise_check(
     measured as the test set, the weights the cell is judged by); where a store lacks
     them, on Keras's running final metrics, with a warning saying so
     (``train_source``). Columns :data:`PREMISE_COLUMNS`: min/median/max of train
-    accuracy and loss, how many cells are below ``train_accuracy_threshold``, the
-    Spearman correlation (asymptotic p) of train loss, train accuracy and ``metric``
-    with the ratio, and the batch sizes whose epoch ends with a batch smaller than a
-    quarter of the batch size (``small_last_batches``, batch-norm networks only).
+    accuracy and loss over runs, how many runs are below ``train_accuracy_threshold``,
+    the Spearman correlation of train loss, train accuracy and ``metric`` with the ratio
+    (on the cells' means over seeds, as :func:`spearman_tests`), and the batch sizes
+    whose epoch ends with a batch smaller than a quarter of the batch size
+    (``small_last_batches``, batch-norm networks only).
 
     ``warnings`` (``ok`` is True when there are none), in plain words:
 
@@ -704,11 +1105,20 @@ def premise_check(
         warnings: list[str] = []
         notes: list[str] = []
         below = int((acc < train_accuracy_threshold).sum())
-        finite_loss = np.isfinite(loss)
-        loss_res = spearman(ratio[finite_loss], loss[finite_loss], min_cells=min_cells)
-        acc_res = spearman(ratio, acc, min_cells=min_cells)
-        finite_target = np.isfinite(target)
-        target_res = spearman(ratio[finite_target], target[finite_target], min_cells=min_cells)
+        # The correlations with the ratio: on the cells' means over seeds (replicates,
+        # as in spearman_tests; one seed: the runs themselves).
+        means = pd.DataFrame({"ratio": ratio, "acc": acc, "loss": loss, "target": target,
+                              "bs": cells["batch_size"].to_numpy(),
+                              "lr": cells["learning_rate"].to_numpy()}
+                             ).groupby(["bs", "lr"], sort=True).mean()
+        m_ratio = means["ratio"].to_numpy(dtype=float)
+
+        results = []
+        for column in ("loss", "acc", "target"):
+            values = means[column].to_numpy(dtype=float)
+            ok = np.isfinite(values)
+            results.append(spearman(m_ratio[ok], values[ok], min_cells=min_cells))
+        loss_res, acc_res, target_res = results
         small = _small_last_batches(grid, model, dataset)
         what = "clean train" if clean else "running train"
 

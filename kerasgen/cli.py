@@ -51,6 +51,14 @@ non_negative_float = _number(float, 0.0, "a number")
 positive_float = _number(float, 1e-9, "a positive number")
 
 
+def _fraction(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1 (a confidence level)."""
+    value = _number(float, 1e-9, "a number between 0 and 1")(text)
+    if value >= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a number between 0 and 1")
+    return value
+
+
 # ---------------------------------------------------------------- run
 
 def _run_options(args):
@@ -261,7 +269,8 @@ def cmd_report(args) -> int:
         which = f" of study {args.study!r}" if args.study else ""
         raise CLIError(f"{args.db} holds no cells{which}.")
     text = render_report(frame, fmt=args.format, metric=args.metric, alpha=args.alpha,
-                         pvalue=args.pvalue, include_diverged=not args.exclude_diverged)
+                         pvalue=args.pvalue, include_diverged=not args.exclude_diverged,
+                         confidence=args.confidence, n_resamples=args.resamples)
     if args.bounds:
         from kerasgen.report.bounds import render_bounds_section
 
@@ -470,6 +479,11 @@ def build_parser() -> argparse.ArgumentParser:
                         default="auto",
                         help="auto: asymptotic (the paper's) for groups of 10+ cells, exact "
                              "below (the t-approximation gives p=0 to 3 perfectly ranked cells)")
+    report.add_argument("--confidence", type=_fraction, default=0.95,
+                        help="level of the bootstrap intervals (over cells and over seeds)")
+    report.add_argument("--resamples", type=_number(int, 99, "a number of resamples"),
+                        default=999, help="bootstrap resamples per interval (more: slower, "
+                                          "steadier interval ends)")
     report.add_argument("--exclude-diverged", action="store_true",
                         help="leave diverged cells out of the tests (default: counted with "
                              "the accuracy reached before diverging)")

@@ -55,6 +55,22 @@ METRIC_SHORT: dict[str, str] = {
 GROWING_METRICS: tuple[str, ...] = ("gap", "loss_gap", "test_loss", "final_test_loss")
 """Metrics the paper predicts to grow with the ratio (accuracies fall)."""
 
+POINT_METRICS: tuple[str, ...] = ("test_accuracy", "best_test_accuracy", "final_test_accuracy",
+                                  "gap", "train_eval_accuracy", "final_train_accuracy")
+"""Metrics that are fractions of a data set (accuracies and the accuracy gap): their
+differences are shown in percentage points (0.0123 -> 1.23 points)."""
+
+
+def metric_amount(metric: str, value: float, signed: bool = False) -> str:
+    """A difference (a standard deviation, a range, a slope) of ``metric`` in words:
+    ``1.23 points`` for accuracies and the accuracy gap, ``0.0123`` otherwise (losses);
+    ``signed`` prints the sign (``+1.23 points``)."""
+    sign = "+" if signed else ""
+    if metric in POINT_METRICS:
+        return f"{100.0 * value:{sign}.2f} points"
+    return f"{value:{sign}.3g}"
+
+
 KEPT_EPOCH_RULES: dict[str, str] = {
     "test_accuracy": "highest test accuracy",
     "test_loss": "lowest test loss",
@@ -107,5 +123,5 @@ def display_name(name: str) -> str:
 
 
 __all__ = ["DIVERGED", "DONE", "FAILED", "FINISHED", "GROWING_METRICS", "KEPT_EPOCH_RULES",
-           "METRICS", "METRIC_LABELS", "METRIC_SHORT", "PAPER_METRIC", "PENDING", "RUNNING",
-           "STATUSES", "display_name", "metric_label", "short_label"]
+           "METRICS", "METRIC_LABELS", "METRIC_SHORT", "PAPER_METRIC", "PENDING", "POINT_METRICS",
+           "RUNNING", "STATUSES", "display_name", "metric_amount", "metric_label", "short_label"]

@@ -173,7 +173,9 @@ def test_group_with_one_batch_size_over_seeds_reports_variable_is_constant():
     frame = make_grid([32], [0.01, 0.02, 0.03], seeds=(0, 1, 2))
     t1 = _rows(A.spearman_tests(frame, pvalue="asymptotic"), 1)
     assert set(t1["reason"]) == {"variable is constant"}
-    assert t1["scc"].isna().all() and set(t1["n"]) == {3}
+    # Seeds are replicates: each group is one cell (n = 1) averaged over 3 runs.
+    assert t1["scc"].isna().all() and set(t1["n"]) == {1}
+    assert set(t1["n_runs"]) == {3} and set(t1["n_seeds"]) == {3}
 
 
 def test_groups_smaller_than_min_cells_report_fewer_than_3_with_n():

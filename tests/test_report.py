@@ -116,8 +116,11 @@ def test_markdown_cells_show_the_tests_values_and_bold_only_significant_p(frame)
     for line, row in zip(rows, t1.itertuples()):
         cells = [c.strip() for c in line.split("|")[1:-1]]
         assert cells[1] == f"{row.scc:.2f}"
+        # the interval column (4 cells per group: too few for a bootstrap, with a reason)
+        assert cells[2].startswith("n/a (") and "bootstrap over cells" in row.ci_reason
         p = R.format_p(row.p_value)
-        assert cells[2] == (f"**{p}**" if row.p_value < 0.05 else p)
+        marks = ("†" if row.p_holm < 0.05 else "") + ("‡" if row.p_bh < 0.05 else "")
+        assert cells[3] == (f"**{p}**" if row.p_value < 0.05 else p) + marks
 
 
 def test_markdown_n_goes_to_a_footnote_when_all_equal():
@@ -210,6 +213,9 @@ def test_csv_leads_with_the_chosen_metric(frame):
 
 def test_latex_renders_three_booktabs_tables_laid_out_like_the_paper(frame):
     text = R.render_report(frame, fmt="latex", pvalue="asymptotic")
+    # Tables 1-3, then the whole grid's intervals and slopes (tab:scc-statistics).
+    assert text.count(r"\begin{tabular}") == 4 and text.count(r"\label{tab:scc-statistics}") == 1
+    text = text.split(r"\begin{table}[ht]" + "\n" + r"\centering" + "\n" + r"\caption{Batch size")[0]
     assert text.count(r"\begin{tabular}") == 3
     assert text.count(r"\toprule") == text.count(r"\midrule") == text.count(r"\bottomrule") == 3
     assert text.count(r"\multicolumn") == 3 * 4
@@ -259,3 +265,136 @@ def test_write_figures_handles_a_grid_with_no_finished_cell(tmp_path):
     f.loc[f["model"] == "b", "best_test_accuracy"] = np.nan
     paths = R.write_figures(f, tmp_path, metric="gap")
     assert len(paths) == 5 and all(p.stat().st_size > 5_000 for p in paths)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _seeded(seeds, rng_seed=0) -> pd.DataFrame:
+    """The 4 x 5 grid of the fixture, 2 models x 1 data set, with one row per seed (the
+    seeds differ by noise)."""
+    parts = []
+    for seed in seeds:
+        part = make_grid(BS, LR, models=("resnet110", "vgg19"), rng_seed=rng_seed + seed)
+        part["seed"] = seed
+        parts.append(part)
+    out = pd.concat(parts, ignore_index=True)
+    out["cell_id"] = range(len(out))
+    return out
+
+
+def _section(markdown: str, heading: str) -> str:
+    start = markdown.index(heading)
+    end = markdown.find("\n## ", start + 1)
+    return markdown[start:end if end > 0 else None]
+
+
+def test_the_statistics_section_counts_what_survives_holm_and_bh_and_shows_the_intervals():
+    frame = _seeded((0, 1, 2))
+    text = R.render_report(frame)
+    section = _section(text, "## Statistics: seeds, intervals, multiple testing, effect sizes")
+    tests = A.spearman_tests_all(frame)
+    counts = A.multiple_testing_summary(tests).set_index("metric").loc["test_accuracy"]
+    n = int(counts["tested"])
+    assert counts["significant"] > 1 and counts["holm_table"] > 1
+    assert (f"Of the {n} tests of test accuracy with a coefficient, "
+            f"{int(counts['significant'])} are significant at p < 0.005") in section
+    assert (f"{int(counts['holm_table'])} stay significant after Holm-Bonferroni within "
+            f"their table (family-wise error rate 0.005) and {int(counts['bh_table'])} "
+            "after Benjamini-Hochberg") in section
+    assert (f"over all {n} tests together, {int(counts['holm_all'])} after Holm and "
+            f"{int(counts['bh_all'])} after Benjamini-Hochberg") in section
+    assert "3 seeds per cell (120 runs of 40 cells)" in section
+    # The whole grid's row: its SCC, both intervals and the slope, as in the tests frame.
+    t3 = tests[(tests["metric"] == "test_accuracy") & (tests["table"] == 3)
+               & (tests["model"] == "vgg19")].iloc[0]
+    row = next(line for line in section.splitlines() if line.startswith("| VGG-19 on CIFAR-10"))
+    for text_ in (f"{t3['scc']:.2f}", R.format_interval(t3["ci_low"], t3["ci_high"]),
+                  R.format_interval(t3["seed_ci_low"], t3["seed_ci_high"]),
+                  f"{100 * t3['slope']:+.2f} points"):
+        assert text_ in row, (text_, row)
+    assert section.count("- **ResNet-110 on CIFAR-10**: Seed-to-seed SD of the test accuracy") == 1
+    assert "### Each seed alone" in section and "| VGG-19 on CIFAR-10 | 2 |" in section
+
+
+def test_tables_1_3_show_an_interval_over_seeds_only_with_several_seeds(frame):
+    one = R.table_markdown(A.spearman_tests(frame, pvalue="asymptotic"), 3)
+    assert "95% CI seeds" not in one and "One seed per cell: no interval over seeds" in one
+    tests = A.spearman_tests(_seeded((0, 1)), pvalue="asymptotic")
+    two = R.table_markdown(tests, 3)
+    assert two.splitlines()[2].count("95% CI seeds") == 2
+    row = _table_block(two, 3)[0]
+    t3 = tests[tests["table"] == 3].iloc[0]
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[:3] == [f"{t3['scc']:.2f}", R.format_interval(t3["ci_low"], t3["ci_high"]),
+                         R.format_interval(t3["seed_ci_low"], t3["seed_ci_high"])]
+    assert cells[3].endswith("†‡") == (t3["p_holm"] < 0.005 and t3["p_bh"] < 0.005)
+
+
+def test_a_one_seed_report_says_why_instead_of_printing_nan(frame):
+    for fmt in ("markdown", "latex"):
+        text = R.render_report(frame, fmt=fmt, pvalue="asymptotic")
+        assert not re.search(r"\bnan\b", text, flags=re.IGNORECASE), fmt
+        assert "one seed" in text.lower(), fmt
+    text = R.render_report(frame, pvalue="asymptotic")
+    assert "One seed per cell (77 cells), as in the paper" in text
+    assert "One seed per cell, so the seed-to-seed noise of the test accuracy cannot be " \
+           "measured" in text
+    assert "### Each seed alone" not in text
+
+
+def test_csv_and_latex_carry_the_intervals_adjusted_pvalues_and_slopes(frame):
+    out = pd.read_csv(io.StringIO(R.render_report(frame, fmt="csv", pvalue="asymptotic")))
+    direct = A.spearman_tests(frame, pvalue="asymptotic")
+    first = out[out["metric"] == "test_accuracy"].reset_index(drop=True)
+    for column in ("ci_low", "ci_high", "p_holm", "p_bh", "p_holm_all", "p_bh_all", "slope"):
+        assert np.allclose(first[column], direct[column], equal_nan=True, rtol=1e-12), column
+    latex = R.render_report(frame, fmt="latex", pvalue="asymptotic")
+    assert r"95\% CI" in latex and r"^{\dagger\ddagger}" in latex
+    t3 = direct[(direct["table"] == 3) & (direct["model"] == "vgg19")
+                & (direct["dataset"] == "cifar10")].iloc[0]
+    assert f"${R.format_interval(t3['ci_low'], t3['ci_high'])}$" in latex
+    assert f"${100 * t3['slope']:+.2f}$" in latex.split(r"\label{tab:scc-statistics}")[1]
+
+
+def _error_bars(monkeypatch) -> dict:
+    """Record, per PNG written, the error bars of its figure: for each one the bar
+    half-lengths (the SDs drawn)."""
+    from matplotlib.container import ErrorbarContainer
+    from matplotlib.figure import Figure
+
+    seen: dict[str, list[np.ndarray]] = {}
+    real = Figure.savefig
+
+    def savefig(self, path, *args, **kwargs):
+        bars = []
+        for ax in self.axes:
+            for container in ax.containers:
+                if isinstance(container, ErrorbarContainer):
+                    segments = container.lines[2][0].get_segments()
+                    bars.append(np.array([abs(s[1][1] - s[0][1]) / 2 for s in segments]))
+        seen[str(path).rsplit("/", 1)[-1]] = bars
+        return real(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return seen
+
+
+def test_figures_1_and_2_draw_seed_error_bars_only_with_several_seeds(frame, tmp_path,
+                                                                      monkeypatch):
+    seen = _error_bars(monkeypatch)
+    R.write_figures(frame, tmp_path / "one")
+    assert all(seen[name] == [] for name in ("figure1_ratio.png", "figure2a_batch_size.png",
+                                              "figure2b_learning_rate.png"))
+    seeded = _seeded((0, 1, 2))
+    R.write_figures(seeded, tmp_path / "three")
+    sd = seeded.groupby(["model", "batch_size", "learning_rate"])["test_accuracy"].std()
+    # Figure 1: one bar per cell of each panel, as long as the SD over its seeds.
+    bars = seen["figure1_ratio.png"]
+    assert len(bars) == 2 and all(len(b) == len(BS) * len(LR) for b in bars)
+    assert sorted(np.concatenate(bars)) == pytest.approx(sorted(sd), rel=1e-9)
+    # Figure 2a/2b: a curve per learning rate / batch size, each point with its bar.
+    assert len(seen["figure2a_batch_size.png"]) == 2 * len(LR)
+    assert len(seen["figure2b_learning_rate.png"]) == 2 * len(BS)
+    assert sorted(np.concatenate(seen["figure2a_batch_size.png"])) == pytest.approx(
+        sorted(sd), rel=1e-9)

@@ -106,7 +106,8 @@ def test_the_presets_are_the_papers_grid_and_the_offline_demo():
     assert paper.learning_rates == tuple(round(0.01 * i, 2) for i in range(1, 21))
     assert paper.training == Training() and paper.epochs == 200
     demo = preset("demo")
-    assert demo.training.last_batch == "drop" and demo.cell_count == 32
+    assert demo.training.last_batch == "drop" and demo.cell_count == 64
+    assert demo.seeds == (0, 1)  # replicates: the report's intervals over seeds
     assert set(PRESETS) == {"paper", "demo", "smoke"}
     with pytest.raises(SpecError, match="Unknown preset 'x'"):
         preset("x")

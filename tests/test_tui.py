@@ -94,6 +94,39 @@ def build_store(path: Path) -> dict:
     return {"study": study, "running": running, "running_id": running.cells[0]["cell_id"]}
 
 
+def seed_offset(bs: int, lr: float, seed: int) -> float:
+    """How much a seed's accuracies differ from seed 0's: a fixed pattern of +-1.5
+    points, different for every seed and cell."""
+    if seed == 0:
+        return 0.0
+    b, r = BATCH_SIZES.index(bs), LEARNING_RATES.index(lr)
+    return 0.015 * (((3 * b + 5 * r + seed) % 5) - 2) / 2
+
+
+def build_seed_store(path: Path, seeds: tuple[int, ...] = (0, 1)) -> None:
+    """One model (resnet8) x 4 batch sizes x 4 learning rates x ``seeds``, every run
+    done; each seed's accuracies shifted by :func:`seed_offset`."""
+    cells = [{"model": "resnet8", "dataset": "digits", "batch_size": b, "learning_rate": lr,
+              "seed": seed} for seed in seeds for b in BATCH_SIZES for lr in LEARNING_RATES]
+    spec = {"name": "seeds", "epochs": EPOCHS, "models": ["resnet8"], "datasets": ["digits"],
+            "seeds": list(seeds)}
+    with Store(path) as store:
+        study = store.create_study("seeds", spec, cells, {"host": "test"})
+        while True:
+            claim = store.claim_pack(study, WORKER, 4)
+            if claim is None or not claim.cells:
+                break
+            for cell in claim.cells:
+                shift = seed_offset(cell["batch_size"], cell["learning_rate"], cell["seed"])
+                for e in range(EPOCHS):
+                    values = logs("resnet8", cell["batch_size"], cell["learning_rate"], e)
+                    for key in ("test_accuracy", "train_eval_accuracy", "train_accuracy"):
+                        values[key] = round(values[key] + shift, 4)
+                    store.record_epoch(cell["cell_id"], e, values, 1.0, claim=claim)
+                store.finish_cell(cell["cell_id"], "done", claim=claim)
+    freeze(path)
+
+
 def freeze(path: Path) -> None:
     """Replace wall-clock timestamps by fixed ones: rates, ETAs and dates become
     deterministic (epochs one second apart, the last one 10 s before NOW)."""
@@ -113,6 +146,13 @@ def freeze(path: Path) -> None:
 def store_path(tmp_path) -> Path:
     path = tmp_path / "grid.db"
     build_store(path)
+    return path
+
+
+@pytest.fixture
+def seed_store_path(tmp_path) -> Path:
+    path = tmp_path / "seeds.db"
+    build_seed_store(path)
     return path
 
 
@@ -560,6 +600,95 @@ async def test_spearman_table_3_verdicts_and_premise_are_readable_at_80x24(store
             assert whole in text, whole
 
 
+# ---------------------------------------------------------------- seeds, intervals, Holm / BH
+
+SEED_GROUP = ("seeds", "resnet8", "digits")
+
+
+def test_spearman_rows_carry_each_coefficients_intervals_and_holm_bh(seed_store_path):
+    from kerasgen import analysis
+    from kerasgen.store import load_results
+    from tui.data import DashboardData
+
+    data = DashboardData(seed_store_path)
+    data.wanted = {(*SEED_GROUP, "test_accuracy")}
+    view = data.refresh(NOW).spearman[(*SEED_GROUP, "test_accuracy")]
+    tests = analysis.spearman_tests(load_results(seed_store_path), alpha=view.alpha)
+    assert view.seeds == 2 and len(view.rows) == len(tests) == 9
+    for row, test in zip(view.rows, tests.itertuples()):
+        assert row.scc == pytest.approx(test.scc)
+        assert row.ci == (None if test.ci_reason else pytest.approx((test.ci_low, test.ci_high)))
+        assert row.ci_reason == test.ci_reason
+        assert row.seed_ci == pytest.approx((test.seed_ci_low, test.seed_ci_high))
+        assert (row.holm, row.bh) == (test.p_holm < view.alpha, test.p_bh < view.alpha)
+    # Tables 1 and 2 have four cells per group: no interval over cells, and a reason.
+    assert {r.ci_reason for r in view.rows if r.table != 3} == {
+        "fewer than 8 cells for a bootstrap over cells (n=4)"}
+
+
+@pytest.mark.parametrize("size, layout", [((120, 40), "-narrow"), ((80, 24), "-stacked")])
+@drive
+async def test_the_spearman_screen_shows_intervals_and_holm_bh_whole_at_80_and_120_columns(
+        seed_store_path, size, layout):
+    from tui.screens.spearman import interval_text
+
+    app = make_app(seed_store_path, mode="spearman")
+    async with app.run_test(size=size) as pilot:
+        await wait_for(pilot, lambda: app.view.spearman is not None)
+        await pilot.pause()
+        view = app.view.spearman
+        ratio = next(r for r in view.rows if r.table == 3)
+        assert ratio.holm and ratio.bh and ratio.ci is not None
+        whole = (f"{ratio.scc:+.2f}", interval_text(ratio.ci, None).plain,
+                 interval_text(ratio.seed_ci, None).plain, ratio.p_text, "✓ ✓", "16/16")
+        first = screen_lines(app)  # Table 3 is on the first screen, every part whole
+        assert any(all(part in line for part in whole) for line in first), "\n".join(first)
+        assert app.screen.has_class(layout)
+        t1 = content_of(app.screen, "#spearman-table-1")
+        assert "CI cells: n<8" in t1 and "CI seeds" in t1 and "95% CI" not in t1
+        for row in (r for r in view.rows if r.table == 1):
+            assert interval_text(row.seed_ci, None).plain in t1
+        summary = content_of(app.screen, "#spearman-summary")
+        assert "(CI seeds) over whole seeds" in summary
+        assert "after Holm / Benjamini-Hochberg over its table" in summary
+
+
+def test_the_layout_follows_the_widths_the_tables_need():
+    from tui.screens.spearman import layout_for
+
+    assert layout_for(160, (40, 44, 44)) == "-wide"
+    assert layout_for(120, (40, 44, 44)) == "-narrow"
+    assert layout_for(116, (57, 57, 56)) == "-narrow"
+    assert layout_for(76, (40, 44, 44)) == "-stacked"
+
+
+@drive
+async def test_the_detail_panel_shows_the_cells_value_in_every_seed(seed_store_path, store_path):
+    app = make_app(seed_store_path, mode="heatmap")
+    async with app.run_test(size=SIZE) as pilot:
+        await refreshed(pilot)
+        await pilot.press("down", "right")  # BS 32, LR 0.02
+        await pilot.pause()
+        kept = logs("resnet8", 32, 0.02, 3)["test_accuracy"]  # the kept epoch of both
+        values = [kept, round(kept + seed_offset(32, 0.02, 1), 4)]
+        assert values[0] != values[1]
+        mean = sum(values) / 2
+        sd = abs(values[0] - values[1]) / 2 ** 0.5
+        detail = content_of(app.screen, "#cell-detail")
+        assert f"test acc by seed 0: {values[0]:.4f}  1: {values[1]:.4f}" in detail
+        assert f"mean ± SD        {mean:.4f} ± {sd:.4f} (n=2)" in detail
+        await pilot.press("m")  # the metric on screen: the last epoch's test accuracy
+        await pilot.pause()
+        final = logs("resnet8", 32, 0.02, EPOCHS - 1)["test_accuracy"]
+        final = [final, round(final + seed_offset(32, 0.02, 1), 4)]
+        assert f"final test acc by seed 0: {final[0]:.4f}  1: {final[1]:.4f}" in content_of(
+            app.screen, "#cell-detail")
+    app = make_app(store_path, mode="heatmap")  # one seed: no such rows
+    async with app.run_test(size=SIZE) as pilot:
+        await refreshed(pilot)
+        assert "by seed" not in content_of(app.screen, "#cell-detail")
+
+
 MARKUP_STUDY = "[bold red]x[/bold red] [link=http://x]y[/link]"
 BROKEN_STUDY = "oops[/]"
 MARKUP_WORKER = "[link=x]w[/link]:1"
@@ -717,7 +846,28 @@ def test_snapshot_heatmap_of_the_gap(store_path, snap_compare):
 
 
 def test_snapshot_spearman(store_path, snap_compare):
+    """Tables 1 and 2 side by side, Table 3 and the verdicts below (all three side by
+    side from ~136 columns)."""
     app, run_before = _snapshot_app(store_path, ("s",), spearman=True)
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_spearman_two_seeds(seed_store_path, snap_compare):
+    """Two seeds: an interval over seeds beside each coefficient; Tables 1 and 2 drop
+    the interval over cells (4 cells per group) and say so in their titles."""
+    app, run_before = _snapshot_app(seed_store_path, ("s",), spearman=True)
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_spearman_two_seeds_at_80x24(seed_store_path, snap_compare):
+    """Stacked: Table 3 with both intervals and the verdicts first."""
+    app, run_before = _snapshot_app(seed_store_path, ("s",), spearman=True)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_snapshot_heatmap_two_seeds(seed_store_path, snap_compare):
+    """The detail panel lists the cell's test accuracy in each seed and their mean ± SD."""
+    app, run_before = _snapshot_app(seed_store_path, ("h", "down", "right"))
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
@@ -729,8 +879,8 @@ def test_snapshot_overview_at_80x24(store_path, snap_compare):
 
 
 def test_snapshot_spearman_at_80x24(store_path, snap_compare):
-    """Table 3 and the verdicts below Tables 1 and 2, the body scrolls (at 120x40,
-    test_snapshot_spearman: all three side by side)."""
+    """Every table stacked, Table 3 and the verdicts first, the body scrolls (at
+    120x40, test_snapshot_spearman: Tables 1 and 2 side by side)."""
     app, run_before = _snapshot_app(store_path, ("s",), spearman=True)
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
 

@@ -9,9 +9,11 @@ Each refresh, inside one read transaction of a long-lived read-only connection:
 - re-reads the cells table (small: one row per trained model) and the progress counts;
 - reads only the epoch rows written since the last refresh (``rowid`` above a marker:
   rows are only ever inserted) and appends them to the per-cell curves kept in memory;
-- computes the Spearman tables (Tables 1-3, direction verdicts, premise check) of the
-  grid and metric on screen (``wanted``), and again only when one of its cells
-  finished; a paper-size grid costs ~0.15 s per metric, so nothing else is computed.
+- computes the Spearman tables (Tables 1-3 with their bootstrap intervals and Holm /
+  Benjamini-Hochberg survival, direction verdicts, premise check) of the grid and
+  metric on screen (``wanted``), and again only when one of its cells finished; a
+  paper-size grid costs ~0.35 s per metric (~0.55 s with two seeds), so nothing else
+  is computed.
 
 A missing file is "waiting" (a study about to start, as in ``kerasgen demo``); a store
 that cannot be read (empty, foreign, corrupt, newer) gives its message. Either way the
@@ -177,6 +179,12 @@ class SpearmanRow:
     significant: bool
     agrees: bool | None  # coefficient has the paper's sign (None: no coefficient)
     reason: str | None
+    ci: tuple[float, float] | None = None  # bootstrap interval over cells
+    ci_reason: str | None = None  # why there is none
+    seed_ci: tuple[float, float] | None = None  # bootstrap interval over whole seeds
+    seed_ci_reason: str | None = None
+    holm: bool = False  # p still below alpha after Holm over its table
+    bh: bool = False  # ... after Benjamini-Hochberg over its table
 
 
 @dataclass(frozen=True)
@@ -207,6 +215,9 @@ class SpearmanView:
     small_n: tuple[int, ...] = ()  # n of tested rows below small_reliable_n
     small_reliable_n: int = 10  # kerasgen.analysis.SMALL_N
     error: str | None = None  # the analysis failed on this grid (the rest is empty)
+    seeds: int = 1  # most seeds behind a coefficient (2+: intervals over seeds)
+    confidence: float = 0.95  # the intervals' level
+    min_bootstrap: int = 8  # fewest cells of an interval over cells
 
 
 @dataclass(frozen=True)
@@ -245,6 +256,14 @@ class Snapshot:
 
     def spearman_for(self, group: GroupKey, metric: str) -> SpearmanView | None:
         return self.spearman.get((*group, metric))
+
+    def seed_cells(self, group: GroupKey, batch_size: int, learning_rate: float
+                   ) -> tuple[tuple[int, CellView | None], ...]:
+        """The cell at (batch size, learning rate) in each seed's grid of ``group``:
+        (seed, its view or None), by seed."""
+        return tuple((grid.key[3], grid.cells.get((batch_size, learning_rate)))
+                     for grid in sorted((g for g in self.grids if g.group == group),
+                                        key=lambda g: g.key[3]))
 
 
 # ---------------------------------------------------------------- plain reads
@@ -423,6 +442,10 @@ def build_spearman(cells: pd.DataFrame, metric: str, alpha: float = ALPHA,
             significant=bool(t.significant),
             agrees=None if scc is None else bool(np.sign(scc) == sign),
             reason=t.reason if isinstance(t.reason, str) else None,
+            ci=_interval(t.ci_low, t.ci_high), ci_reason=_text(t.ci_reason),
+            seed_ci=_interval(t.seed_ci_low, t.seed_ci_high),
+            seed_ci_reason=_text(t.seed_ci_reason),
+            holm=_below(t.p_holm, alpha), bh=_below(t.p_bh, alpha),
         ))
     views = tuple(DirectionView(
         table=int(d.table), variable=str(d.variable), verdict=str(d.verdict),
@@ -436,8 +459,21 @@ def build_spearman(cells: pd.DataFrame, metric: str, alpha: float = ALPHA,
     small = tuple(sorted({int(t.n) for t in tests.itertuples(index=False)
                           if t.reason is None and t.pvalue_method == "asymptotic"
                           and t.n < analysis.SMALL_N}))
+    seeds = int(pd.to_numeric(tests["n_seeds"], errors="coerce").max()) if len(tests) else 1
     return SpearmanView((study, model, dataset), metric, alpha, tuple(rows), views,
-                        tuple(premise), finished, int(len(cells)), small, analysis.SMALL_N)
+                        tuple(premise), finished, int(len(cells)), small, analysis.SMALL_N,
+                        seeds=max(seeds, 1), confidence=float(tests["confidence"].iloc[0])
+                        if len(tests) else 0.95, min_bootstrap=analysis.MIN_BOOTSTRAP_CELLS)
+
+
+def _interval(low, high) -> tuple[float, float] | None:
+    low, high = _num(low), _num(high)
+    return None if low is None or high is None else (low, high)
+
+
+def _below(p, alpha: float) -> bool:
+    p = _num(p)
+    return p is not None and p < alpha
 
 
 def premise_warnings(frame: pd.DataFrame, alpha: float = ALPHA) -> tuple[str, ...]:
@@ -496,7 +532,7 @@ class DashboardData:
     dashboard polls from one worker thread).
 
     ``wanted`` names the Spearman tables to keep up to date, as (study, model, dataset,
-    metric) keys: those of the grid on screen (they cost ~0.1-0.2 s per grid and
+    metric) keys: those of the grid on screen (they cost ~0.35 s per grid and
     metric on a paper-size grid, so they are computed only when shown and only again
     when one of the grid's cells finished). The others in the snapshot are the last
     ones computed that are still current.

@@ -129,9 +129,9 @@ solved in A's eigenbasis (A is diagonal there after the treatment) instead of sc
 Bartels-Stewart solver, which took ~12 s per solve at d = 1161 on 2 cores; the tests
 check both give the same report.  numpy's BLAS is held to one thread while bounds are
 computed: multi-threaded OpenBLAS next to TensorFlow's thread pools made a 1161 x 1161
-``eigvalsh`` 20x slower.  On the demo store (32 cells, 1,347 images) ``kerasgen bound``
-(classifier) takes about 2 minutes on 2 cores; ``--params all`` about 1.5 minutes per
-ResNet-8 cell with the defaults.
+``eigvalsh`` 20x slower.  On the one-seed demo store (32 runs, 1,347 images) ``kerasgen
+bound`` (classifier) took about 2 minutes on 2 cores (the two-seed demo has twice the
+runs); ``--params all`` about 1.5 minutes per ResNet-8 run with the defaults.
 
 Public API
 ----------

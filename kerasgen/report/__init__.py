@@ -11,10 +11,14 @@ Public API (stable; what ``kerasgen report`` wires to)
 - ``FORMATS = ("markdown", "csv", "latex")``
 - ``render_report(frame, fmt="markdown", metric="test_accuracy", alpha=0.005,
   pvalue="auto", include_diverged=True, min_cells=3, permutations=9999,
-  seed=0, train_accuracy_threshold=0.99) -> str``
-    markdown: settings, cell counts, Tables 1-3, direction summary, beyond-paper
+  seed=0, train_accuracy_threshold=0.99, confidence=0.95, n_resamples=999) -> str``
+    markdown: settings, cell counts, Tables 1-3 (each SCC with its bootstrap
+    intervals, p-values marked where they survive Holm / Benjamini-Hochberg),
+    direction summary, the statistics section (seeds, multiple testing, the whole
+    grid's intervals and Theil-Sen slopes, noise floor, each seed alone), beyond-paper
     metrics, premise check; csv: the tidy tests table (all metrics, ``metric`` first);
-    latex: the three tables (booktabs).
+    latex: the three tables (booktabs) and the whole grid's intervals and slopes.
+- ``format_interval(low, high) -> str``   ``[-0.91, -0.72]``, ``n/a``
 - ``table_markdown(tests, table) -> str`` / ``table_latex(tests, table) -> str``
     one of Tables 1-3 from a tests frame of a single metric.
 - ``tests_csv(tests) -> str``
@@ -27,15 +31,17 @@ Public API (stable; what ``kerasgen report`` wires to)
     and one ``heatmap_<model>_<dataset>.png`` per grid (``heatmap_<study>_<model>_
     <dataset>.png`` when the frame holds several studies).
 
-The CLI maps ``--format`` to ``fmt``, ``--alpha``, ``--pvalue``, ``--metric`` to the
-same-named arguments, ``--exclude-diverged`` to ``include_diverged=False`` and
-``--figures DIR`` to ``write_figures(frame, DIR, metric=...)``.
+The CLI maps ``--format`` to ``fmt``, ``--alpha``, ``--pvalue``, ``--metric``,
+``--confidence`` to the same-named arguments, ``--resamples`` to ``n_resamples``,
+``--exclude-diverged`` to ``include_diverged=False`` and ``--figures DIR`` to
+``write_figures(frame, DIR, metric=...)``.
 """
 
 from kerasgen.report.figures import file_stem, write_figures
 from kerasgen.report.format import format_p, format_p_latex
 from kerasgen.report.tables import (
     FORMATS,
+    format_interval,
     render_report,
     status_counts,
     table_latex,
@@ -44,6 +50,6 @@ from kerasgen.report.tables import (
 )
 from kerasgen.vocabulary import display_name
 
-__all__ = ["FORMATS", "display_name", "file_stem", "format_p", "format_p_latex",
+__all__ = ["FORMATS", "display_name", "file_stem", "format_interval", "format_p", "format_p_latex",
            "render_report", "status_counts", "table_latex", "table_markdown", "tests_csv",
            "write_figures"]

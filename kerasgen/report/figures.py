@@ -64,6 +64,25 @@ def _curve_cmap():
     return ListedColormap(plt.get_cmap("viridis")(np.linspace(0.0, 0.85, 256)), name="viridis_dark")
 
 
+def _seed_count(cells: pd.DataFrame) -> int:
+    """Most finished seeds of any cell (batch size x learning rate) of a grid."""
+    if cells.empty or "seed" not in cells.columns:
+        return 1 if not cells.empty else 0
+    return int(cells.groupby(["batch_size", "learning_rate"])["seed"].nunique().max())
+
+
+def _count_text(cells: pd.DataFrame) -> str:
+    """`` (n=16)``: the finished cells of a panel; `` (16 cells, 32 runs)`` with seeds."""
+    if _seed_count(cells) < 2:
+        return f" (n={len(cells)})"
+    n = len(cells.drop_duplicates(["batch_size", "learning_rate"]))
+    return f" ({n} cells, {len(cells)} runs)"
+
+
+def _seed_bars_label(seeds: int) -> str:
+    return f"mean ± SD over {seeds} seeds"
+
+
 def _empty_panel(ax, text: str = "no finished cells yet") -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
 
@@ -93,7 +112,7 @@ def _curves_figure(
         cells = done[
             (done["study"] == key[0]) & (done["model"] == key[1]) & (done["dataset"] == key[2])
         ]
-        ax.set_title(column_label(key, several) + f" (n={len(cells)})", fontsize=11)
+        ax.set_title(column_label(key, several) + _count_text(cells), fontsize=11)
         ax.set_xlabel(x_label)
         ax.set_ylabel(label if len(label) < 30 else label.split(" (")[0])
         ax.grid(True, alpha=0.3)
@@ -102,13 +121,19 @@ def _curves_figure(
         norm_c = Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1e-9)
         if cells.empty:
             _empty_panel(ax)
+        seeds = _seed_count(cells)
         for level in levels:
             sub = cells[cells[curve] == level]
             if sub.empty:
                 continue
             mean = sub.groupby(x)[metric].mean().sort_index()
             colour = cmap(norm_c(level))
-            ax.plot(mean.index, mean.to_numpy(), "-o", color=colour, lw=1.2, ms=3)
+            if seeds >= 2:  # each point a cell's mean over its seeds, the bar its SD
+                sd = sub.groupby(x)[metric].std().reindex(mean.index).fillna(0.0)
+                ax.errorbar(mean.index, mean.to_numpy(), yerr=sd.to_numpy(), fmt="-o",
+                            color=colour, lw=1.2, ms=3, elinewidth=0.8, capsize=2)
+            else:
+                ax.plot(mean.index, mean.to_numpy(), "-o", color=colour, lw=1.2, ms=3)
             div = sub[sub["status"] == DIVERGED]
             if not div.empty:
                 ax.plot(div[x], div[metric], "x", color="red", ms=7, mew=1.8, zorder=5)
@@ -120,12 +145,15 @@ def _curves_figure(
             dec = decimals(levels) if curve == "learning_rate" else None
             cbar.set_ticks(levels)
             cbar.set_ticklabels([format_value(v, curve, dec) for v in levels])
+        handles = []
+        if seeds >= 2:
+            handles.append(Line2D([], [], ls="-", marker="o", color="0.3", ms=3,
+                                  label=_seed_bars_label(seeds)))
         if (cells["status"] == DIVERGED).any():
-            ax.legend(
-                handles=[Line2D([], [], ls="", marker="x", color="red", mew=1.8, label="diverged")],
-                loc="best",
-                fontsize=9,
-            )
+            handles.append(Line2D([], [], ls="", marker="x", color="red", mew=1.8,
+                                  label="diverged"))
+        if handles:
+            ax.legend(handles=handles, loc="best", fontsize=9)
     fig.suptitle(title, fontsize=13)
     fig.tight_layout()
     return _save(fig, path, dpi)
@@ -143,11 +171,21 @@ def _figure_ratio(
         ]
         ok = cells[cells["status"] == DONE]
         div = cells[cells["status"] == DIVERGED]
-        ax.set_title(column_label(key, several) + f" (n={len(cells)})", fontsize=11)
+        ax.set_title(column_label(key, several) + _count_text(cells), fontsize=11)
+        seeds = _seed_count(cells)
         if cells.empty:
             _empty_panel(ax)
         else:
-            ax.scatter(ok["ratio"], ok[metric], s=18, alpha=0.75, color="tab:blue", label="done")
+            if seeds >= 2:  # a point per cell: its mean over seeds, the bar their SD
+                per_cell = cells.groupby(["batch_size", "learning_rate"]).agg(
+                    ratio=("ratio", "first"), mean=(metric, "mean"), sd=(metric, "std"))
+                ax.errorbar(per_cell["ratio"], per_cell["mean"],
+                            yerr=per_cell["sd"].fillna(0.0).to_numpy(), fmt="o", ms=4,
+                            alpha=0.8, color="tab:blue", elinewidth=0.8, capsize=2,
+                            label=_seed_bars_label(seeds))
+            else:
+                ax.scatter(ok["ratio"], ok[metric], s=18, alpha=0.75, color="tab:blue",
+                           label="done")
             if not div.empty:
                 ax.scatter(
                     div["ratio"], div[metric], s=40, marker="x", color="red", lw=1.8,
@@ -253,8 +291,11 @@ def write_figures(
 
     - ``figure1_ratio.png``: metric vs batch size / learning rate (log x), one panel
       per model x data set, every finished cell a point, diverged cells as red crosses;
+      with two or more seeds a point is a cell's mean over its seeds with an error bar
+      of their standard deviation;
     - ``figure2a_batch_size.png``: metric vs batch size, one curve per learning rate
-      (colour bar), a panel per model x data set (seeds averaged);
+      (colour bar), a panel per model x data set (seeds averaged; with two or more
+      seeds each point has an error bar: the SD over seeds);
     - ``figure2b_learning_rate.png``: metric vs learning rate, one curve per batch size;
     - ``heatmap_<model>_<dataset>.png``: metric over batch size x learning rate, values
       annotated when the grid has at most 144 pairs, unfinished pairs grey, diverged

@@ -40,12 +40,15 @@ def decimals(values: Sequence[float]) -> int:
     return 6
 
 
+_fewest_decimals = decimals  # the parameter below shadows the function's name
+
+
 def format_value(value: object, group_by: str | None, decimals: int | None = None) -> str:
     if group_by == "batch_size":
         return str(int(value))  # type: ignore[arg-type]
     v = float(value)  # type: ignore[arg-type]
     if decimals is None:
-        decimals = decimals([v])
+        decimals = _fewest_decimals([v])
     if v != 0 and abs(v) < 10.0 ** -decimals:
         return f"{v:.3g}"
     return f"{v:.{decimals}f}"

@@ -40,7 +40,12 @@ class HeatmapScreen(DashboardScreen):
 
     def _show_cell(self) -> None:
         heatmap = self.query_one(HeatmapGrid)
-        self.query_one(CellDetail).show(heatmap.grid, heatmap.selected)
+        grid, cell = heatmap.grid, heatmap.selected
+        snapshot = self.app.view.snapshot
+        seeds = ()
+        if grid is not None and cell is not None and grid.several_seeds and snapshot:
+            seeds = snapshot.seed_cells(grid.group, cell.batch_size, cell.learning_rate)
+        self.query_one(CellDetail).show(grid, cell, self.app.view.metric, seeds)
 
     def _show_chart(self) -> None:
         cell = self.query_one(HeatmapGrid).selected

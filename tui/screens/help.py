@@ -42,7 +42,10 @@ def help_text() -> Table:
     table.add_row("", "")
     table.add_row("Spearman", "bold green: significant (p < α) in the paper's direction; "
                   "bold red: significant against it; n/all: finished cells behind the value "
-                  "/ all cells of the group (✕: how many of them diverged)")
+                  "/ all cells of the group (✕: how many of them diverged); with several "
+                  "seeds each cell is its mean over seeds. 95% CI: bootstrap interval over "
+                  "cells; CI seeds: over whole seeds; H B ✓: still significant after Holm / "
+                  "Benjamini-Hochberg over the table")
     return table
 
 

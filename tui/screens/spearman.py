@@ -31,21 +31,59 @@ SHORT_REASONS = {"variable is constant": "constant", "metric is constant": "metr
 def _short_reason(reason: str) -> str:
     if reason.startswith("fewer than"):
         return "n<" + reason.split()[2]
+    if reason.startswith("one seed"):
+        return "1 seed"
+    if reason.startswith("no coefficient"):
+        return ""
     return SHORT_REASONS.get(reason, reason[:12])
 
 
-def value_cells(row: SpearmanRow) -> tuple[Text, Text, Text]:
-    """SCC, p and n of one test: significant ones bold green (the paper's direction) or
-    bold red (against it); untested ones dim with the reason."""
+def _r(value: float) -> str:
+    """A signed correlation without its leading zero, as statistics prints it: -.91,
+    +.54, -1.00."""
+    text = f"{value:+.2f}"
+    return text.replace("0.", ".", 1) if abs(value) < 1 else text
+
+
+def interval_text(interval: tuple[float, float] | None, reason: str | None) -> Text:
+    """``[-.91,-.72]``, or the reason it is missing, short and dim (``n<8``)."""
+    if interval is None:
+        return Text(_short_reason(reason or ""), style="dim")
+    return Text(f"[{_r(interval[0])},{_r(interval[1])}]")
+
+
+def adjusted_text(row: SpearmanRow) -> Text:
+    """Whether the test survives Holm and Benjamini-Hochberg over its table: a check
+    mark (green) or a dot, one each."""
+    if row.scc is None:
+        return Text("")
+    text = Text()
+    for kept in (row.holm, row.bh):
+        text.append("✓" if kept else "·", style="green" if kept else "dim")
+        text.append(" ")
+    text.rstrip()
+    return text
+
+
+def value_cells(row: SpearmanRow, seeds: bool = False, cells: bool = True
+                ) -> tuple[Text, ...]:
+    """SCC, its interval over cells (unless ``cells`` is False) and over seeds (with
+    ``seeds``), p, survival of Holm / BH, and n of one test: significant ones bold
+    green (the paper's direction) or bold red (against it); untested ones dim with the
+    reason."""
     n = Text(f"{row.n}/{row.n_total}")
     if row.n_diverged:
         n.append(f" ✕{row.n_diverged}", style="red")
+    cis = ((interval_text(row.ci, row.ci_reason),) if cells else ()) + (
+        (interval_text(row.seed_ci, row.seed_ci_reason),) if seeds else ())
     if row.scc is None:
-        return Text("—", style="dim"), Text(_short_reason(row.reason or ""), style="dim"), n
+        return (Text("—", style="dim"), *cis, Text(_short_reason(row.reason or ""),
+                                                   style="dim"), Text(""), n)
     style = ""
     if row.significant:
         style = "bold green" if row.agrees else "bold red"
-    return Text(f"{row.scc:+.2f}", style=style), Text(row.p_text, style=style), n
+    return (Text(f"{row.scc:+.2f}", style=style), *cis, Text(row.p_text, style=style),
+            adjusted_text(row), n)
 
 
 TABLE_TITLES = {1: "Table 1 · batch size, per LR",
@@ -60,22 +98,67 @@ def _table(columns: tuple[str, ...]) -> Table:
     return out
 
 
+def _too_small(rows: list[SpearmanRow]) -> bool:
+    """No coefficient of these rows can have an interval over cells: every tested group
+    is too small for the bootstrap (a 4 x 4 grid's Tables 1 and 2)."""
+    tested = [r for r in rows if r.scc is not None]
+    return bool(tested) and all(r.ci is None and (r.ci_reason or "").startswith("fewer than")
+                                for r in tested)
+
+
+def _cells_column(rows: list[SpearmanRow]) -> bool:
+    """Whether a table shows the interval over cells: not when no row has a coefficient
+    yet, nor when every group is too small for the bootstrap."""
+    return any(r.scc is not None for r in rows) and not _too_small(rows)
+
+
+def _title(view: SpearmanView, table: int, rows: list[SpearmanRow]) -> Text:
+    title = Text(TABLE_TITLES[table], style="bold")
+    if _too_small(rows):
+        title.append(f" · CI cells: n<{view.min_bootstrap}", style="dim")
+    return title
+
+
+def value_columns(view: SpearmanView, cells: bool = True) -> tuple[str, ...]:
+    level = f"{view.confidence:.0%}"
+    seeds = ("CI seeds",) if view.seeds >= 2 else ()
+    return ("SCC", *((f"{level} CI",) if cells else ()), *seeds, "p", "H B", "n/all")
+
+
 def group_table(view: SpearmanView, table: int) -> Group:
     """Table 1 (rows: learning rates) or Table 2 (rows: batch sizes) with its title."""
-    out = _table(({1: "LR", 2: "BS"}[table], "SCC", "p", "n/all"))
-    for row in view.rows:
-        if row.table == table:
-            value = f"{row.group_value:g}" if table == 1 else f"{row.group_value}"
-            out.add_row(value, *value_cells(row))
-    return Group(Text(TABLE_TITLES[table], style="bold"), out)
+    rows = [row for row in view.rows if row.table == table]
+    cells = _cells_column(rows)
+    out = _table(({1: "LR", 2: "BS"}[table], *value_columns(view, cells)))
+    for row in rows:
+        value = f"{row.group_value:g}" if table == 1 else f"{row.group_value}"
+        out.add_row(value, *value_cells(row, view.seeds >= 2, cells))
+    return Group(_title(view, table, rows), out)
 
 
 def ratio_table(view: SpearmanView) -> Group:
-    out = _table(("SCC", "p", "n/all"))
-    for row in view.rows:
-        if row.table == 3:
-            out.add_row(*value_cells(row))
-    return Group(Text(TABLE_TITLES[3], style="bold"), out)
+    rows = [row for row in view.rows if row.table == 3]
+    cells = _cells_column(rows)
+    out = _table(value_columns(view, cells))
+    for row in rows:
+        out.add_row(*value_cells(row, view.seeds >= 2, cells))
+    return Group(_title(view, 3, rows), out)
+
+
+SIDE_MIN = 44  # the verdicts wrap below this width
+
+
+def layout_for(width: int, tables: tuple[int, int, int]) -> str:
+    """The screen's layout class for ``width`` columns of body and the widths Tables 1,
+    2 and 3 need: all three side by side (``-wide``), Tables 1 and 2 side by side with
+    Table 3 and the verdicts below (``-narrow``), or one below the other, Table 3 first
+    (``-stacked``)."""
+    t1, t2, t3 = tables
+    if t1 + t2 + max(t3, SIDE_MIN) + 4 <= width:
+        return "-wide"
+    if t1 + t2 + 2 <= width:
+        return "-narrow"
+    return "-stacked"
 
 
 def directions(view: SpearmanView) -> Text:
@@ -95,6 +178,10 @@ def directions(view: SpearmanView) -> Text:
             counts = (f"{d.tested}/{d.groups} tested: {d.significant_expected} sig. as "
                       f"predicted, {d.significant_against} against")
         text.append(f"\n   {counts}", style="dim")
+        rows = [r for r in view.rows if r.table == d.table and r.significant]
+        if d.table != 3 and rows:
+            text.append(f"\n   of {len(rows)} sig.: {sum(r.holm for r in rows)} survive Holm, "
+                        f"{sum(r.bh for r in rows)} BH (over the table)", style="dim")
     return text
 
 
@@ -118,6 +205,14 @@ def summary_line(view: SpearmanView) -> Text:
     text.append(" significant as the paper predicts · ")
     text.append("red", style="bold red")
     text.append(" against it")
+    text.append(f"\n{view.confidence:.0%} CI: bootstrap over cells (n ≥ {view.min_bootstrap})")
+    if view.seeds >= 2:
+        text.append(f" and (CI seeds) over whole seeds ({view.seeds} per cell)")
+    else:
+        text.append(" · 1 seed: no CI over seeds")
+    text.append("\nH B ")
+    text.append("✓", style="green")
+    text.append(": still significant after Holm / Benjamini-Hochberg over its table")
     if view.small_n:
         text.append(f"\nCaution: asymptotic p-values are unreliable below n = "
                     f"{view.small_reliable_n} (here n = {', '.join(map(str, view.small_n))}); "
@@ -127,16 +222,42 @@ def summary_line(view: SpearmanView) -> Text:
 
 class SpearmanScreen(DashboardScreen):
     """Tables 1-3 side by side, Table 3 and the verdicts on the right; on a narrower
-    terminal Table 3 and the verdicts go below Tables 1 and 2, and below ~66 columns
-    every table stacks. The body scrolls (it has the focus: arrows, page up/down)."""
+    terminal Table 3 and the verdicts go below Tables 1 and 2, and where Tables 1 and 2
+    do not fit side by side every table stacks, Table 3 and the verdicts first. The
+    body scrolls (it has the focus: arrows, page up/down)."""
 
     TITLE_TEXT = "Spearman"
-    # Tables 1 and 2 take ~62 columns; beside them Table 3 and the verdicts need ~50.
-    HORIZONTAL_BREAKPOINTS = [(0, "-stacked"), (66, "-narrow"), (114, "-wide")]
+    # The layout follows the tables' widths (they grow with an interval over seeds and
+    # with long learning rates), not fixed breakpoints: see layout_for.
+    HORIZONTAL_BREAKPOINTS: list = []
+    LAYOUTS = ("-wide", "-narrow", "-stacked")
+    _needed: tuple[int, int, int] = (0, 0, 0)
+
+    def on_mount(self) -> None:
+        self.set_class(True, "-stacked")
+
+    def on_resize(self) -> None:
+        self.arrange_tables()
+
+    def arrange_tables(self) -> None:
+        """Set the layout class for the screen's width and the tables on it."""
+        chosen = layout_for(self.size.width - 4, self._needed)  # padding, scrollbar
+        for name in self.LAYOUTS:
+            self.set_class(name == chosen, name)
+
+    def _measure(self, *renderables) -> tuple[int, ...]:
+        from rich.measure import Measurement
+
+        console = self.app.console
+        return tuple(Measurement.get(console, console.options, r).maximum
+                     for r in renderables)
 
     def compose_body(self) -> ComposeResult:
         with VerticalScroll(id="spearman-body", classes="body"):
             yield Static(id="spearman-summary")
+            # Stacked (a narrow terminal), Table 3 and the verdicts come first: the
+            # whole grid's test is the headline; otherwise they sit beside or below.
+            yield Static(id="spearman-side-top")
             with Horizontal(id="spearman-tables"):
                 yield Static(id="spearman-table-1")
                 yield Static(id="spearman-table-2")
@@ -151,7 +272,8 @@ class SpearmanScreen(DashboardScreen):
         self._shown = shown
         summary = self.query_one("#spearman-summary", Static)
         parts = [self.query_one(f"#{name}", Static) for name in
-                 ("spearman-table-1", "spearman-table-2", "spearman-side", "spearman-premise")]
+                 ("spearman-table-1", "spearman-table-2", "spearman-side", "spearman-premise",
+                  "spearman-side-top")]
         if spearman is None:
             title = grid_title(view.snapshot, view.grid_key)
             summary.update(Text(f"Computing Tables 1–3 for {title} "
@@ -166,7 +288,11 @@ class SpearmanScreen(DashboardScreen):
                 part.update("")
             return
         summary.update(summary_line(spearman))
-        parts[0].update(group_table(spearman, 1))
-        parts[1].update(group_table(spearman, 2))
-        parts[2].update(Group(ratio_table(spearman), directions(spearman)))
+        tables = group_table(spearman, 1), group_table(spearman, 2), ratio_table(spearman)
+        self._needed = self._measure(*tables)  # type: ignore[assignment]
+        self.arrange_tables()
+        parts[0].update(tables[0])
+        parts[1].update(tables[1])
+        parts[2].update(Group(tables[2], directions(spearman)))
         parts[3].update(premise(spearman))
+        parts[4].update(Group(tables[2], directions(spearman)))

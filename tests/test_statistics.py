@@ -1,0 +1,368 @@
+"""Claims about the statistics beyond the paper's tests (kerasgen.inference and their use
+in kerasgen.analysis): seeds as replicates, bootstrap intervals, Holm and
+Benjamini-Hochberg, Theil-Sen slopes, the noise floor. Each is checked against scipy
+or against values computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from test_analysis import make_grid  # tests/ is on sys.path
+
+from kerasgen import analysis as A
+from kerasgen import inference as I
+
+GRID = ([16, 32, 64, 128, 256], [0.0125, 0.025, 0.05, 0.1, 0.2])
+
+
+def _table(tests: pd.DataFrame, table: int) -> pd.DataFrame:
+    return tests[tests["table"] == table]
+
+
+def _cell_means(frame: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
+    """Per (model, dataset, batch size, learning rate): the mean over seeds, computed
+    here with pandas alone."""
+    return (frame.groupby(["model", "dataset", "batch_size", "learning_rate"])[metric]
+            .mean().reset_index())
+
+
+# --------------------------------------------------------------------------- Holm and BH
+
+
+def test_holm_and_benjamini_hochberg_on_a_vector_computed_by_hand():
+    p = [0.01, 0.04, 0.03, 0.005, float("nan")]
+    # m = 4 (the NaN is not a test). Sorted: .005, .01, .03, .04.
+    # Holm: 4 x .005 = .02; 3 x .01 = .03; 2 x .03 = .06; 1 x .04 = .04 -> running max .06.
+    assert I.holm(p)[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # BH: .005 x 4/1 = .02; .01 x 4/2 = .02; .03 x 4/3 = .04; .04 x 4/4 = .04 (running
+    # minimum from the largest).
+    assert I.benjamini_hochberg(p)[:4] == pytest.approx([0.02, 0.04, 0.04, 0.02])
+    assert math.isnan(I.holm(p)[4]) and math.isnan(I.benjamini_hochberg(p)[4])
+
+
+def test_benjamini_hochbergs_own_example_rejects_four_and_holm_three():
+    # Benjamini & Hochberg (1995), section 4.1: 15 p-values; at q = 0.05 BH rejects the
+    # four smallest, Bonferroni-type procedures (Holm) the three smallest.
+    p = [0.0001, 0.0004, 0.0019, 0.0095, 0.0201, 0.0278, 0.0298, 0.0344, 0.0459,
+         0.3240, 0.4262, 0.5719, 0.6528, 0.7590, 1.000]
+    assert int((I.benjamini_hochberg(p) < 0.05).sum()) == 4
+    assert int((I.holm(p) < 0.05).sum()) == 3
+    assert I.holm(p)[2] == pytest.approx(13 * 0.0019)
+    assert I.benjamini_hochberg(p)[3] == pytest.approx(0.0095 * 15 / 4)
+
+
+def test_adjusted_pvalues_use_each_tables_family_and_every_test_of_the_metric():
+    base = dict(study="s", dataset="d", variable="batch_size", group_by="learning_rate",
+                alpha=0.05, significant=True, reason=None)
+    rows = [
+        {**base, "model": "m", "metric": "test_accuracy", "table": 1, "p_value": 0.01},
+        {**base, "model": "m", "metric": "test_accuracy", "table": 1, "p_value": 0.02},
+        {**base, "model": "m", "metric": "test_accuracy", "table": 3, "p_value": 0.03},
+        {**base, "model": "v", "metric": "test_accuracy", "table": 1, "p_value": 0.04},
+        {**base, "model": "m", "metric": "gap", "table": 1, "p_value": 0.01},
+        {**base, "model": "m", "metric": "test_accuracy", "table": 1, "p_value": np.nan},
+    ]
+    out = A.adjust_pvalues(pd.DataFrame(rows))
+    # Family (m, test_accuracy, Table 1) has two tested rows: Holm 2 x .01, max(.02, 1 x .02).
+    assert out["p_holm"].tolist()[:2] == pytest.approx([0.02, 0.02])
+    # Families of one test keep their p-value.
+    assert out["p_holm"].tolist()[2:5] == pytest.approx([0.03, 0.04, 0.01])
+    # Over every test of test_accuracy (4 with a p-value): .01 x 4, .02 x 3, .03 x 2, .04.
+    assert out["p_holm_all"].tolist()[:4] == pytest.approx([0.04, 0.06, 0.06, 0.06])
+    assert out["p_bh_all"].tolist()[:4] == pytest.approx([0.04, 0.04, 0.04, 0.04])
+    assert out["p_holm_all"].iloc[4] == pytest.approx(0.01)  # gap is its own metric
+    assert out.iloc[5][["p_holm", "p_bh", "p_holm_all", "p_bh_all"]].isna().all()
+    counts = A.multiple_testing_summary(out).set_index("metric")
+    assert counts.loc["test_accuracy", ["tested", "significant"]].tolist() == [4, 5]
+    assert counts.loc["test_accuracy", "expected_by_chance"] == pytest.approx(4 * 0.05)
+    assert counts.loc["test_accuracy", ["holm_table", "holm_all", "bh_all"]].tolist() == \
+        [4, 1, 4]
+
+
+# --------------------------------------------------------------------------- resampling
+
+
+def test_each_resampled_coefficient_equals_spearmanr_of_the_explicit_resample():
+    rng = np.random.default_rng(1)
+    x = np.repeat(np.arange(8.0), 3)  # ties in x
+    y = np.round(-x + rng.normal(0, 3, 24))  # ties in y
+    statistic = I.resampled_spearman(x, y)
+    draws = rng.integers(0, 24, (300, 24))
+    got = statistic(draws)
+    for row, value in zip(draws, got):
+        expected = stats.spearmanr(x[row], y[row]).statistic
+        assert value == pytest.approx(expected, abs=1e-12) or (
+            math.isnan(value) and math.isnan(expected))
+    # A jackknife sample (one point left out) as scipy's BCa passes it.
+    left_out = np.delete(np.arange(24), 5)
+    assert statistic(left_out[None])[0] == pytest.approx(
+        stats.spearmanr(x[left_out], y[left_out]).statistic, abs=1e-12)
+
+
+def test_each_seed_resample_is_the_coefficient_of_the_cells_means_over_the_drawn_seeds():
+    rng = np.random.default_rng(2)
+    x = np.arange(10.0)
+    values = -x[:, None] + rng.normal(0, 3, (10, 3))
+    values[2, 1] = np.nan  # seed 1 of cell 2 did not finish
+    values[7, [0, 2]] = np.nan  # cell 7 finished seed 1 only
+    statistic = I.seed_means_spearman(x, values)
+    for draw in rng.integers(0, 3, (60, 3)):
+        # A seed drawn twice weighs twice; a cell none of whose drawn seeds finished
+        # drops out.
+        columns = values[:, draw]
+        counted = np.isfinite(columns).sum(axis=1)
+        means = np.where(counted > 0,
+                         np.nansum(columns, axis=1) / np.maximum(counted, 1), np.nan)
+        ok = np.isfinite(means)
+        expected = stats.spearmanr(x[ok], means[ok]).statistic
+        assert statistic(draw[None])[0] == pytest.approx(expected, abs=1e-12)
+
+
+def _bivariate(rng, n: int, r: float) -> tuple[np.ndarray, np.ndarray]:
+    z = rng.standard_normal((n, 2))
+    return z[:, 0], r * z[:, 0] + math.sqrt(1 - r * r) * z[:, 1]
+
+
+def test_the_interval_over_cells_covers_the_true_coefficient_at_about_its_nominal_rate():
+    # For a bivariate normal with correlation r, Spearman's rho is (6/pi) asin(r/2).
+    r, n, reps = 0.6, 30, 300
+    truth = 6 / math.pi * math.asin(r / 2)
+    rng = np.random.default_rng(20240611)
+    covered = 0
+    widths = []
+    for rep in range(reps):
+        x, y = _bivariate(rng, n, r)
+        ci = I.cells_interval(x, y, confidence=0.95, n_resamples=999,
+                              rng=I.make_rng((rep,)))
+        assert ci.reason is None and ci.method.startswith("BCa")
+        covered += ci.low <= truth <= ci.high
+        widths.append(ci.high - ci.low)
+    # Binomial SD of the rate at 300 repetitions: 0.013. A resampler that drew x and y
+    # independently, that did not resample, or that did not re-rank fails this.
+    assert 0.91 <= covered / reps <= 0.985, covered / reps
+    assert 0.3 < np.median(widths) < 0.7
+
+
+def test_intervals_are_reproducible_per_test_and_follow_the_seed():
+    frame = make_grid(*GRID, models=("a", "b"), seeds=(0, 1))
+    one = A.spearman_tests(frame)
+    alone = A.spearman_tests(frame[frame["model"] == "a"])
+    columns = ["ci_low", "ci_high", "seed_ci_low", "seed_ci_high"]
+    pd.testing.assert_frame_equal(one[one["model"] == "a"][columns].reset_index(drop=True),
+                                  alone[columns].reset_index(drop=True))
+    other = A.spearman_tests(frame, seed=1)
+    assert not np.allclose(_table(one, 3)["ci_low"], _table(other, 3)["ci_low"])
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def _cell_effect(bs: int, lr: float) -> float:
+    """What a cell does whatever the seed (its own quirk), the same for all its runs."""
+    return float(np.random.default_rng([bs, round(lr * 1e4)]).normal(0, 0.02))
+
+
+def test_a_multi_seed_frame_is_tested_on_cell_means_where_pooling_overstated_p():
+    # A weak trend, cells that differ by more than the trend, runs of one cell that
+    # nearly agree: pooling the 3 runs of each cell as 75 independent points (the old
+    # test) counts every cell three times and calls the trend significant; the 25
+    # cells' means do not.
+    frame = make_grid(*GRID, seeds=(0, 1, 2), rng_seed=3,
+                      accuracy=lambda bs, lr, rng: 0.8 - 0.002 * math.log2(bs / lr)
+                      + _cell_effect(bs, lr) + rng.normal(0, 0.002))
+    t3 = _table(A.spearman_tests(frame, alpha=0.005), 3).iloc[0]
+    pooled = stats.spearmanr(frame["ratio"], frame["test_accuracy"])
+    means = frame.groupby(["batch_size", "learning_rate"])["test_accuracy"].mean()
+    ratio = [bs / lr for bs, lr in means.index]
+    expected = stats.spearmanr(ratio, means.to_numpy())
+    assert (t3["n"], t3["n_runs"], t3["n_seeds"]) == (25, 75, 3)
+    assert t3["scc"] == pytest.approx(expected.statistic, abs=1e-12)
+    assert t3["p_value"] == pytest.approx(expected.pvalue, rel=1e-9)
+    assert pooled.pvalue < 0.005 <= t3["p_value"], (pooled.pvalue, t3["p_value"])
+    assert not t3["significant"]
+
+
+def test_each_seed_alone_gives_its_own_tables_and_their_spread():
+    frame = make_grid(*GRID, seeds=(0, 1, 2), rng_seed=4)
+    tests = A.spearman_tests(frame, pvalue="asymptotic")
+    alone = A.seed_tests(frame, pvalue="asymptotic")
+    assert sorted(alone["seed"].unique()) == [0, 1, 2] and len(alone) == 3 * len(tests)
+    for seed in (0, 1, 2):
+        runs = frame[frame["seed"] == seed]
+        row = _table(alone[alone["seed"] == seed], 3).iloc[0]
+        expected = stats.spearmanr(runs["ratio"], runs["test_accuracy"])
+        assert (row["scc"], row["n"]) == (pytest.approx(expected.statistic), 25)
+        assert row["p_value"] == pytest.approx(expected.pvalue)
+    for row in tests.itertuples():
+        same = alone[(alone["table"] == row.table)
+                     & ((alone["group_value"] == row.group_value) | (row.table == 3))]
+        assert len(same) == 3
+        assert (row.seed_scc_min, row.seed_scc_max) == pytest.approx(
+            (same["scc"].min(), same["scc"].max()))
+        assert row.seed_scc_sd == pytest.approx(same["scc"].std()) and row.seeds_tested == 3
+
+
+def test_seed_summary_gives_mean_sd_and_n_of_every_metric_over_seeds():
+    frame = make_grid([16, 32], [0.1], seeds=(0, 1, 2))
+    frame.loc[(frame["batch_size"] == 32) & (frame["seed"] == 2), "status"] = "failed"
+    summary = A.seed_summary(frame).set_index(["metric", "batch_size"])
+    runs = frame[frame["batch_size"] == 16]["test_accuracy"]
+    row = summary.loc[("test_accuracy", 16)]
+    assert (row["n"], row["mean"], row["sd"]) == (3, pytest.approx(runs.mean()),
+                                                   pytest.approx(runs.std(ddof=1)))
+    assert summary.loc[("test_accuracy", 32), "n"] == 2  # the failed seed is not counted
+    assert set(summary.index.get_level_values("metric")) == set(A.METRICS)
+    assert [s for s, _ in row["values"]] == [0, 1, 2]
+
+
+def test_the_interval_over_seeds_resamples_whole_seeds():
+    # Two seeds allow three resamples: seed 0 twice, seed 1 twice, one of each (the
+    # mean), with probabilities 1/4, 1/4, 1/2. The 95% percentile interval of 999
+    # resamples runs from the smallest of the three coefficients to the largest.
+    frame = make_grid(*GRID, seeds=(0, 1), rng_seed=5,
+                      accuracy=lambda bs, lr, rng: 0.8 - 0.01 * math.log2(bs / lr)
+                      + rng.normal(0, 0.02))
+    t3 = _table(A.spearman_tests(frame), 3).iloc[0]
+    ratio = frame["ratio"].to_numpy()
+    coefficients = [stats.spearmanr(ratio[frame["seed"] == s],
+                                    frame.loc[frame["seed"] == s, "test_accuracy"]).statistic
+                    for s in (0, 1)]
+    both = frame.groupby(["batch_size", "learning_rate"])["test_accuracy"].mean()
+    coefficients.append(stats.spearmanr([b / lr for b, lr in both.index], both).statistic)
+    assert t3["seed_ci_low"] == pytest.approx(min(coefficients), abs=1e-12)
+    assert t3["seed_ci_high"] == pytest.approx(max(coefficients), abs=1e-12)
+    assert t3["seed_ci_reason"] is None
+    # Seeds that agree exactly leave no seed noise: the interval is the coefficient.
+    same = frame.copy()
+    same["test_accuracy"] = same.groupby(["batch_size", "learning_rate"])[
+        "test_accuracy"].transform("first")
+    t3 = _table(A.spearman_tests(same), 3).iloc[0]
+    assert t3["seed_ci_low"] == t3["seed_ci_high"] == pytest.approx(t3["scc"])
+
+
+def test_one_seed_keeps_the_papers_test_and_gives_a_reason_instead_of_a_seed_interval():
+    frame = make_grid(*GRID)
+    tests = A.spearman_tests(frame, pvalue="asymptotic")
+    tested = tests[tests["reason"].isna()]
+    assert tested["seed_ci_low"].isna().all() and tested["seed_ci_high"].isna().all()
+    assert set(tested["seed_ci_reason"]) == {
+        "one seed: no interval over seeds (it needs two or more)"}
+    t3 = _table(tests, 3).iloc[0]
+    expected = stats.spearmanr(frame["ratio"], frame["test_accuracy"])
+    assert (t3["scc"], t3["p_value"]) == (pytest.approx(expected.statistic, abs=1e-12),
+                                          pytest.approx(expected.pvalue, rel=1e-9))
+    assert (t3["n"], t3["n_runs"], t3["n_seeds"]) == (25, 25, 1)
+    assert math.isnan(t3["seed_scc_sd"]) and t3["seed_scc_min"] == t3["scc"]
+
+
+def test_groups_too_small_for_a_bootstrap_over_cells_get_a_reason():
+    frame = make_grid([16, 32, 64, 128], [0.025, 0.05, 0.1, 0.2], seeds=(0, 1))
+    tests = A.spearman_tests(frame)
+    small = tests[tests["table"] != 3]
+    assert small["ci_low"].isna().all()
+    assert set(small["ci_reason"]) == {
+        "fewer than 8 cells for a bootstrap over cells (n=4)"}
+    assert small["seed_ci_low"].notna().all()  # two seeds: the interval over seeds exists
+    t3 = _table(tests, 3).iloc[0]
+    assert t3["ci_low"] <= t3["scc"] <= t3["ci_high"] and t3["ci_reason"] is None
+    assert t3["ci_method"] == "BCa bootstrap over cells (999 resamples)"
+    fewer = A.spearman_tests(frame, min_bootstrap=4, n_resamples=199)
+    assert fewer["ci_low"].notna().all()
+    assert set(fewer["ci_method"]) <= {"BCa bootstrap over cells (199 resamples)"} | {
+        m for m in fewer["ci_method"] if m.startswith("percentile bootstrap over cells (199")}
+    # A row without a coefficient has no interval and says why.
+    frame.loc[frame["learning_rate"] == 0.2, "test_accuracy"] = 0.5
+    row = _table(A.spearman_tests(frame), 1).set_index("group_value").loc[0.2]
+    assert row["ci_reason"] == "no coefficient (metric is constant)"
+    assert row["seed_ci_reason"] == "no coefficient (metric is constant)"
+
+
+def test_a_perfect_ranking_has_a_degenerate_interval_not_a_missing_one():
+    frame = make_grid([16 * i for i in range(1, 9)], [0.05, 0.1, 0.2],
+                      accuracy=lambda bs, lr, rng: 1.0 - bs / 1000 + lr / 10)
+    t1 = _table(A.spearman_tests(frame), 1)  # 8 cells per group
+    assert t1["scc"].to_numpy() == pytest.approx(-1.0)
+    assert t1["ci_low"].to_numpy() == pytest.approx(-1.0)
+    assert t1["ci_high"].to_numpy() == pytest.approx(-1.0)
+    assert t1["ci_method"].str.contains("every resample gives the same coefficient").all()
+
+
+# --------------------------------------------------------------------------- effect size
+
+
+def test_the_theil_sen_slope_recovers_a_known_slope_per_doubling():
+    # 1.5 accuracy points lost per doubling of the ratio, exactly: the slope against
+    # log2(batch size) is -1.5 points, against log2(learning rate) +1.5.
+    frame = make_grid(*GRID, accuracy=lambda bs, lr, rng: 0.9 - 0.015 * math.log2(bs / lr))
+    tests = A.spearman_tests(frame)
+    assert _table(tests, 3)["slope"].iloc[0] == pytest.approx(-0.015, abs=1e-9)
+    assert _table(tests, 1)["slope"].to_numpy() == pytest.approx(-0.015, abs=1e-9)
+    assert _table(tests, 2)["slope"].to_numpy() == pytest.approx(0.015, abs=1e-9)
+    noisy = make_grid(*GRID, rng_seed=6, accuracy=lambda bs, lr, rng: 0.9 - 0.015 * math.log2(
+        bs / lr) + rng.normal(0, 0.005))
+    t3 = _table(A.spearman_tests(noisy), 3).iloc[0]
+    assert t3["slope"] == pytest.approx(-0.015, abs=0.002)
+    assert t3["slope_low"] < t3["slope"] < t3["slope_high"]
+    x = np.log2(noisy["ratio"].to_numpy())
+    expected = stats.theilslopes(noisy["test_accuracy"].to_numpy(), x, alpha=0.95)
+    assert (t3["slope"], t3["slope_low"], t3["slope_high"]) == pytest.approx(
+        (expected.slope, expected.low_slope, expected.high_slope))
+
+
+# --------------------------------------------------------------------------- noise floor
+
+
+def test_the_noise_floor_compares_the_seed_sd_with_the_range_of_the_cell_means():
+    frame = make_grid([16, 32, 64], [0.1, 0.2], seeds=(0, 1),
+                      accuracy=lambda bs, lr, rng: 0.9 - bs / 1000)
+    # Seed 0 reads 0.5 points above each cell's mean, seed 1 as much below: the
+    # within-cell SD of two values a +- d is d * sqrt(2).
+    frame["test_accuracy"] += np.where(frame["seed"] == 0, 0.005, -0.005)
+    row = A.noise_floor(frame).iloc[0]
+    assert (row["n_cells"], row["n_seeds"], row["n_replicated"]) == (6, 2, 6)
+    assert row["seed_sd"] == pytest.approx(0.005 * math.sqrt(2))
+    assert row["mean_range"] == pytest.approx(0.048)
+    assert row["range_over_sd"] == pytest.approx(0.048 / (0.005 * math.sqrt(2)))
+    assert "0.71 points" in row["summary"] and "4.80 points" in row["summary"]
+    assert "6.8 times the SD" in row["summary"] and "well above seed noise" in row["summary"]
+    frame["test_accuracy"] += np.where(frame["seed"] == 0, 0.02, -0.02)
+    assert "within seed noise" in A.noise_floor(frame)["summary"].iloc[0]
+
+
+def test_with_one_seed_the_noise_floor_says_it_cannot_be_measured():
+    row = A.noise_floor(make_grid([16, 32, 64], [0.1, 0.2])).iloc[0]
+    assert math.isnan(row["seed_sd"]) and row["n_replicated"] == 0
+    assert row["summary"].startswith("One seed per cell, so the seed-to-seed noise")
+
+
+def test_the_premise_checks_correlations_use_the_cells_means_over_seeds():
+    frame = make_grid(*GRID, seeds=(0, 1), rng_seed=7)
+    frame["train_eval_loss"] = 1e-4 * frame["ratio"] * np.where(frame["seed"] == 0, 1.0, 3.0)
+    row = A.premise_check(frame).iloc[0]
+    means = frame.groupby(["batch_size", "learning_rate"])[["train_eval_loss",
+                                                            "test_accuracy"]].mean()
+    ratio = [bs / lr for bs, lr in means.index]
+    assert row["loss_ratio_scc"] == pytest.approx(
+        stats.spearmanr(ratio, means["train_eval_loss"]).statistic)
+    expected = stats.spearmanr(ratio, means["test_accuracy"])
+    assert (row["metric_ratio_scc"], row["metric_ratio_p"]) == (
+        pytest.approx(expected.statistic), pytest.approx(expected.pvalue))
+    assert row["n"] == 50  # runs: the premise is about every trained model
+
+
+def test_an_interval_over_seeds_whose_resamples_often_lack_a_coefficient_gives_a_reason():
+    # Seed 1 reached the same accuracy in every cell: the quarter of the resamples that
+    # draw it twice have tied means and no coefficient, too many to leave out.
+    x = np.arange(6.0)
+    values = np.column_stack([0.9 - 0.01 * x + [0.001, -0.002, 0.003, 0, 0.001, -0.001],
+                              np.full(6, 0.95)])
+    ci = I.seeds_interval(x, values, rng=I.make_rng((3,)))
+    assert math.isnan(ci.low) and math.isnan(ci.high)
+    share = int(ci.reason.split("%")[0])
+    assert 20 <= share <= 30, ci.reason
+    assert ci.reason.endswith("of the resamples over 2 seeds have cell means that all tie "
+                              "(no coefficient)")
