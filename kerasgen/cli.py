@@ -7,6 +7,7 @@ import argparse
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -163,13 +164,18 @@ def cmd_demo(args) -> int:
                       progress=args.progress)
     minutes = (time.monotonic() - started) / 60
     from kerasgen.report import render_report, write_figures
-    from kerasgen.store import load_results
+    from kerasgen.report.html import render_html
+    from kerasgen.store import load_epochs, load_results
 
     frame = load_results(db, study=spec.name)
-    print(render_report(frame))
-    paths = write_figures(frame, figures)
+    report = render_report(frame)
+    print(report)
+    paths = write_figures(frame, figures, epochs=load_epochs(db, study=spec.name))
+    page = figures / "report.html"
+    _write_output(page, render_html(report, paths, subtitle=f"{db}: {spec.name}"))
     print(f"\nDemo finished in {minutes:.1f} min. Results: {db}  Figures: {figures}/ "
           f"({len(paths)} PNG files)")
+    print(f"  the report as one page (open it in a browser): {page}")
     print(f"  next:  kerasgen tui --db {db}    kerasgen report --db {db} --format latex    "
           f"sqlite3 {db} 'SELECT * FROM best LIMIT 5'")
     return 0
@@ -261,35 +267,73 @@ def cmd_status(args) -> int:
 
 def cmd_report(args) -> int:
     from kerasgen.report import render_report, write_figures
-    from kerasgen.store import load_results
+    from kerasgen.store import load_epochs, load_results
 
     _readonly_note(args.db)
     frame = load_results(args.db, study=args.study)
     if frame.empty:
         which = f" of study {args.study!r}" if args.study else ""
         raise CLIError(f"{args.db} holds no cells{which}.")
-    text = render_report(frame, fmt=args.format, metric=args.metric, alpha=args.alpha,
-                         pvalue=args.pvalue, include_diverged=not args.exclude_diverged,
+    output = Path(args.output) if args.output else None
+    if output is not None:
+        _check_output(output, args.force)
+    html = args.format == "html"
+    text = render_report(frame, fmt="markdown" if html else args.format, metric=args.metric,
+                         alpha=args.alpha, pvalue=args.pvalue,
+                         include_diverged=not args.exclude_diverged,
                          confidence=args.confidence, n_resamples=args.resamples)
     if args.bounds:
         from kerasgen.report.bounds import render_bounds_section
 
         text += "\n" + render_bounds_section(args.db, study=args.study)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text)
-        print(f"wrote {args.output}")
-    else:
-        print(text)
-    if args.figures:
-        paths = write_figures(frame, args.figures, metric=args.metric)
-        if args.bounds:
-            from kerasgen.report.bounds import write_bound_figures
+    paths: list[Path] = []
+    figures_dir = args.figures
+    with tempfile.TemporaryDirectory(prefix="kerasgen-figures-") as scratch:
+        if figures_dir or html:
+            # An HTML page embeds every figure: drawn into --figures, else a scratch dir.
+            where = figures_dir or scratch
+            paths = write_figures(frame, where, metric=args.metric,
+                                  include_diverged=not args.exclude_diverged,
+                                  epochs=load_epochs(args.db, study=args.study),
+                                  alpha=args.alpha, pvalue=args.pvalue)
+            if args.bounds:
+                from kerasgen.report.bounds import write_bound_figures
 
-            paths += write_bound_figures(args.db, args.figures, study=args.study)
+                paths += write_bound_figures(args.db, where, study=args.study)
+        if html:
+            from kerasgen.report.html import render_html
+
+            studies = ", ".join(sorted(map(str, frame["study"].unique())))
+            text = render_html(text, paths, subtitle=f"{args.db}: {studies}")
+        if output is not None:
+            _write_output(output, text)
+            print(f"wrote {output} ({_size(output)})")
+        else:
+            print(text)
+    if figures_dir:
         for path in paths:
             print(f"wrote {path}")
     return 0
+
+
+def _check_output(path: Path, force: bool) -> None:
+    """Refuse an output file that exists (unless ``force``) or a directory."""
+    if path.is_dir():
+        raise CLIError(f"{path} is a directory; give a file name to --output.")
+    if path.exists() and not force:
+        raise CLIError(f"{path} exists; pass --force to replace it, or choose another "
+                       "--output.")
+
+
+def _write_output(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a reader sees the old file or the new one)."""
+    from kerasgen.checkpoints import atomic_write_text
+
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:
+        raise CLIError(f"cannot write {path} ({exc.strerror or exc}); choose another "
+                       "--output.") from None
 
 
 def cmd_tui(args) -> int:
@@ -464,9 +508,11 @@ def build_parser() -> argparse.ArgumentParser:
     report = command("report", "the paper's Tables 1-3 and Figures 1-2 of a store")
     add_store_arguments(report)
     report.add_argument("--study", default=None, help="only this study (default: all)")
-    report.add_argument("--format", choices=("markdown", "csv", "latex"), default="markdown",
-                        help="markdown: the whole report; csv: every test, tidy; latex: "
-                             "Tables 1-3")
+    report.add_argument("--format", choices=("markdown", "html", "csv", "latex"),
+                        default="markdown",
+                        help="markdown: the whole report; html: the whole report with every "
+                             "figure embedded, one self-contained page; csv: every test, "
+                             "tidy; latex: Tables 1-3")
     report.add_argument("--metric", default="test_accuracy",
                         choices=("test_accuracy", "best_test_accuracy", "final_test_accuracy",
                                  "gap", "loss_gap"),
@@ -493,6 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="add the PAC-Bayes bound section (after `kerasgen bound`)")
     report.add_argument("--output", "-o", default=None,
                         help="write the report to this file (default: print it)")
+    report.add_argument("--force", action="store_true",
+                        help="replace an --output file that exists")
     report.set_defaults(func=cmd_report)
 
     tui = command("tui", "the live terminal dashboard (also: python -m tui)")

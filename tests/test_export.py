@@ -222,3 +222,20 @@ def test_export_tensorboard_loads_no_tensorflow(db, tmp_path):
                          text=True, timeout=120, env={**os.environ})
     assert run.returncode == 0, run.stderr
     assert len(list((tmp_path / "tb").rglob("events.out.tfevents.*"))) == 6
+
+
+def test_kerasgen_report_html_writes_one_page_and_replaces_it_only_with_force(db, tmp_path):
+    page = tmp_path / "out" / "report.html"
+    run = kerasgen("report", str(db), "--study", "grid", "--format", "html", "-o", str(page))
+    assert run.returncode == 0, run.stderr
+    text = page.read_text()
+    assert text.startswith("<!DOCTYPE html>") and text.count("<img ") >= 4
+    assert "curves_resnet8_digits.png" in text  # learning curves from the store's epochs
+    assert not list(tmp_path.glob("kerasgen-figures-*"))  # the scratch figures are gone
+    page.write_text("mine")
+    again = kerasgen("report", str(db), "--format", "html", "-o", str(page))
+    assert again.returncode == 2 and "--force" in again.stderr
+    assert page.read_text() == "mine"
+    forced = kerasgen("report", str(db), "--study", "grid", "--format", "html", "-o",
+                      str(page), "--force")
+    assert forced.returncode == 0 and page.read_text().startswith("<!DOCTYPE html>")

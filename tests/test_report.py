@@ -247,10 +247,11 @@ def test_write_figures_writes_decodable_pngs_with_the_documented_names_and_close
     assert plt.get_fignums() == []  # no figure left open (the dashboard calls this repeatedly)
     names = [p.name for p in paths]
     assert names[:3] == ["figure1_ratio.png", "figure2a_batch_size.png", "figure2b_learning_rate.png"]
-    assert sorted(names[3:]) == [
+    assert sorted(names[3:7]) == [
         "heatmap_resnet110_cifar10.png", "heatmap_resnet110_cifar100.png",
         "heatmap_vgg19_cifar10.png", "heatmap_vgg19_cifar100.png",
     ]
+    assert names[7:] == ["gap_ratio.png"]  # the frame has clean metrics; no epochs given
     for path in paths:
         assert path.exists() and path.stat().st_size > 10_000
         img = _decode(path)
@@ -398,3 +399,182 @@ def test_figures_1_and_2_draw_seed_error_bars_only_with_several_seeds(frame, tmp
     assert len(seen["figure2b_learning_rate.png"]) == 2 * len(BS)
     assert sorted(np.concatenate(seen["figure2a_batch_size.png"])) == pytest.approx(
         sorted(sd), rel=1e-9)
+
+
+# --------------------------------------------------------------------------- figures, read
+
+
+def _figures_seen(monkeypatch) -> dict:
+    """Record, per PNG written, what its figure shows: the title, the texts and x scale of
+    each panel, the figure legends' entries, the scatter colours per panel."""
+    from matplotlib.figure import Figure
+
+    seen: dict[str, dict] = {}
+    real = Figure.savefig
+
+    def savefig(self, path, *args, **kwargs):
+        panels = []
+        for ax in self.axes:
+            if ax.get_label() == "<colorbar>":
+                continue
+            colours = set()
+            for coll in ax.collections:
+                colours |= {tuple(np.round(c, 4)) for c in coll.get_facecolors()}
+            panels.append({
+                "texts": [t.get_text() for t in ax.texts],
+                "xscale": ax.get_xscale(),
+                "xbase": getattr(ax.xaxis.get_transform(), "base", None),
+                "legend": ([t.get_text() for t in ax.get_legend().get_texts()]
+                           if ax.get_legend() else []),
+                "colours": colours,
+                "xlabel": ax.get_xlabel(),
+                "vlines": sum(1 for line in ax.lines if line.get_linestyle() == ":"),
+            })
+        seen[str(path).rsplit("/", 1)[-1]] = {
+            "title": self._suptitle.get_text() if self._suptitle else
+            " ".join(ax.get_title() for ax in self.axes),
+            "panels": panels,
+            "legends": [[t.get_text() for t in leg.get_texts()] for leg in self.legends],
+            "colorbars": sum(1 for ax in self.axes if ax.get_label() == "<colorbar>"),
+        }
+        return real(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def drawn(frame, tmp_path_factory):
+    """The fixture frame's figures, drawn once (with learning curves): (seen, paths)."""
+    with pytest.MonkeyPatch.context() as mp:
+        seen = _figures_seen(mp)
+        paths = R.write_figures(frame, tmp_path_factory.mktemp("figures"),
+                                epochs=_epochs_of(frame))
+    return seen, paths
+
+
+def _epochs_of(frame: pd.DataFrame, epochs: int = 12) -> pd.DataFrame:
+    """Epoch rows for every finished cell of a results frame (load_epochs' columns)."""
+    rows = []
+    for cell in frame.itertuples():
+        if cell.status not in ("done", "diverged"):
+            continue
+        for e in range(epochs):
+            rows.append({"study": cell.study, "cell_id": cell.cell_id, "model": cell.model,
+                         "dataset": cell.dataset, "batch_size": cell.batch_size,
+                         "learning_rate": cell.learning_rate, "seed": cell.seed, "epoch": e,
+                         "train_loss": 1.0 / (e + 1), "train_accuracy": 0.5 + 0.04 * e,
+                         "test_loss": 1.2 / (e + 1), "test_accuracy": 0.45 + 0.035 * e,
+                         "train_eval_loss": 1.0 / (e + 1), "train_eval_accuracy": 0.5 + 0.04 * e})
+    return pd.DataFrame(rows)
+
+
+def test_figure_1_colours_cells_by_learning_rate_and_states_each_grids_scc(frame, drawn):
+    seen, _ = drawn
+    fig1 = seen["figure1_ratio.png"]
+    assert "study s" in fig1["title"]
+    tests = A.spearman_tests(frame, intervals=False)
+    table3 = tests[tests["table"] == 3].sort_values(["model", "dataset"])
+    assert len(fig1["panels"]) == len(table3) == 4
+    for panel, row in zip(fig1["panels"], table3.itertuples()):
+        (text,) = [t for t in panel["texts"] if t.startswith("SCC")]
+        assert f"SCC {row.scc:+.2f}, p = {R.format_p(row.p_value)}" in text
+        assert f"(n={row.n})" in text
+        # One colour per learning rate of the grid (and red for diverged cells).
+        assert len(panel["colours"] - {(1.0, 0.0, 0.0, 1.0)}) == frame[(frame["model"] == row.model)
+                                              & (frame["dataset"] == row.dataset)
+                                              & (frame["status"] == "done")
+                                              ]["learning_rate"].nunique()
+        assert "done" not in panel["legend"]  # only what needs a key: diverged, seeds
+        assert ("diverged (best before divergence)" in panel["legend"]) == \
+            (row.model == "vgg19")  # the fixture diverges a vgg19 cell of each data set
+    # The key is one discrete legend entry per learning rate.
+    assert fig1["legends"] == [[f"{v:.2f}" for v in LR]]
+
+
+def test_figures_2_have_a_discrete_key_and_batch_size_on_a_log_2_axis(drawn, tmp_path,
+                                                                      monkeypatch):
+    fig2a, fig2b = drawn[0]["figure2a_batch_size.png"], drawn[0]["figure2b_learning_rate.png"]
+    seen = _figures_seen(monkeypatch)
+    assert all(p["xscale"] == "log" and p["xbase"] == 2 for p in fig2a["panels"])
+    assert all(p["xscale"] == "linear" for p in fig2b["panels"])
+    assert fig2a["legends"] == [[f"{v:.2f}" for v in LR]] and fig2a["colorbars"] == 0
+    assert fig2b["legends"] == [[str(b) for b in BS]]
+    # Beyond ten curves: a stepped colour bar, not a legend of dozens of entries.
+    wide = make_grid(list(range(16, 16 * 13, 16)), [0.1, 0.2])
+    R.write_figures(wide, tmp_path / "wide")
+    assert seen["figure2b_learning_rate.png"]["legends"] == []
+    assert seen["figure2b_learning_rate.png"]["colorbars"] == 1
+
+
+def test_learning_curves_and_the_gap_figure_per_grid_name_the_study(frame, drawn, tmp_path):
+    seen, paths = drawn
+    names = [p.name for p in paths]
+    assert "gap_ratio.png" in names
+    curves = sorted(n for n in names if n.startswith("curves_"))
+    assert curves == ["curves_resnet110_cifar10.png", "curves_resnet110_cifar100.png",
+                      "curves_vgg19_cifar10.png", "curves_vgg19_cifar100.png"]
+    grid = seen["curves_vgg19_cifar10.png"]
+    assert len(grid["panels"]) == len(BS) * len(LR)
+    # Every finished cell's kept epoch is marked in its panel.
+    assert all(p["vlines"] == 1 for p in grid["panels"])
+    assert grid["legends"] == [["test accuracy", "clean train accuracy", "kept epoch",
+                                "diverged (red frame)"]]
+    # resnet110 on cifar100 has pending cells: their panels are empty.
+    assert sum(p["vlines"] for p in seen["curves_resnet110_cifar100.png"]["panels"]) == \
+        len(BS) * len(LR) - 3  # the three pending cells (batch size 256, lr >= 0.1)
+    gap_texts = [t for p in seen["gap_ratio.png"]["panels"] for t in p["texts"]]
+    assert sum(t.startswith("SCC") for t in gap_texts) == 4
+    for name, figure in seen.items():
+        assert "study s" in figure["title"], name
+    # Without epochs, no learning curves.
+    assert not [p for p in R.write_figures(frame, tmp_path / "no") if "curves_" in p.name]
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+def test_the_html_report_is_one_page_with_every_table_and_every_figure(frame, drawn):
+    import base64
+    from html.parser import HTMLParser
+
+    from kerasgen.report.html import render_html
+
+    markdown = R.render_report(frame)
+    paths = drawn[1]
+    page = render_html(markdown, paths)
+
+    class Reader(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tables, self.images, self.links, self.ids = 0, [], [], set()
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            self.ids.add(attrs.get("id"))
+            if tag == "table":
+                self.tables += 1
+            elif tag == "img":
+                self.images.append(attrs["src"])
+            elif tag in ("link", "script") or (tag == "a" and
+                                               not attrs.get("href", "").startswith("#")):
+                self.links.append(attrs)
+
+    reader = Reader()
+    reader.feed(page)
+    # Every Markdown table became an HTML table.
+    separators = [line for line in markdown.splitlines()
+                  if re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", line)]
+    assert reader.tables == len(separators) > 5
+    # Every figure, embedded as a PNG; nothing fetched from elsewhere.
+    assert len(reader.images) == len(paths)
+    for src, path in zip(reader.images, paths):
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]) == path.read_bytes()
+    assert reader.links == []
+    # The contents list points at sections that exist.
+    for anchor in re.findall(r'href="#([^"]+)"', page):
+        assert anchor in reader.ids, anchor
+    assert "<title>Batch size, learning rate and generalization" in page
+    for heading in ("Tables 1-3", "Premise", "Figures", "Statistics"):
+        assert heading in page, heading

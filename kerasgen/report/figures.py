@@ -1,6 +1,9 @@
 """The paper's figures as PNG files (matplotlib with the Agg backend, imported inside the
-functions): Figure 1 (metric vs ratio), Figures 2a/2b (metric vs batch size / learning
-rate), a heatmap per grid."""
+functions): Figure 1 (metric vs ratio, coloured by learning rate, the grid's SCC in each
+panel), Figures 2a/2b (metric vs batch size on a log-2 axis / learning rate, one colour
+per curve with a discrete legend), a heatmap per grid, the generalization gap vs ratio, and
+learning curves per grid (small multiples, the kept epoch marked). Every figure names its
+study."""
 
 from __future__ import annotations
 
@@ -13,8 +16,8 @@ import pandas as pd
 
 from kerasgen import analysis as A
 from kerasgen import vocabulary as V
-from kerasgen.report.format import column_label, decimals, format_value
-from kerasgen.vocabulary import DIVERGED, DONE
+from kerasgen.report.format import column_label, decimals, format_p, format_value
+from kerasgen.vocabulary import DIVERGED
 
 
 def file_stem(name: str) -> str:
@@ -64,6 +67,77 @@ def _curve_cmap():
     return ListedColormap(plt.get_cmap("viridis")(np.linspace(0.0, 0.85, 256)), name="viridis_dark")
 
 
+MAX_LEGEND_LEVELS = 10
+"""Up to this many curves get a legend entry each; more share a discrete colour bar."""
+
+
+def _level_colours(levels) -> dict:
+    """One colour per level, evenly spaced along the curve colour map (discrete)."""
+    cmap = _curve_cmap()
+    n = len(levels)
+    return {level: cmap(i / max(n - 1, 1)) for i, level in enumerate(levels)}
+
+
+def _level_key(fig, axes, levels, colours: dict, name: str) -> float:
+    """A discrete key of the levels for the whole figure: a legend below the panels for a
+    few, a stepped colour bar beside them for many. Returns the height (as a fraction of
+    the figure) to keep free at the bottom."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+    from matplotlib.lines import Line2D
+
+    dec = decimals(levels) if name == "learning_rate" else None
+    text = {"batch_size": "batch size", "learning_rate": "learning rate"}[name]
+    labels = [format_value(v, name, dec) for v in levels]
+    if len(levels) <= MAX_LEGEND_LEVELS:
+        handles = [Line2D([], [], ls="-", marker="o", ms=4, color=colours[v], label=lab)
+                   for v, lab in zip(levels, labels)]
+        fig.legend(handles=handles, title=text, fontsize=9, title_fontsize=9,
+                   loc="lower center", ncol=len(handles), frameon=False)
+        return 0.11 if len(fig.axes) <= 2 else 0.06
+    import matplotlib.cm as cm
+
+    cmap = ListedColormap([colours[v] for v in levels])
+    bounds = np.arange(len(levels) + 1) - 0.5
+    bar = fig.colorbar(cm.ScalarMappable(norm=BoundaryNorm(bounds, cmap.N), cmap=cmap),
+                       ax=axes, pad=0.02, ticks=np.arange(len(levels)))
+    step = max(1, math.ceil(len(levels) / 10))
+    bar.ax.set_yticklabels([lab if i % step == 0 else "" for i, lab in enumerate(labels)])
+    bar.set_label(text)
+    return 0.0
+
+
+def study_title(norm: pd.DataFrame) -> str:
+    studies = sorted(map(str, norm["study"].unique()))
+    return f"study {studies[0]}" if len(studies) == 1 else "studies " + ", ".join(studies)
+
+
+def _table3(frame: pd.DataFrame, metric: str, include_diverged: bool, alpha: float,
+            pvalue) -> dict:
+    """(study, model, dataset) -> the Table 3 test of ``metric`` (SCC, p, n)."""
+    try:
+        tests = A.spearman_tests(frame, metric=metric, alpha=alpha, pvalue=pvalue,
+                                 include_diverged=include_diverged, intervals=False)
+    except (KeyError, ValueError):
+        return {}
+    rows = tests[tests["table"] == 3]
+    return {(str(r.study), str(r.model), str(r.dataset)): r for r in rows.itertuples()}
+
+
+def _scc_text(test) -> str:
+    if test is None or not np.isfinite(test.scc):
+        reason = getattr(test, "reason", "") if test is not None else ""
+        return "SCC n/a" + (f" ({reason})" if isinstance(reason, str) and reason else "")
+    mark = f" < {test.alpha:g}" if bool(test.significant) else ""
+    return f"SCC {test.scc:+.2f}, p = {format_p(test.p_value)}{mark} (n={int(test.n)})"
+
+
+def _annotate_scc(ax, test, alpha: float) -> None:
+    """The grid's Table 3 coefficient in the panel (``p < alpha`` when significant)."""
+    ax.text(0.02, 0.03, _scc_text(test), transform=ax.transAxes, fontsize=8.5,
+            va="bottom", ha="left", bbox=dict(boxstyle="round,pad=0.25", fc="white",
+                                              ec="0.75", alpha=0.9))
+
+
 def _seed_count(cells: pd.DataFrame) -> int:
     """Most finished seeds of any cell (batch size x learning rate) of a grid."""
     if cells.empty or "seed" not in cells.columns:
@@ -98,16 +172,15 @@ def _curves_figure(
     several: bool,
     dpi: int,
 ) -> Path:
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import Normalize
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import FixedLocator, NullLocator
 
     grids = _grids(norm)
     fig, axes = _figure(len(grids), width=5.6)
     label = V.metric_label(metric, A.best_metric_of(norm))
-    cmap = _curve_cmap()
-    x_label = {"batch_size": "batch size", "learning_rate": "learning rate"}[x]
-    c_label = {"batch_size": "batch size", "learning_rate": "learning rate"}[curve]
+    all_levels = sorted(norm[curve].unique())
+    colours = _level_colours(all_levels)
+    x_label = {"batch_size": "batch size (log 2 scale)", "learning_rate": "learning rate"}[x]
     for ax, (key, grid) in zip(axes, grids):
         cells = done[
             (done["study"] == key[0]) & (done["model"] == key[1]) & (done["dataset"] == key[2])
@@ -117,8 +190,6 @@ def _curves_figure(
         ax.set_ylabel(label if len(label) < 30 else label.split(" (")[0])
         ax.grid(True, alpha=0.3)
         levels = sorted(grid[curve].unique())
-        lo, hi = (min(levels), max(levels)) if levels else (0.0, 1.0)
-        norm_c = Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1e-9)
         if cells.empty:
             _empty_panel(ax)
         seeds = _seed_count(cells)
@@ -127,7 +198,7 @@ def _curves_figure(
             if sub.empty:
                 continue
             mean = sub.groupby(x)[metric].mean().sort_index()
-            colour = cmap(norm_c(level))
+            colour = colours[level]
             if seeds >= 2:  # each point a cell's mean over its seeds, the bar its SD
                 sd = sub.groupby(x)[metric].std().reindex(mean.index).fillna(0.0)
                 ax.errorbar(mean.index, mean.to_numpy(), yerr=sd.to_numpy(), fmt="-o",
@@ -137,14 +208,13 @@ def _curves_figure(
             div = sub[sub["status"] == DIVERGED]
             if not div.empty:
                 ax.plot(div[x], div[metric], "x", color="red", ms=7, mew=1.8, zorder=5)
-        sm = plt.cm.ScalarMappable(norm=norm_c, cmap=cmap)
-        sm.set_array([])
-        cbar = fig.colorbar(sm, ax=ax, pad=0.02)
-        cbar.set_label(c_label)
-        if 1 < len(levels) <= 10:
-            dec = decimals(levels) if curve == "learning_rate" else None
-            cbar.set_ticks(levels)
-            cbar.set_ticklabels([format_value(v, curve, dec) for v in levels])
+        if x == "batch_size":
+            ax.set_xscale("log", base=2)
+            ticks = sorted(grid["batch_size"].unique())
+            step = max(1, math.ceil(len(ticks) / 8))
+            ax.xaxis.set_major_locator(FixedLocator(ticks[::step]))
+            ax.xaxis.set_major_formatter(_IntFormatter())
+            ax.xaxis.set_minor_locator(NullLocator())
         handles = []
         if seeds >= 2:
             handles.append(Line2D([], [], ls="-", marker="o", color="0.3", ms=3,
@@ -153,51 +223,78 @@ def _curves_figure(
             handles.append(Line2D([], [], ls="", marker="x", color="red", mew=1.8,
                                   label="diverged"))
         if handles:
-            ax.legend(handles=handles, loc="best", fontsize=9)
-    fig.suptitle(title, fontsize=13)
+            ax.legend(handles=handles, loc="lower left", fontsize=8)
+    fig.suptitle(f"{title} ({study_title(norm)})", fontsize=13)
     fig.tight_layout()
+    bottom = _level_key(fig, axes, all_levels, colours, curve)
+    if bottom:
+        fig.tight_layout(rect=(0.0, bottom, 1.0, 1.0))
     return _save(fig, path, dpi)
 
 
+def _IntFormatter():
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _pos: f"{int(round(v))}")
+
+
 def _figure_ratio(
-    norm: pd.DataFrame, done: pd.DataFrame, metric: str, path: Path, several: bool, dpi: int
+    norm: pd.DataFrame, done: pd.DataFrame, metric: str, path: Path, several: bool, dpi: int,
+    tests: dict | None = None, alpha: float = 0.005, title: str | None = None,
 ) -> Path:
+    """Figure 1 (and the gap figure): ``metric`` against the ratio, every cell coloured by
+    its learning rate, the grid's Table 3 SCC and p in each panel."""
+    from matplotlib.lines import Line2D
+
     grids = _grids(norm)
-    fig, axes = _figure(len(grids))
+    fig, axes = _figure(len(grids), width=5.6)
     label = V.metric_label(metric, A.best_metric_of(norm))
+    levels = sorted(norm["learning_rate"].unique())
+    colours = _level_colours(levels)
     for ax, (key, _grid) in zip(axes, grids):
         cells = done[
             (done["study"] == key[0]) & (done["model"] == key[1]) & (done["dataset"] == key[2])
         ]
-        ok = cells[cells["status"] == DONE]
-        div = cells[cells["status"] == DIVERGED]
         ax.set_title(column_label(key, several) + _count_text(cells), fontsize=11)
         seeds = _seed_count(cells)
         if cells.empty:
             _empty_panel(ax)
         else:
+            per_cell = cells.groupby(["batch_size", "learning_rate"]).agg(
+                ratio=("ratio", "first"), mean=(metric, "mean"), sd=(metric, "std"),
+                diverged=("status", lambda st: bool((st == DIVERGED).any()))).reset_index()
             if seeds >= 2:  # a point per cell: its mean over seeds, the bar their SD
-                per_cell = cells.groupby(["batch_size", "learning_rate"]).agg(
-                    ratio=("ratio", "first"), mean=(metric, "mean"), sd=(metric, "std"))
                 ax.errorbar(per_cell["ratio"], per_cell["mean"],
-                            yerr=per_cell["sd"].fillna(0.0).to_numpy(), fmt="o", ms=4,
-                            alpha=0.8, color="tab:blue", elinewidth=0.8, capsize=2,
-                            label=_seed_bars_label(seeds))
-            else:
-                ax.scatter(ok["ratio"], ok[metric], s=18, alpha=0.75, color="tab:blue",
-                           label="done")
+                            yerr=per_cell["sd"].fillna(0.0).to_numpy(), fmt="none",
+                            ecolor="0.55", elinewidth=0.8, capsize=2, zorder=1)
+            ok = per_cell[~per_cell["diverged"]]
+            ax.scatter(ok["ratio"], ok["mean"], s=22, alpha=0.9, zorder=2,
+                       c=[colours[v] for v in ok["learning_rate"]])
+            div = per_cell[per_cell["diverged"]]
             if not div.empty:
-                ax.scatter(
-                    div["ratio"], div[metric], s=40, marker="x", color="red", lw=1.8,
-                    label="diverged (best before divergence)",
-                )
+                ax.scatter(div["ratio"], div["mean"], s=40, marker="x", color="red", lw=1.8,
+                           zorder=3)
             ax.set_xscale("log")
-            ax.legend(loc="best", fontsize=9)
+            handles = []
+            if seeds >= 2:
+                handles.append(Line2D([], [], ls="", marker="o", color="0.55", ms=4,
+                                      label=_seed_bars_label(seeds)))
+            if not div.empty:
+                handles.append(Line2D([], [], ls="", marker="x", color="red", mew=1.8,
+                                      label="diverged (best before divergence)"))
+            if handles:
+                ax.legend(handles=handles, loc="upper right", fontsize=8)
+        if tests is not None:
+            _annotate_scc(ax, tests.get(key), alpha)
         ax.set_xlabel("batch size / learning rate (log scale)")
         ax.set_ylabel(label if len(label) < 30 else label.split(" (")[0])
         ax.grid(True, which="both", alpha=0.3)
-    fig.suptitle(f"Figure 1: {label} vs batch size / learning rate", fontsize=13)
+    heading = title or f"Figure 1: {label} vs batch size / learning rate"
+    fig.suptitle(f"{heading} ({study_title(norm)})", fontsize=13)
     fig.tight_layout()
+    bottom = _level_key(fig, axes, levels, colours, "learning_rate")
+    if bottom:
+        fig.tight_layout(rect=(0.0, bottom, 1.0, 1.0))
     return _save(fig, path, dpi)
 
 
@@ -271,12 +368,81 @@ def _heatmap(
     n_done = int(np.isfinite(values).sum())
     n_div = int(diverged.sum())
     ax.set_title(
-        f"{label} — {column_label(key, several)}\n"
+        f"{label} — {column_label(key, several)} ({study_title(grid)})\n"
         f"{n_done} of {len(bss) * len(lrs)} (batch size, learning rate) pairs finished"
         + (f", {n_div} diverged" if n_div else ""),
         fontsize=11,
     )
     fig.tight_layout(rect=(0.0, 0.05 if handles else 0.0, 1.0, 1.0))
+    return _save(fig, path, dpi)
+
+
+def _learning_curves(
+    epochs: pd.DataFrame, cells: pd.DataFrame, key: tuple[str, str, str], path: Path,
+    several: bool, dpi: int,
+) -> Path:
+    """Small multiples of one grid: a panel per (batch size, learning rate), rows by batch
+    size, columns by learning rate; in each, every seed's test accuracy and clean training
+    accuracy (Keras's running training accuracy where no clean one was recorded) by epoch,
+    the kept epoch marked."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    bss = sorted(cells["batch_size"].unique())
+    lrs = sorted(cells["learning_rate"].unique())
+    clean = epochs["train_eval_accuracy"].notna().any()
+    train_col = "train_eval_accuracy" if clean else "train_accuracy"
+    panel = 1.25
+    width, height = panel * len(lrs) + 1.2, panel * 0.8 * len(bss) + 1.4
+    dpi = int(min(dpi, 3000 / width, 3000 / height))
+    fig, axes = plt.subplots(len(bss), len(lrs), figsize=(width, height), sharex=True,
+                             sharey=True, squeeze=False)
+    kept = cells.set_index("cell_id")["kept_epoch"]
+    status = cells.set_index("cell_id")["status"]
+    by_cell = dict(tuple(epochs.groupby("cell_id")))
+    dec = decimals(lrs)
+    for i, bs in enumerate(bss):
+        for j, lr in enumerate(lrs):
+            ax = axes[i, j]
+            ax.tick_params(labelsize=6, length=2)
+            ax.grid(True, alpha=0.25)
+            ids = cells[(cells["batch_size"] == bs) & (cells["learning_rate"] == lr)]["cell_id"]
+            for cell_id in ids:
+                rows = by_cell.get(cell_id)
+                if rows is None or rows.empty:
+                    continue
+                rows = rows.sort_values("epoch")
+                ax.plot(rows["epoch"], rows[train_col], color="tab:orange", lw=0.9)
+                ax.plot(rows["epoch"], rows["test_accuracy"], color="tab:blue", lw=0.9)
+                k = kept.get(cell_id)
+                if k is not None and np.isfinite(k):
+                    hit = rows[rows["epoch"] == int(k)]["test_accuracy"]
+                    ax.axvline(k, color="0.4", ls=":", lw=0.8)
+                    if len(hit):
+                        ax.plot([k], [hit.iloc[0]], "o", color="tab:blue", ms=3)
+                if status.get(cell_id) == DIVERGED:
+                    for side in ax.spines.values():
+                        side.set_color("red")
+            if i == 0:
+                ax.set_title(f"lr {format_value(lr, 'learning_rate', dec)}", fontsize=7)
+            if j == 0:
+                ax.set_ylabel(f"bs {int(bs)}", fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch", fontsize=7)
+    handles = [Line2D([], [], color="tab:blue", label="test accuracy"),
+               Line2D([], [], color="tab:orange",
+                      label="clean train accuracy" if clean else "train accuracy (running)"),
+               Line2D([], [], color="0.4", ls=":", marker="o", ms=3, label="kept epoch")]
+    if (cells["status"] == DIVERGED).any():
+        handles.append(Line2D([], [], color="red", label="diverged (red frame)"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8,
+               frameon=False)
+    fig.suptitle(f"Learning curves — {column_label(key, several)} ({study_title(cells)})",
+                 fontsize=11)
+    fig.tight_layout(rect=(0.0, 0.04, 1.0, 1.0))
     return _save(fig, path, dpi)
 
 
@@ -286,22 +452,32 @@ def write_figures(
     metric: str = A.PAPER_METRIC,
     include_diverged: bool = True,
     dpi: int = 120,
+    epochs: pd.DataFrame | None = None,
+    alpha: float = 0.005,
+    pvalue: A.PValueMethod = "auto",
 ) -> list[Path]:
     """Write the paper's figures for ``metric`` as PNG files into ``out_dir``.
 
     - ``figure1_ratio.png``: metric vs batch size / learning rate (log x), one panel
-      per model x data set, every finished cell a point, diverged cells as red crosses;
-      with two or more seeds a point is a cell's mean over its seeds with an error bar
-      of their standard deviation;
-    - ``figure2a_batch_size.png``: metric vs batch size, one curve per learning rate
-      (colour bar), a panel per model x data set (seeds averaged; with two or more
-      seeds each point has an error bar: the SD over seeds);
+      per model x data set, every finished cell a point coloured by its learning rate,
+      diverged cells as red crosses, the grid's Table 3 SCC and p in the panel; with two
+      or more seeds a point is a cell's mean over its seeds with an error bar of their
+      standard deviation;
+    - ``figure2a_batch_size.png``: metric vs batch size (log-2 axis), one curve per
+      learning rate (a colour each, a legend of the values; a stepped colour bar beyond
+      10 curves), a panel per model x data set (seeds averaged; with two or more seeds
+      each point has an error bar: the SD over seeds);
     - ``figure2b_learning_rate.png``: metric vs learning rate, one curve per batch size;
     - ``heatmap_<model>_<dataset>.png``: metric over batch size x learning rate, values
       annotated when the grid has at most 144 pairs, unfinished pairs grey, diverged
-      ones marked with a red cross.
+      ones marked with a red cross;
+    - ``gap_ratio.png``: the generalization gap (clean train - test accuracy at the kept
+      epoch) vs the ratio, as Figure 1, when the store has clean training metrics;
+    - ``curves_<model>_<dataset>.png`` (when ``epochs``, ``load_epochs``' frame, is given):
+      learning curves, a panel per (batch size, learning rate), the kept epoch marked.
 
-    Returns the paths written (figures first, then heatmaps in grid order).
+    Every figure names its study; with several studies the file names start with the
+    study. Returns the paths written (figures, heatmaps, the gap, learning curves).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -312,8 +488,9 @@ def write_figures(
     done = A.finished_cells(norm, metric, include_diverged)
     several = norm["study"].nunique() > 1
     label = V.metric_label(metric, A.best_metric_of(norm))
+    tests = _table3(frame, metric, include_diverged, alpha, pvalue)
     paths = [
-        _figure_ratio(norm, done, metric, out / "figure1_ratio.png", several, dpi),
+        _figure_ratio(norm, done, metric, out / "figure1_ratio.png", several, dpi, tests, alpha),
         _curves_figure(
             norm, done, metric, "batch_size", "learning_rate", out / "figure2a_batch_size.png",
             f"Figure 2a: {label} vs batch size, one curve per learning rate", several, dpi,
@@ -323,12 +500,31 @@ def write_figures(
             f"Figure 2b: {label} vs learning rate, one curve per batch size", several, dpi,
         ),
     ]
-    for key, grid in _grids(norm):
+    grids = _grids(norm)
+
+    def stem(key):
+        return "_".join(file_stem(k) for k in (key if several else key[1:]))
+
+    for key, grid in grids:
         cells = done[
             (done["study"] == key[0]) & (done["model"] == key[1]) & (done["dataset"] == key[2])
         ]
-        stem = "_".join(file_stem(k) for k in (key if several else key[1:]))
-        paths.append(_heatmap(grid, cells, key, metric, out / f"heatmap_{stem}.png", several, dpi))
+        paths.append(_heatmap(grid, cells, key, metric, out / f"heatmap_{stem(key)}.png",
+                              several, dpi))
+    gap_done = A.finished_cells(norm, "gap", include_diverged)
+    if metric != "gap" and gap_done["gap"].notna().any():
+        paths.append(_figure_ratio(
+            norm, gap_done, "gap", out / "gap_ratio.png", several, dpi,
+            _table3(frame, "gap", include_diverged, alpha, pvalue), alpha,
+            title=f"{V.metric_label('gap')} vs batch size / learning rate"))
+    if epochs is not None and not epochs.empty:
+        for key, grid in grids:
+            mine = epochs[(epochs["study"] == key[0]) & (epochs["model"] == key[1])
+                          & (epochs["dataset"] == key[2])]
+            if not mine.empty:
+                paths.append(_learning_curves(mine, grid, key, out / f"curves_{stem(key)}.png",
+                                              several, dpi))
     return paths
 
-__all__ = ["file_stem", "write_figures"]
+
+__all__ = ["MAX_LEGEND_LEVELS", "file_stem", "study_title", "write_figures"]
