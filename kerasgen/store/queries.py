@@ -157,22 +157,23 @@ def read_new_epochs(db, marker: int = 0) -> tuple[pd.DataFrame, int]:
     return frame, new_marker
 
 
-def load_studies(db) -> pd.DataFrame:
+def _read_frame(db, sql: str) -> pd.DataFrame:
     conn, owned = _reader(db)
     try:
-        return pd.read_sql_query("SELECT * FROM studies ORDER BY study_id", conn)
+        return pd.read_sql_query(sql, conn)
     finally:
         if owned:
             conn.close()
+
+
+def load_studies(db) -> pd.DataFrame:
+    """One row per study: its specification, environment and creation."""
+    return _read_frame(db, "SELECT * FROM studies ORDER BY study_id")
 
 
 def load_progress(db) -> pd.DataFrame:
-    conn, owned = _reader(db)
-    try:
-        return pd.read_sql_query("SELECT * FROM progress", conn)
-    finally:
-        if owned:
-            conn.close()
+    """The ``progress`` view: cells per status per (study, model, dataset)."""
+    return _read_frame(db, "SELECT * FROM progress")
 
 
 

@@ -466,12 +466,7 @@ class Store:
     def cell_id(self, study: str, model: str, dataset: str, batch_size: int,
                 learning_rate: float, seed: int) -> int:
         """The id of one cell by its natural key (for ``SQLiteLogger``)."""
-        row = self.conn.execute(
-            "SELECT c.cell_id FROM cells c JOIN studies s USING (study_id) WHERE s.name = ? "
-            "AND c.model = ? AND c.dataset = ? AND c.batch_size = ? "
-            "AND abs(c.learning_rate - ?) <= 1e-12 * abs(?) AND c.seed = ?",
-            (study, model, dataset, batch_size, learning_rate, learning_rate, seed),
-        ).fetchone()
+        row = self.find_cell(study, model, dataset, batch_size, learning_rate, seed)
         if row is None:
             raise StoreError(
                 f"No cell (study={study!r}, model={model!r}, dataset={dataset!r}, "
