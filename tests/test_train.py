@@ -350,11 +350,15 @@ def test_clean_train_metrics_are_the_weights_evaluated_like_the_test_set_on_a_fi
     assert load_epochs(tmp_path / "off.db")["train_eval_loss"].isna().all()
 
 
-def test_a_float64_study_trains_in_float64_end_to_end_and_packs_equal_single_cells(tmp_path):
+def test_a_float64_study_trains_in_float64_end_to_end_and_packs_equal_single_cells(
+        tmp_path, monkeypatch):
     import json
 
-    from kerasgen.checkpoints import load_cell_weights, study_files
+    from kerasgen.checkpoints import PackCheckpoint, load_cell_weights, study_files
     from kerasgen.packing import PACKS
+
+    # A finished pack's checkpoints are removed; keep them here to read their dtype.
+    monkeypatch.setattr(PackCheckpoint, "remove", lambda self: None)
 
     spec = study(tmp_path, [0.05, 0.2], epochs=2).replace(
         training={**Training().__dict__, "dtype": "float64"})
