@@ -1,20 +1,41 @@
-"""Training throughput of packed cells, measured side by side in one run.
+"""Training throughput of packed cells: the step, measured side by side in one run.
 
 For one network and batch size: model-images per second (K copies x images per second)
-for K = 1, 2, 4, 8, 20, in both packed layouts (K branches in one graph, or the copies
-fused into grouped convolutions), with XLA (jit_compile) on and off; each figure's min
-and median over repeats and its ratio to K = 1 of the same layout and compile mode.
-Then the input pipeline alone (augmentation included) next to the step it feeds, the
-share of epoch time spent in the runner's callbacks (checkpoint + SQLite), the epoch time
-with and without the clean training metrics, and a projection of the paper preset's
+of the training step, for K = 1, 2, 4, 8, 20 packed copies in both layouts (K branches in
+one graph, or the copies fused into grouped convolutions), with XLA (jit_compile) on and
+off; beside them, in the same run, a bare single-network ``keras.Model.fit`` of the same
+network and batch, and the runner end to end (a short study through ``kerasgen run`` in a
+subprocess, its rate read from the store's epoch times). Each figure's min / median / max
+over interleaved repeats and its ratio to K = 1 of the same layout and compile mode.
+Then oneDNN on/off, tf.data autotuning, the input pipeline alone next to the step it
+feeds, the share of epoch time in the runner's callbacks (checkpoint + SQLite), the epoch
+time with and without the clean training metrics, and a projection of the paper preset's
 device-hours from the measured FLOP rates.
 
     .venv/bin/python scripts/bench_train.py --model resnet20 --batch-size 16
+    .venv/bin/python scripts/bench_train.py --copies 1,4,8 --repeats 3 --skip-projection
     .venv/bin/python scripts/bench_train.py --model resnet110 --batch-size 16 --copies 1,20 \
         --layouts branches,fused --jit on          # on a GPU (KERAS_BACKEND=jax works too)
 
-Everything runs in this one process, one configuration after another, so the ratios
-compare like with like; absolute numbers on a shared 2-core machine are noisy (say so).
+How the step is timed: every configuration is built and warmed up first (compile, and
+XLA's JIT); then each repeat runs one ``fit`` per configuration in turn (interleaved, so a
+slow phase of a shared machine hits all of them alike), sized to last about ``--seconds``.
+A callback stamps the end of every batch, and the rate is taken from the end of the first
+batch to the end of the last: the fit call's fixed cost (iterator, callbacks, the first
+step) is left out. The column ``whole fit`` is what timing the whole call gives (what
+this script reported before, dominated by that fixed cost for short fits).
+
+The runner end to end: ``kerasgen run`` trains a study of ``--runner-images`` synthetic
+images (augmented, as CIFAR) for 4 epochs, the test set evaluated only after the last;
+its rate is K x images / ``wall_seconds`` of epochs 1 and 2: the training steps fed by
+the runner's tf.data pipeline plus its callbacks (per-step claim check, a checkpoint and
+the SQLite rows each epoch), no evaluation, no compile (epoch 0).
+
+The training figures come from this one process, oneDNN as ``kerasgen run`` sets it and
+TensorFlow's op determinism off (``--determinism`` turns it on, as the runner does; Keras
+then compiles every model without XLA, whatever ``jit_compile`` says, so the XLA rows
+would repeat the others; ``--determinism-ab`` measures what determinism costs). Absolute
+numbers on a shared 2-core machine are noisy (say so).
 """
 
 from __future__ import annotations
@@ -23,6 +44,7 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,9 +52,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 PAPER_IMAGES = 50_000
 PAPER_EPOCHS = 200
+RUNNER_EPOCHS = 4  # epoch 0 compiles, the last evaluates: epochs 1..2 are timed
 
 
 def parse_args():
@@ -42,9 +66,17 @@ def parse_args():
     p.add_argument("--copies", default="1,2,4,8,20")
     p.add_argument("--layouts", default="branches,fused")
     p.add_argument("--jit", default="off,on", help="off, on, or off,on")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per repeat")
+    p.add_argument("--seconds", type=float, default=4.0,
+                   help="length of one timed fit (its steps sized from the warm-up)")
+    p.add_argument("--steps", type=int, default=0,
+                   help="timed steps per repeat (default 0: as many as fill --seconds)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--input-shape", default="32,32,3")
+    p.add_argument("--skip-bare", action="store_true",
+                   help="no bare single-network keras.Model.fit beside the packs")
+    p.add_argument("--runner-copies", default="1,4",
+                   help="pack sizes trained end to end through kerasgen run ('' = none)")
+    p.add_argument("--runner-images", type=int, default=1600)
     p.add_argument("--skip-pipeline", action="store_true")
     p.add_argument("--skip-overhead", action="store_true")
     p.add_argument("--skip-train-eval", action="store_true")
@@ -53,6 +85,12 @@ def parse_args():
     p.add_argument("--onednn-ab", action="store_true",
                    help="also rerun the K=1 and K=8 branch figures in subprocesses with "
                         "TF_ENABLE_ONEDNN_OPTS=0 and =1 (it is read once, at import)")
+    p.add_argument("--determinism", action="store_true",
+                   help="turn TensorFlow's op determinism on in this process, as the runner "
+                        "does (Keras then runs every jit_compile=True model without XLA)")
+    p.add_argument("--determinism-ab", action="store_true",
+                   help="also rerun the K=1 and K=8 branch figures in subprocesses with op "
+                        "determinism off and on")
     p.add_argument("--training-only", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args()
 
@@ -80,104 +118,133 @@ def machine_lines() -> list[str]:
     return lines
 
 
-def build(model: str, layout: str, copies: int, shape, jit: bool):
-    import keras
-
-    from kerasgen.data import Dataset
-    from kerasgen.models import build_model
-    from kerasgen.packing import build_pack
-
-    keras.utils.set_random_seed(0)
-    single = build_model(model, 10, shape)
-    ds = Dataset("bench", None, None, None, None, 10, (0.0,), (1.0,))
-    ds.x_train = __import__("numpy").zeros((1, *shape), "float32")
-    lrs = [0.01 * (k + 1) for k in range(copies)]
-    return build_pack(model, ds, lrs, single.get_weights(), jit_compile=jit, layout=layout)
-
-
-def training_batches(batch_size: int, steps: int, copies: int, shape):
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    x = rng.random((batch_size * steps, *shape), dtype=np.float32)
-    y = rng.integers(0, 10, batch_size * steps)
-    return x, ([y] * copies if copies > 1 else y)
-
-
-def time_one_fit(net, batch_size: int, x, ys, copies: int) -> float:
-    """Model-images per second of one epoch over (x, ys)."""
-    started = time.perf_counter()
-    net.fit(x, ys, batch_size=batch_size, epochs=1, verbose=0, shuffle=False)
-    return copies * len(x) / (time.perf_counter() - started)
-
-
-def warm_up(net, batch_size: int, x, ys, copies: int) -> None:
-    """Compile (and, with XLA, JIT) the step outside the timed fits."""
-    warm = batch_size * 2
-    net.fit(x[:warm], [t[:warm] for t in ys] if copies > 1 else ys[:warm],
-            batch_size=batch_size, epochs=1, verbose=0, shuffle=False)
-
-
 def train_flops_per_image(model: str, shape) -> float:
-    """Forward multiply-adds of a single network, x2 FLOP, x3 for forward + backward."""
-    from kerasgen.models import build_model
+    """Training FLOP per image of one network (see scripts/device_check.py)."""
+    from device_check import train_flops_per_image as flops
 
-    net = build_model(model, 10, shape)
-    macs = 0
-    for layer in net.layers:
-        cls = type(layer).__name__
-        if cls == "Conv2D":
-            _, h, w, c_out = layer.output.shape
-            kh, kw, c_in, _ = layer.kernel.shape
-            macs += h * w * kh * kw * c_in * c_out
-        elif cls == "Dense":
-            macs += layer.kernel.shape[0] * layer.kernel.shape[1]
-    return 3 * 2 * macs
+    return flops(model, shape)
 
 
-def bench_training(args, shape):
+def bench_training(args, shape, between_repeats=None):
     """Every configuration is built and warmed up first; then each repeat times one fit of
     every configuration in turn (interleaved), so a slow phase of a shared machine slows
-    all of them alike instead of biasing whichever ran during it."""
+    all of them alike instead of biasing whichever ran during it. ``between_repeats(r)``
+    runs after each repeat (the runner end to end, interleaved with the rest)."""
+    import math
+
+    import device_check as dc
+
     copies = [int(k) for k in args.copies.split(",")]
     layouts = args.layouts.split(",")
     jits = [j == "on" for j in args.jit.split(",")]
-    print(f"\n## training: {args.model}, batch {args.batch_size}, {args.steps} steps x "
-          f"{args.repeats} interleaved repeats (model-images/s = copies x images/s)")
-    configs = {}
-    for layout in layouts:
-        for jit in jits:
-            for k in copies:
-                try:
-                    net = build(args.model, layout, k, shape, jit)
-                    x, ys = training_batches(args.batch_size, args.steps, k, shape)
-                    warm_up(net, args.batch_size, x, ys, k)
-                except Exception as exc:  # report and go on (e.g. a layout a backend lacks)
-                    print(f"{layout:9s} {'on' if jit else 'off':4s} {k:3d}  failed: "
-                          f"{type(exc).__name__}: {str(exc)[:120]}", flush=True)
-                    continue
-                configs[(layout, jit, k)] = (net, x, ys, [])
+    plan = [dc.Config(args.model, "bare", jit, 1) for jit in jits if not args.skip_bare]
+    plan += [dc.Config(args.model, layout, jit, k) for layout in layouts for jit in jits
+             for k in copies]
+    print(f"\n## training step: {args.model}, batch {args.batch_size}, {args.repeats} "
+          f"interleaved repeats of one fit each (~{args.seconds:g} s; rate from per-batch "
+          "timestamps, first batch left out); model-images/s = copies x images/s", flush=True)
+    configs = []
+    for config in plan:
+        try:
+            started = time.perf_counter()
+            config.net = dc.build(config, shape)
+            _, _, step = dc.timed_fit(config.net, args.batch_size, 4, config.copies, shape)
+            config.build_s, config.step_s = time.perf_counter() - started, step
+            config.steps = args.steps + 1 if args.steps else int(max(10, math.ceil(
+                args.seconds / step)))
+            config.status = "measured"
+            configs.append(config)
+        except Exception as exc:  # report and go on (e.g. a layout a backend lacks)
+            config.status, config.note = "failed", f"{type(exc).__name__}: {str(exc)[:120]}"
+            print(f"{config.label}: failed: {config.note}", flush=True)
     print(f"(built and compiled {len(configs)} configurations)", flush=True)
-    for _ in range(args.repeats):
-        for (_layout, _jit, k), (net, x, ys, rates) in configs.items():
-            rates.append(time_one_fit(net, args.batch_size, x, ys, k))
-    print(f"{'layout':9s} {'jit':4s} {'K':>3s} {'min':>9s} {'median':>9s} {'max':>9s} "
-          f"{'x K=1 (median)':>15s} {'x K=1 (max)':>12s}")
+    for repeat in range(args.repeats):
+        for config in configs:
+            rate, overhead, step = dc.timed_fit(config.net, args.batch_size, config.steps,
+                                                config.copies, shape)
+            config.rates.append(rate)
+            config.fit_overhead_s.append(overhead)
+            whole = step * config.steps + overhead
+            config.whole = getattr(config, "whole", []) + [
+                config.copies * args.batch_size * config.steps / whole]
+        if between_repeats is not None:
+            between_repeats(repeat)
+    print(f"{'layout':9s} {'jit':4s} {'K':>3s} {'min':>8s} {'median':>8s} {'max':>8s} "
+          f"{'x K=1':>6s} {'x bare':>6s} {'steps':>5s} {'fit cost s':>10s} {'whole fit':>9s}")
     results = {}
-    for layout in layouts:
-        for jit in jits:
-            base = None
-            for k in copies:
-                if (layout, jit, k) not in configs:
-                    continue
-                rates = configs[(layout, jit, k)][3]
-                med, best = statistics.median(rates), max(rates)
-                base = base or (med, best)
-                results[(layout, jit, k)] = med
-                print(f"{layout:9s} {'on' if jit else 'off':4s} {k:3d} {min(rates):9.1f} "
-                      f"{med:9.1f} {best:9.1f} {med / base[0]:15.2f} {best / base[1]:12.2f}",
-                      flush=True)
+    for config in configs:
+        med = statistics.median(config.rates)
+        base = next((c for c in configs if c.layout == config.layout and c.jit == config.jit
+                     and c.copies == 1), None)
+        bare = next((c for c in configs if c.layout == "bare" and c.jit == config.jit), None)
+        ratio = med / statistics.median(base.rates) if base else float("nan")
+        vs_bare = med / statistics.median(bare.rates) if bare else float("nan")
+        results[(config.layout, config.jit, config.copies)] = med
+        print(f"{config.layout:9s} {'on' if config.jit else 'off':4s} {config.copies:3d} "
+              f"{min(config.rates):8.1f} {med:8.1f} {max(config.rates):8.1f} {ratio:6.2f} "
+              f"{vs_bare:6.2f} {config.steps:5d} {statistics.median(config.fit_overhead_s):10.2f} "
+              f"{statistics.median(config.whole):9.1f}", flush=True)
+        print(f"RESULT {config.layout} {'on' if config.jit else 'off'} {config.copies} {med:.3f}",
+              file=sys.stderr, flush=True)
+    for config in configs:
+        config.net = None
     return results
+
+
+def runner_spec_toml(name: str, args, shape, copies: int) -> str:
+    lrs = ", ".join(f"{0.01 * (i + 1):.2f}" for i in range(copies))
+    dataset = f"synthetic-{shape[0]}-{shape[2]}-10-{args.runner_images}"
+    return (f'name = "{name}"\nmodels = ["{args.model}"]\ndatasets = ["{dataset}"]\n'
+            f"batch_sizes = [{args.batch_size}]\nlearning_rates = [{lrs}]\nseeds = [0]\n"
+            f"epochs = {RUNNER_EPOCHS}\n\n[training]\naugment = true\n"
+            f"test_every = {RUNNER_EPOCHS}\n")
+
+
+def run_runner(args, shape, copies: int, repeat: int, tmp: Path, figures: dict) -> None:
+    """One study through ``kerasgen run`` (a subprocess, as a user runs it); appends
+    the model-images/s of its epochs 1..RUNNER_EPOCHS-2 to ``figures[copies]``."""
+    from kerasgen.store import load_epochs
+
+    name = f"runner-k{copies}-r{repeat}"
+    spec = tmp / f"{name}.toml"
+    spec.write_text(runner_spec_toml(name, args, shape, copies))
+    db = tmp / f"{name}.db"
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "kerasgen", "run", str(spec), "--db", str(db),
+                           "--data-dir", str(tmp), "--pack-size", str(copies),
+                           "--progress", "plain"],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        print(f"runner K={copies}: failed ({proc.returncode}): {proc.stderr[-400:]}", flush=True)
+        return
+    epochs = load_epochs(db).groupby("epoch")["wall_seconds"].first()
+    timed = [copies * args.runner_images / epochs[e] for e in range(1, RUNNER_EPOCHS - 1)]
+    figures.setdefault(copies, []).extend(timed)
+    figures.setdefault(("process", copies), []).append(wall)
+
+
+def report_runner(args, figures: dict, results: dict) -> None:
+    from kerasgen.packing import resolve_jit_compile, resolve_layout
+
+    layout, jit = resolve_layout("auto"), resolve_jit_compile("auto")
+    print(f"\n## the runner end to end: kerasgen run, {args.model}, batch {args.batch_size}, "
+          f"{args.runner_images} augmented synthetic images, --layout auto ({layout}) "
+          f"--jit-compile auto ({'on' if jit else 'off'}); model-images/s from the store's "
+          f"wall_seconds of epochs 1..{RUNNER_EPOCHS - 2} (training + callbacks; no "
+          f"evaluation, no compile) x {args.repeats} repeats")
+    print(f"{'K':>3s} {'min':>8s} {'median':>8s} {'max':>8s} {'x K=1':>6s} "
+          f"{'/ in-process step':>17s} {'process s':>9s}")
+    base = None
+    for copies in sorted(k for k in figures if isinstance(k, int)):
+        rates = figures[copies]
+        med = statistics.median(rates)
+        base = base or (med if copies == 1 else None)
+        step = results.get((layout, jit, copies))
+        print(f"{copies:3d} {min(rates):8.1f} {med:8.1f} {max(rates):8.1f} "
+              f"{med / base if base else float('nan'):6.2f} "
+              f"{med / step if step else float('nan'):17.2f} "
+              f"{statistics.median(figures[('process', copies)]):9.0f}", flush=True)
 
 
 def bench_pipeline(args, shape, step_rate: float | None):
@@ -353,57 +420,68 @@ def bench_autotune(args):
     _ = tf
 
 
-def onednn_ab(args):
-    """TF_ENABLE_ONEDNN_OPTS is read once, at import: each figure comes from a fresh
-    process, and the two settings alternate (0, 1, 0, 1, ...) so machine noise hits both."""
+def ab_processes(args, title: str, variants: dict) -> None:
+    """A setting read once per process (an environment variable, a process-wide flag):
+    each figure comes from a fresh process, and the variants alternate (a, b, a, b, ...)
+    so machine noise hits both. ``variants``: label -> (extra environment, extra args)."""
     import re
-    import subprocess
 
-    print(f"\n## oneDNN: TF_ENABLE_ONEDNN_OPTS=0 vs =1 ({args.repeats} alternating pairs of "
-          "fresh processes, branches, jit off)")
+    print(f"\n## {title} ({args.repeats} alternating pairs of fresh processes, branches, "
+          "jit off)")
     figures: dict = {}
     for _ in range(args.repeats):
-        for value in ("0", "1"):
-            env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": value}
+        for label, (env_extra, argv_extra) in variants.items():
             out = subprocess.run(
                 [sys.executable, __file__, "--model", args.model, "--batch-size",
                  str(args.batch_size), "--copies", "1,8", "--layouts", "branches", "--jit",
-                 "off", "--steps", str(args.steps), "--repeats", "1", "--input-shape",
-                 args.input_shape, "--training-only"], env=env, capture_output=True, text=True)
-            for line in out.stdout.splitlines():
-                match = re.match(r"branches\s+off\s+(\d+)\s+([\d.]+)\s+([\d.]+)", line)
+                 "off", "--steps", str(args.steps), "--seconds", str(args.seconds),
+                 "--repeats", "1", "--input-shape", args.input_shape, "--skip-bare",
+                 "--training-only", *argv_extra], env={**os.environ, **env_extra},
+                capture_output=True, text=True)
+            for line in out.stderr.splitlines():
+                match = re.match(r"RESULT branches off (\d+) ([\d.]+)$", line)
                 if match:
-                    figures.setdefault((value, int(match.group(1))), []).append(
-                        float(match.group(3)))
+                    figures.setdefault((label, int(match.group(1))), []).append(
+                        float(match.group(2)))
+    a, b = list(variants)
     for k in (1, 8):
-        if ("0", k) in figures and ("1", k) in figures:
-            off, on = (statistics.median(figures[(v, k)]) for v in ("0", "1"))
-            print(f"K={k}: median {off:.1f} (off) vs {on:.1f} (on) model-images/s -> "
-                  f"on/off = {on / off:.2f}   (off: "
-                  + ", ".join(f"{r:.0f}" for r in figures[("0", k)]) + "; on: "
-                  + ", ".join(f"{r:.0f}" for r in figures[("1", k)]) + ")")
+        if (a, k) in figures and (b, k) in figures:
+            fa, fb = (statistics.median(figures[(v, k)]) for v in (a, b))
+            print(f"K={k}: median {fa:.1f} ({a}) vs {fb:.1f} ({b}) model-images/s -> "
+                  f"{b}/{a} = {fb / fa:.2f}   ({a}: "
+                  + ", ".join(f"{r:.0f}" for r in figures[(a, k)]) + f"; {b}: "
+                  + ", ".join(f"{r:.0f}" for r in figures[(b, k)]) + ")")
+
+
+def onednn_ab(args):
+    """TF_ENABLE_ONEDNN_OPTS is read once, at import."""
+    ab_processes(args, "oneDNN: TF_ENABLE_ONEDNN_OPTS=0 vs =1",
+                 {"off": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, []),
+                  "on": ({"TF_ENABLE_ONEDNN_OPTS": "1"}, [])})
+
+
+def determinism_ab(args):
+    """TensorFlow's op determinism is process-wide (the runner turns it on)."""
+    ab_processes(args, "op determinism off vs on (the runner's setting)",
+                 {"off": ({}, []), "on": ({}, ["--determinism"])})
 
 
 def projection(results, args, shape):
     from kerasgen.spec import preset
 
-    if not results:
+    unpacked = max((r for (_, _, k), r in results.items() if k == 1), default=None)
+    packed_key = max((key for key in results if key[2] > 1), key=results.get, default=None)
+    if unpacked is None or packed_key is None:
         return
+    packed = results[packed_key]
     flops = train_flops_per_image(args.model, shape)
-    jit_best = {}
-    for (_layout, _jit, k), rate in results.items():
-        jit_best[k] = max(jit_best.get(k, 0.0), rate)
-    unpacked = jit_best.get(1)
-    packed_k = max(jit_best)
-    packed = jit_best[packed_k]
-    if unpacked is None:
-        return
     spec = preset("paper")
     print(f"\n## projection: the paper preset ({spec.cell_count} cells x {PAPER_EPOCHS} epochs x "
           f"{PAPER_IMAGES:,} images) on this device")
     print(f"measured on {args.model}: {flops / 1e9:.3f} GFLOP per training image; "
-          f"{unpacked * flops / 1e9:.1f} GFLOP/s unpacked (K=1), "
-          f"{packed * flops / 1e9:.1f} GFLOP/s packed (K={packed_k}); other networks scaled "
+          f"{unpacked * flops / 1e9:.1f} GFLOP/s unpacked (best K=1), "
+          f"{packed * flops / 1e9:.1f} GFLOP/s packed (best: {packed_key[0]}, XLA "
+          f"{'on' if packed_key[1] else 'off'}, K={packed_key[2]}); other networks scaled "
           "by FLOPs (an extrapolation: small batches and deep narrow nets run below it)")
     cells_per_model = spec.cell_count // len(spec.models)
     print(f"{'network':10s} {'GFLOP/img':>10s} {'cells':>6s} {'PFLOP':>9s} "
@@ -429,13 +507,36 @@ def projection(results, args, shape):
 def main() -> int:
     args = parse_args()
     shape = tuple(int(s) for s in args.input_shape.split(","))
+    from kerasgen import runtime
+
+    runtime.set_onednn("auto")  # what kerasgen run does, before TensorFlow loads
+    import keras
+
+    if keras.backend.backend() == "tensorflow" and args.determinism:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()  # as the runner (train.py)
     for line in machine_lines():
         print(f"# {line}")
-    results = bench_training(args, shape)
+    print(f"# op determinism: {'on' if args.determinism else 'off'} in this process (the "
+          "runner's: on; under TensorFlow Keras then drops XLA)")
+    runner_copies = [int(k) for k in args.runner_copies.split(",") if k.strip()]
+    figures: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        def runner_round(repeat):
+            for k in runner_copies:
+                run_runner(args, shape, k, repeat, Path(tmp), figures)
+
+        use_runner = runner_copies and not args.training_only
+        results = bench_training(args, shape, runner_round if use_runner else None)
     if args.training_only:
         return 0
+    if figures:
+        report_runner(args, figures, results)
     if args.onednn_ab:
         onednn_ab(args)
+    if args.determinism_ab:
+        determinism_ab(args)
     if not args.skip_autotune:
         bench_autotune(args)
     if not args.skip_pipeline:
