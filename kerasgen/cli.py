@@ -444,7 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-dir", default=None,
                      help="where checkpoints and weights go (default: <db>.checkpoints)")
     run.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto",
-                     help="XLA: auto = off on CPU (measured slower), on with a GPU")
+                     help="XLA: never under TensorFlow (its op determinism, which makes "
+                          "resumes exact, rules XLA out); auto = on under KERAS_BACKEND=jax "
+                          "with a GPU")
     run.add_argument("--layout", choices=("auto", "branches", "fused"), default="auto",
                      help="packed layout: K branches, or copies fused into grouped layers "
                           "(auto: the measured winner for the device)")

@@ -40,7 +40,8 @@ class RunOptions:
     pack_size: int = 20
     data_dir: str = "data"
     checkpoint_dir: str | None = None  # default: <db>.checkpoints next to the store
-    jit_compile: bool | str = "auto"  # "auto": off on CPU (measured slower), on for GPU
+    jit_compile: bool | str = "auto"  # XLA; off under TensorFlow (its op determinism rules
+    # it out), "auto" = on under JAX with a GPU; kerasgen.packing.resolve_jit_compile
     layout: str = "auto"  # packed layout: "branches", "fused"; "auto" per device
     stale_seconds: float = 600.0
     heartbeat_seconds: float | None = None  # default: stale_seconds / 4

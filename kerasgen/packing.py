@@ -261,16 +261,30 @@ def mirrored_strategy():
 
 
 def resolve_jit_compile(option: bool | str) -> bool:
-    """``"auto"``: XLA off on CPU, where it was measured 1.3-4x slower (scripts/
-    bench_train.py), on where a GPU is present."""
-    if isinstance(option, bool):
-        return option
-    if option != "auto":
-        raise ValueError(f"jit_compile must be true, false or 'auto'. Received: {option!r}")
-    return _has_accelerator()
+    """Whether the runner's packs are compiled with XLA: the value in effect, recorded.
 
+    Under TensorFlow it is always False: the runner turns TensorFlow's op determinism on
+    (``train.configure_determinism``: a resumed or repeated cell gives the same numbers),
+    and Keras then compiles without XLA whatever ``jit_compile`` asks
+    (``keras.src.trainers.trainer.model_supports_jit``); ``xla_refused`` tells the caller
+    to say so. Under JAX ``"auto"`` is on with an accelerator (without jit Keras's JAX
+    trainer dispatches every op from Python) and off on CPU, where it keeps a pack exactly
+    equal to its cells run alone: with XLA the fused computation rounds differently, a
+    pack of two differed from separate runs by 7e-9 in a float64 loss after one epoch
+    (tests/test_train.py, the JAX test, with jit on).
+    """
+    if not isinstance(option, bool) and option != "auto":
+        raise ValueError(f"jit_compile must be true, false or 'auto'. Received: {option!r}")
+    if keras.backend.backend() == "tensorflow":
+        return False
+    return _has_accelerator() if option == "auto" else option
+
+
+def xla_refused(option: bool | str) -> bool:
+    """True when XLA was asked for and the backend's determinism rules it out."""
+    return option is True and not resolve_jit_compile(option)
 
 
 __all__ = ["LAYOUTS", "PACKS", "PackCache", "PackedSGD", "build_pack", "cell_weights",
            "float_type", "mirrored_strategy", "reset_pack", "resolve_jit_compile",
-           "resolve_layout"]
+           "resolve_layout", "xla_refused"]

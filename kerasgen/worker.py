@@ -88,8 +88,13 @@ def record_worker(store: Store, study_id: int, worker: str, device: str,
     study's environment: everything that could differ between cells is recorded."""
     import keras
 
-    from kerasgen.packing import resolve_jit_compile, resolve_layout
+    from kerasgen.packing import resolve_jit_compile, resolve_layout, xla_refused
 
+    if xla_refused(options.jit_compile):
+        print(f"kerasgen: worker {worker}: --jit-compile on has no effect under TensorFlow: "
+              "the runner turns op determinism on (a resumed cell gives the same numbers) "
+              "and Keras then compiles without XLA; recorded as jit_compile false. "
+              "KERAS_BACKEND=jax trains with XLA.", file=sys.stderr, flush=True)
     store.update_study_environment(study_id, **{f"worker {worker}": {
         "device": device,
         "keras_backend": keras.backend.backend(),

@@ -154,6 +154,8 @@ def bench_training(args, shape, between_repeats=None):
                 args.seconds / step)))
             config.status = "measured"
             configs.append(config)
+            print(f"built {config.label} in {config.build_s:.0f} s ({step:.3f} s per step)",
+                  flush=True)
         except Exception as exc:  # report and go on (e.g. a layout a backend lacks)
             config.status, config.note = "failed", f"{type(exc).__name__}: {str(exc)[:120]}"
             print(f"{config.label}: failed: {config.note}", flush=True)

@@ -313,6 +313,24 @@ def test_spec_training_options_reach_the_optimizer(tmp_path):
     assert worker["keras_backend"] == "tensorflow" and worker["pack_size"] == 1
 
 
+def test_xla_asked_for_under_tensorflow_is_recorded_as_the_compile_that_ran(tmp_path, capsys):
+    """The runner's op determinism makes Keras compile without XLA under TensorFlow; the
+    study records what ran (the pack's own jit_compile), not what was asked, and says so."""
+    import json
+
+    from kerasgen.packing import PACKS
+
+    db = tmp_path / "x.db"
+    run_study(study(tmp_path, [0.05], epochs=1), db,
+              RunOptions(pack_size=1, jit_compile=True, data_dir=str(tmp_path)), progress=False)
+    with Store(db) as store:
+        env = json.loads(store.study("t")["environment_json"])
+    (worker,) = [v for k, v in env.items() if k.startswith("worker ")]
+    assert PACKS.net.jit_compile is False
+    assert worker["jit_compile"] is PACKS.net.jit_compile
+    assert "--jit-compile on has no effect under TensorFlow" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- clean metrics, dtype, last batch
 
 def test_clean_train_metrics_are_the_weights_evaluated_like_the_test_set_on_a_fixed_subset(
