@@ -23,9 +23,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/kerasgen demo --db $(DEMO_DB)
 
-# Two test processes (pytest-xdist; each test file stays in one): ~11 min on 2 cores.
+# Two test processes (pytest-xdist; an idle process takes tests from the busy one): ~11 min on 2 cores.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist worksteal
 
 clean-demo:
 	rm -rf $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm $(DEMO_DB).checkpoints data/demo-figures
