@@ -26,11 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kerasgen.report import render_report  # noqa: E402
+from kerasgen.spec import preset  # noqa: E402
 
-MODELS = ("resnet110", "vgg19")
-DATASETS = ("cifar10", "cifar100")
-BATCH_SIZES = tuple(16 * k for k in range(1, 21))
-LEARNING_RATES = tuple(round(0.01 * k, 2) for k in range(1, 21))
+PAPER = preset("paper")  # the grid the paper trains, as kerasgen runs it
+MODELS, DATASETS = PAPER.models, PAPER.datasets
+BATCH_SIZES, LEARNING_RATES = PAPER.batch_sizes, PAPER.learning_rates
 
 
 def paper_frame(seeds: int, rng_seed: int = 0) -> pd.DataFrame:
