@@ -14,6 +14,14 @@ Public names (resolved lazily on first use):
 - ``load_epochs(db, ...)``       one row per cell per epoch
 - ``SQLiteLogger``               a Keras callback that streams epochs into a store
 - ``Store``, ``StoreError``      the store itself
+- ``spearman_tests(frame, metric=..., alpha=..., ...)``  Tables 1-3 of a results frame,
+  tidy: coefficients, the paper's and the permutation p-values, intervals over seeds,
+  adjusted p-values (``kerasgen.analysis``)
+- ``ratio_model(frame, metric=...)``  does only the ratio matter? ``metric ~ log2(batch
+  size) + log2(learning rate)`` per grid (statsmodels MixedLM; OLS with one seed), with
+  the test of beta_BS + beta_LR = 0
+- ``noise_floor(frame, ...)``, ``premise_check(frame, ...)``  do the cells differ by more
+  than seed noise; is every cell trained equally well
 """
 
 from __future__ import annotations
@@ -35,6 +43,10 @@ _LAZY = {
     "spec_from_dict": "kerasgen.spec",
     "preset": "kerasgen.spec",
     "RunOptions": "kerasgen.options",
+    "spearman_tests": "kerasgen.analysis",
+    "ratio_model": "kerasgen.analysis",
+    "noise_floor": "kerasgen.analysis",
+    "premise_check": "kerasgen.analysis",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -9,7 +9,8 @@ Public API (stable)
 -------------------
 - ``METRICS``, ``PAPER_METRIC``, ``PVALUE_METHODS``, ``TEST_COLUMNS``,
   ``DIRECTION_COLUMNS``, ``PREMISE_COLUMNS``, ``SEED_SUMMARY_COLUMNS``,
-  ``NOISE_COLUMNS``, ``MULTIPLE_TESTING_COLUMNS``, ``MIN_BOOTSTRAP_CELLS``
+  ``NOISE_COLUMNS``, ``MULTIPLE_TESTING_COLUMNS``, ``RATIO_MODEL_COLUMNS``,
+  ``MIN_INTERVAL_CELLS``, ``MIN_INTERVAL_SEEDS``, ``NOISE_ALPHA``, ``PREMISE_ALPHA``
                                                         constants (metric names and
   labels come from :mod:`kerasgen.vocabulary`)
 - ``normalize(frame) -> DataFrame``                     canonical copy (rounded LR/ratio)
@@ -24,17 +25,20 @@ Public API (stable)
 - ``expected_test_count(frame) -> int``                 tests the grid's shape implies
 - ``spearman_tests(frame, metric=..., alpha=..., pvalue=..., include_diverged=...,
   min_cells=3, permutations=9999, seed=0, *, intervals=True, confidence=0.95,
-  n_resamples=999, min_bootstrap=8) -> DataFrame``       Tables 1-3, tidy
+  n_resamples=999, min_interval=8, with_ratio_model=False) -> DataFrame``
+                                                        Tables 1-3, tidy
 - ``spearman_tests_all(frame, metrics=METRICS, **kwargs) -> DataFrame``
 - ``seed_tests(frame, metric=..., **kwargs) -> DataFrame``  Tables 1-3 of each seed alone
 - ``seed_summary(frame, metrics=METRICS) -> DataFrame``  mean, SD, n over seeds per cell
-- ``adjust_pvalues(tests) -> DataFrame``                Holm and BH columns
+- ``adjust_pvalues(tests) -> DataFrame``                Holm, BH and BY columns
 - ``multiple_testing_summary(tests) -> DataFrame``      significant results surviving them
-- ``noise_floor(frame, metric=...) -> DataFrame``       seed SD vs the grid's range
+- ``noise_floor(frame, metric=...) -> DataFrame``       one-way ANOVA across cells, ICC
 - ``direction_summary(tests) -> DataFrame``             does the paper's sign hold?
-- ``premise_check(frame, train_accuracy_threshold=0.99, alpha=0.005,
+- ``premise_check(frame, train_accuracy_threshold=0.99, alpha=0.05,
   include_diverged=True, metric=PAPER_METRIC) -> DataFrame``   trained to ~zero error,
   equally well? (with the direction of the confound, and small last batches)
+- ``ratio_model(frame, metric=..., confidence=0.95, alpha=0.05) -> DataFrame``
+  does only the ratio matter? beta_BS, beta_LR and the test of their sum = 0
 
 The tidy tests frame
 --------------------
@@ -47,28 +51,35 @@ vs ratio over the whole grid); ``variable`` -- ``"batch_size" | "learning_rate" 
 ``group_value`` -- the fixed learning rate / batch size (``None`` for Table 3);
 ``metric``; ``n`` -- finished cells behind the coefficient; ``n_diverged`` -- how
 many of their runs diverged; ``n_total`` -- cells of the group in the frame whatever
-their status; ``scc``, ``p_value``; ``pvalue_method`` -- ``"asymptotic"``,
-``"exact (120 permutations)"``, ``"monte-carlo (9999 resamples)"`` ...;
-``significant`` -- ``p_value < alpha``; ``alpha``; ``reason`` -- ``None`` or why
-there is no coefficient (``"fewer than 3 finished cells (n=2)"``,
-``"variable is constant"``, ``"metric is constant"``).
+their status; ``scc``, ``p_value`` -- the paper's test; ``pvalue_method`` --
+``"asymptotic"``, ``"exact (120 permutations)"``, ``"monte-carlo (9999 resamples)"``
+...; ``alpha``; ``significant`` -- the report's verdict, ``p_perm < alpha``;
+``reason`` -- ``None`` or why there is no coefficient (``"fewer than 3 finished cells
+(n=2)"``, ``"variable is constant"``, ``"metric is constant"``).
 
 Then, beyond the paper (see "Statistics" below):
 
-``n_runs`` -- finished runs behind the n cells; ``n_seeds`` -- seeds among them;
-``seeds_tested``, ``seed_scc_min``, ``seed_scc_max``, ``seed_scc_sd`` -- the
-coefficient of each seed alone: how many seeds have one, their range and SD (NaN
-with one seed); ``confidence`` -- the intervals' level (0.95); ``ci_low``,
-``ci_high`` -- the interval over cells, ``ci_method`` how it was computed
-(``"BCa bootstrap over cells (999 resamples)"``), ``ci_reason`` why there is none
-(``"fewer than 8 cells for a bootstrap over cells (n=4)"``); ``seed_ci_low``,
-``seed_ci_high``, ``seed_ci_reason`` -- the interval over seeds (``"one seed: no
-interval over seeds (it needs two or more)"``); ``p_holm``, ``p_bh`` -- Holm and
-Benjamini-Hochberg adjusted p-values over the test's table (one grid, metric and
-table), ``p_holm_all``, ``p_bh_all`` -- over every test of the metric in the frame;
-``slope``, ``slope_low``, ``slope_high`` -- the Theil-Sen slope of the metric (the
-cells' means) against log2 of the variable, i.e. the change per doubling, in the
-metric's units (x100 for accuracy points), with Sen's interval.
+``p_perm``, ``p_perm_method`` -- the permutation p-value of the verdict (Tables 1-2:
+the group's cells permuted, ``"exact (24 permutations)"`` or ``"monte-carlo (9999
+permutations)"``; Table 3: the grid's rows and columns, ``"... permutations of rows
+and columns"``); ``min_p`` -- the smallest p-value that test can give the group,
+``can_reach`` -- ``min_p < alpha`` (None without a coefficient); ``significant_paper``
+-- the paper's verdict, ``p_value < alpha``; ``n_runs`` -- finished runs behind the n
+cells; ``n_seeds`` -- seeds among them; ``seeds_tested``, ``seed_scc_min``,
+``seed_scc_max``, ``seed_scc_sd`` -- the coefficient of each seed alone: how many
+seeds have one, their range (the report's "range of 2 seeds") and SD (NaN with one
+seed); ``confidence`` -- the interval's level (0.95); ``ci_low``, ``ci_high`` -- the
+jackknife interval over seeds, ``ci_method`` (``"jackknife over 5 seeds, t(4)"``),
+``ci_reason`` why there is none (``"two seeds: the range of their coefficients, not
+an interval (it needs 3 or more seeds)"``, ``"fewer than 8 cells for an interval
+(n=4)"``); ``family`` -- the family of the adjusted p-values; ``p_holm``, ``p_bh``,
+``p_by`` -- Holm, Benjamini-Hochberg and Benjamini-Yekutieli over it, ``p_holm_all``,
+``p_bh_all``, ``p_by_all`` -- over every test of the metric in the frame; ``slope``,
+``slope_low``, ``slope_high`` -- the Theil-Sen slope of the metric (the cells' means)
+against log2 of the variable, i.e. the change per doubling, in the metric's units,
+with its jackknife interval over seeds; on Table 3 rows with ``with_ratio_model``,
+``ratio_model`` (its method), ``beta_bs``, ``beta_lr``, ``beta_sum`` with
+``_low``/``_high`` and ``p_ratio`` (:func:`ratio_model`).
 
 Groups are defined by *all* rows of the frame (pending ones too), so a partial
 study yields as many tests as the finished one will, with a reason on those that
@@ -77,33 +88,38 @@ gives 4 x (20 + 20 + 1) = 164 rows per metric.
 
 Statistics
 ----------
+Every interval and verdict here is measured by ``scripts/bench_calibration.py`` on
+simulated grids with a known truth, under the noise this design has (seeds shared
+along a row or a column of the grid): the README shows its table.
+
 *Seeds are replicates.* A cell trained with several seeds is one point of a test: its
 metric is averaged over its finished seeds and the coefficient is computed on those
 means (n = cells). With one seed this is exactly the paper's test. Pooling the runs
-(the old behaviour) counted each cell once per seed, as if the grid had k times the
-cells, and made p-values too small (pseudo-replication).
+counted each cell once per seed and made p-values too small (pseudo-replication).
 
-*Two intervals, separate columns.* ``ci_low``/``ci_high`` resample the cells: the
-cells' (variable, mean) pairs are drawn with replacement (``scipy.stats.bootstrap``,
-BCa, ``n_resamples``), answering "how much would the coefficient move with other cells
-of the same kind"; groups below ``min_bootstrap`` cells (8) get a reason.
-``seed_ci_low``/``seed_ci_high`` resample whole seeds: k seed indices are drawn with
-replacement, every cell's mean is recomputed over the drawn seeds (a seed drawn twice
-weighs twice; a cell left without a drawn finished seed drops out) and the coefficient
-is computed on those means (percentile): seed noise, and only seed noise, enters it.
-With k seeds there are C(2k-1, k) distinct resamples (3 for two seeds), so with few
-seeds it is the spread of a handful of coefficients. Both are seeded from ``seed`` and
-the test's identity (each row is reproducible alone); a distribution that BCa cannot
-correct (every resample the same coefficient, e.g. a perfect ranking) gives the
-percentile interval, and the method says so.
+*Verdicts.* A permutation p-value decides: it keeps its level on this design, where
+the paper's t approximation does not (for Table 3 it treats 400 cells as independent
+when a seed lifts whole rows and columns; at n = 20 it is also a little
+anti-conservative near 0.005). The paper's p-value stays beside it. A group whose
+permutation test cannot reach alpha (four cells: 0.083 at best) says so.
 
-*Multiple testing.* The paper's per-test threshold stays (``significant``); the
-families for Holm (family-wise error) and Benjamini-Hochberg (false discovery rate) are
-each table of each grid and metric, and all tests of a metric (a report's 164).
+*One interval, over seeds.* Seeds are the independent draws of a study; the jackknife
+over seeds with t(k - 1) covers the coefficient the grid gives with k seeds (on
+average over draws of the seeds) at its rate from three seeds. Two seeds give their
+range, never an interval; one seed gives none (seed noise cannot be measured). No
+interval resamples cells: cells are a fixed design, and the bootstrap over cells (or
+over rows and columns) answers another question and misses its rate here.
 
-*Effect size and noise floor.* ``slope`` says how many accuracy points a doubling
-costs, beside the SCC that says only how consistently; :func:`noise_floor` sets the
-seed-to-seed SD against the range of the grid's cell means.
+*Multiple testing.* Holm (family-wise error), Benjamini-Hochberg and
+Benjamini-Yekutieli (false discovery rate; BY under any dependence) adjust ``p_perm``
+over each family: Tables 1-2, one grid's table; Table 3, the table's tests across
+grids, as the paper prints it; and over all tests of a metric.
+
+*Effect size, noise floor, the ratio.* ``slope`` says how many accuracy points a
+doubling costs, beside the SCC that says only how consistently; :func:`noise_floor`
+tests whether the cells differ by more than seed noise (one-way ANOVA, ICC);
+:func:`ratio_model` tests whether batch size and learning rate act only through their
+ratio.
 """
 
 from __future__ import annotations
@@ -111,6 +127,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import math
+import warnings
 import zlib
 from dataclasses import dataclass
 from typing import Iterable, Literal, Sequence
@@ -118,7 +135,7 @@ from typing import Iterable, Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from kerasgen.inference import MIN_BOOTSTRAP_CELLS
+from kerasgen.inference import MIN_BOOTSTRAP_CELLS  # noqa: F401 (public name)
 from kerasgen.vocabulary import (
     DIVERGED,
     DONE,
@@ -128,6 +145,7 @@ from kerasgen.vocabulary import (
     METRICS,
     PAPER_METRIC,
     metric_amount,
+    underfit_sign,
 )
 
 # --------------------------------------------------------------------------- constants
@@ -159,15 +177,19 @@ TEST_COLUMNS: list[str] = [
     "study", "model", "dataset", "table", "variable", "group_by", "group_value",
     "metric", "n", "n_diverged", "n_total", "scc", "p_value", "pvalue_method",
     "alpha", "significant", "reason",
+    # the verdict's p-value: permutations (Table 3: of rows and columns)
+    "p_perm", "p_perm_method", "min_p", "can_reach", "significant_paper",
     # seeds as replicates
     "n_runs", "n_seeds", "seeds_tested", "seed_scc_min", "seed_scc_max", "seed_scc_sd",
-    # intervals
+    # the interval (over seeds)
     "confidence", "ci_low", "ci_high", "ci_method", "ci_reason",
-    "seed_ci_low", "seed_ci_high", "seed_ci_reason",
     # multiple testing
-    "p_holm", "p_bh", "p_holm_all", "p_bh_all",
+    "family", "p_holm", "p_bh", "p_by", "p_holm_all", "p_bh_all", "p_by_all",
     # effect size
     "slope", "slope_low", "slope_high",
+    # does only the ratio matter? (Table 3 rows: the grid's ratio model)
+    "ratio_model", "beta_bs", "beta_bs_low", "beta_bs_high", "beta_lr", "beta_lr_low",
+    "beta_lr_high", "beta_sum", "beta_sum_low", "beta_sum_high", "p_ratio",
 ]
 
 SEED_SUMMARY_COLUMNS: list[str] = [
@@ -177,12 +199,21 @@ SEED_SUMMARY_COLUMNS: list[str] = [
 
 NOISE_COLUMNS: list[str] = [
     "study", "model", "dataset", "metric", "n_cells", "n_seeds", "n_replicated",
-    "seed_sd", "mean_min", "mean_max", "mean_range", "range_over_sd", "summary",
+    "seed_sd", "mean_min", "mean_max", "mean_range", "range_over_sd",
+    "anova_f", "anova_df_cells", "anova_df_seeds", "anova_p", "icc", "above_noise",
+    "summary",
 ]
 
 MULTIPLE_TESTING_COLUMNS: list[str] = [
     "metric", "tests", "tested", "alpha", "significant", "expected_by_chance",
-    "holm_table", "bh_table", "holm_all", "bh_all",
+    "cannot_reach", "holm_table", "bh_table", "by_table", "holm_all", "bh_all", "by_all",
+]
+
+RATIO_MODEL_COLUMNS: list[str] = [
+    "study", "model", "dataset", "metric", "n_cells", "n_runs", "n_seeds", "method",
+    "confidence", "beta_bs", "beta_bs_low", "beta_bs_high", "beta_lr", "beta_lr_low",
+    "beta_lr_high", "beta_sum", "beta_sum_low", "beta_sum_high", "p_ratio", "alpha",
+    "converged", "reason", "summary",
 ]
 
 DIRECTION_COLUMNS: list[str] = [
@@ -197,8 +228,8 @@ PREMISE_COLUMNS: list[str] = [
     "train_loss_min", "train_loss_median", "train_loss_max",
     "threshold", "n_below_threshold",
     "loss_ratio_scc", "loss_ratio_p", "accuracy_ratio_scc", "accuracy_ratio_p",
-    "metric", "metric_ratio_scc", "metric_ratio_p", "small_last_batches",
-    "ok", "warnings", "notes",
+    "metric", "metric_ratio_scc", "metric_ratio_p", "partial_scc", "alpha",
+    "fit_trend", "confound", "small_last_batches", "ok", "warnings", "notes",
 ]
 
 _KEYS = ["study", "model", "dataset"]
@@ -207,6 +238,22 @@ _SIG_DIGITS = 12
 
 SMALL_N = 10
 """Below this many cells scipy's asymptotic p-value is unreliable (and 0 when rho = +-1)."""
+
+MIN_INTERVAL_CELLS = MIN_BOOTSTRAP_CELLS
+"""Fewest cells a coefficient gets an interval from: Spearman's rho of four cells takes
+eleven values, and the jackknife over seeds of so discrete a statistic misses its rate
+(scripts/bench_calibration.py)."""
+
+MIN_INTERVAL_SEEDS = 3
+"""Fewest seeds behind an interval: the jackknife over seeds with t(k - 1); two seeds give
+the range of their two coefficients, never a "95 % CI"."""
+
+NOISE_ALPHA = 0.05
+"""Level of the noise floor's one-way ANOVA ("the cells differ by more than seed noise")."""
+
+PREMISE_ALPHA = 0.05
+"""Level of the premise check's tests of a trend in fit: a check for a confound should
+catch one at p = 0.08 rather than wait for the discovery threshold 0.005."""
 
 # --------------------------------------------------------------------------- helpers
 
@@ -327,6 +374,17 @@ def finished_cells(
     values = pd.to_numeric(frame[metric], errors="coerce").astype(float)
     keep = frame["status"].isin(statuses) & np.isfinite(values)
     return frame.loc[keep].copy()
+
+
+def _by_grid(done: pd.DataFrame) -> "dict[tuple[str, str, str], pd.DataFrame]":
+    """The finished runs of each (study, model, dataset), split once (filtering the
+    frame per grid would cost a pass over every run for each grid)."""
+    return {tuple(str(k) for k in key): part
+            for key, part in done.groupby(_KEYS, sort=False)}
+
+
+def _runs_of(grids: dict, key: tuple[str, str, str], like: pd.DataFrame) -> pd.DataFrame:
+    return grids.get(key, like.iloc[0:0])
 
 
 # --------------------------------------------------------------------------- one test
@@ -583,22 +641,27 @@ def _one_test(
     matrix: np.ndarray,
     *,
     pvalue: PValueMethod,
+    alpha: float,
     min_cells: int,
     permutations: int,
     seed_parts: tuple[int, ...],
     intervals: bool,
     confidence: float,
-    n_resamples: int,
-    min_bootstrap: int,
+    min_interval: int,
     constant_design: bool,
+    layout: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, object]:
     """Every number of one test: the coefficient of the cells' seed means (the paper's
-    test with one seed), its intervals over cells and over seeds, the per-seed
-    coefficients and the Theil-Sen slope against log2 of the variable."""
+    test with one seed) with the paper's p-value and the permutation p-value the verdict
+    uses, its interval over seeds, the per-seed coefficients and the Theil-Sen slope
+    against log2 of the variable. ``layout`` (Table 3): each cell's row and column in the
+    grid and the grid's variable as a rows x columns matrix, for the permutation of rows
+    and columns."""
     from kerasgen import inference
 
     nan = float("nan")
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         means = np.nanmean(matrix, axis=1) if matrix.size else np.empty(0)
     result = spearman(x, means, pvalue=pvalue, min_cells=min_cells,
                       permutations=permutations, seed_parts=seed_parts)
@@ -611,21 +674,51 @@ def _one_test(
         "n": result.n, "scc": result.scc, "p_value": result.p_value,
         "pvalue_method": result.method, "reason": reason, "n_seeds": seeds_with_runs,
         "confidence": float(confidence),
+        "p_perm": nan, "p_perm_method": "none", "min_p": nan, "can_reach": None,
     }
+    if reason is None:
+        rng = inference.make_rng((*seed_parts, 3))
+        if layout is None:
+            p, method = inference.permutation_pvalue(x, means, permutations, rng,
+                                                     max_exact=MAX_EXACT_N)
+            smallest = inference.smallest_pvalue(x, permutations, max_exact=MAX_EXACT_N)
+        else:
+            rows, cols, grid_x = layout
+            grid_y = np.full(grid_x.shape, np.nan)
+            grid_y[rows, cols] = means
+            p, method = inference.grid_permutation_pvalue(grid_x, grid_y, permutations, rng)
+            smallest = inference.grid_smallest_pvalue(grid_x, np.isfinite(grid_y),
+                                                      permutations)
+        out.update({"p_perm": p, "p_perm_method": method, "min_p": smallest,
+                    "can_reach": bool(smallest < alpha)})
+    out["significant"] = bool(reason is None and math.isfinite(out["p_perm"])  # type: ignore
+                              and out["p_perm"] < alpha)  # type: ignore[operator]
+    out["significant_paper"] = bool(reason is None and math.isfinite(result.p_value)
+                                    and result.p_value < alpha)
     no_test = f"no coefficient ({reason})" if reason else None
+    k = seeds_with_runs
     if reason is not None or not intervals:
-        why = no_test or "intervals not computed"
-        cells_ci = seeds_ci = inference.Interval.none(why)
+        ci = inference.Interval.none(no_test or "intervals not computed")
         slope = (nan, nan, nan)
     else:
-        cells_ci = inference.cells_interval(
-            x, means, confidence=confidence, n_resamples=n_resamples,
-            min_cells=min_bootstrap, rng=inference.make_rng((*seed_parts, 1)))
-        seeds_ci = inference.seeds_interval(
-            x, matrix, confidence=confidence, n_resamples=n_resamples,
-            rng=inference.make_rng((*seed_parts, 2)))
-        slope = (inference.theil_sen(np.log2(x), means, confidence) if (x > 0).all()
-                 else (nan, nan, nan))
+        positive = bool((x > 0).all())
+        if k < MIN_INTERVAL_SEEDS:
+            ci = inference.Interval.none(
+                "one seed: seed noise cannot be measured, so no interval (it needs "
+                f"{MIN_INTERVAL_SEEDS} or more seeds)" if k <= 1 else
+                f"two seeds: the range of their coefficients, not an interval (it needs "
+                f"{MIN_INTERVAL_SEEDS} or more seeds)")
+        elif result.n < min_interval:
+            ci = inference.Interval.none(f"fewer than {min_interval} cells for an "
+                                         f"interval (n={result.n})")
+        else:
+            ci = inference.seeds_jackknife(x, matrix, confidence, MIN_INTERVAL_SEEDS)
+        point = (inference.theil_sen(np.log2(x), means, confidence)[0] if positive
+                 else nan)
+        slope_ci = (inference.seeds_jackknife_of(
+            lambda m: _theil_sen_slope(np.log2(x), m), matrix, confidence,
+            MIN_INTERVAL_SEEDS) if ci.reason is None and positive else None)
+        slope = (point, slope_ci.low if slope_ci else nan, slope_ci.high if slope_ci else nan)
     per_seed = []
     if reason is None:
         if matrix.shape[1] == 1:
@@ -637,10 +730,8 @@ def _one_test(
                 if len(xs) >= max(min_cells, 2) and np.ptp(xs) > 0 and np.ptp(ys) > 0:
                     per_seed.append(_scc(xs, ys))
     out.update({
-        "ci_low": cells_ci.low, "ci_high": cells_ci.high, "ci_method": cells_ci.method,
-        "ci_reason": cells_ci.reason,
-        "seed_ci_low": seeds_ci.low, "seed_ci_high": seeds_ci.high,
-        "seed_ci_reason": seeds_ci.reason,
+        "ci_low": ci.low, "ci_high": ci.high, "ci_method": ci.method,
+        "ci_reason": ci.reason,
         "seeds_tested": len(per_seed),
         "seed_scc_min": min(per_seed) if per_seed else nan,
         "seed_scc_max": max(per_seed) if per_seed else nan,
@@ -650,27 +741,52 @@ def _one_test(
     return out
 
 
+def _theil_sen_slope(x: np.ndarray, y: np.ndarray) -> float:
+    """The Theil-Sen slope of y on x (cells whose y is NaN left out)."""
+    from scipy.stats import theilslopes
+
+    ok = np.isfinite(y)
+    if ok.sum() < 2 or np.ptp(x[ok]) == 0:
+        return float("nan")
+    return float(theilslopes(y[ok], x[ok]).slope)
+
+
+def family_of(table: int) -> str:
+    """The family a test's adjusted p-values are computed over, in words."""
+    return ("the table: every grid's Table 3" if int(table) == 3
+            else "the grid's table")
+
+
 def adjust_pvalues(tests: pd.DataFrame) -> pd.DataFrame:
-    """A copy of a tests frame with ``p_holm`` and ``p_bh`` (Holm-Bonferroni and
-    Benjamini-Hochberg over each *family*: one table of one grid and metric, i.e. the
-    rows sharing study, model, dataset, metric and table) and ``p_holm_all`` /
-    ``p_bh_all`` (over every test of the metric in the frame: a report's 164 for the
-    paper's grid). Tests without a p-value are not counted in a family."""
+    """A copy of a tests frame with adjusted p-values of the verdict's p-value
+    (``p_perm``; ``p_value`` where a frame lacks it): ``p_holm`` (Holm-Bonferroni,
+    family-wise error), ``p_bh`` (Benjamini-Hochberg, false discovery rate) and
+    ``p_by`` (Benjamini-Yekutieli, false discovery rate under any dependence: the tests
+    of a grid share its cells) over each test's *family* (``family``): for Tables 1 and
+    2 one table of one grid and metric (the 20 tests of Table 1 of ResNet-110 on
+    CIFAR-10), for Table 3 the table itself, every grid's whole-grid test of the metric,
+    as the paper prints it; and ``p_holm_all`` / ``p_bh_all`` / ``p_by_all`` over every
+    test of the metric in the frame (a report's 164). Tests without a p-value are not
+    counted in a family."""
     from kerasgen import inference
 
     out = tests.copy()
     if out.empty:
-        for col in ("p_holm", "p_bh", "p_holm_all", "p_bh_all"):
+        for col in ("family", "p_holm", "p_bh", "p_by", "p_holm_all", "p_bh_all", "p_by_all"):
             out[col] = pd.Series(dtype=float)
         return out
-    p = pd.to_numeric(out["p_value"], errors="coerce").astype(float)
-    family = ["study", "model", "dataset", "metric", "table"]
-    out["p_holm"] = p.groupby([out[c] for c in family], sort=False).transform(inference.holm)
-    out["p_bh"] = p.groupby([out[c] for c in family], sort=False).transform(
-        inference.benjamini_hochberg)
-    out["p_holm_all"] = p.groupby(out["metric"], sort=False).transform(inference.holm)
-    out["p_bh_all"] = p.groupby(out["metric"], sort=False).transform(
-        inference.benjamini_hochberg)
+    column = "p_perm" if "p_perm" in out.columns else "p_value"
+    p = pd.to_numeric(out[column], errors="coerce").astype(float)
+    table = pd.to_numeric(out["table"], errors="coerce")
+    grid = out["study"].astype(str) + "\0" + out["model"].astype(str) + "\0" + \
+        out["dataset"].astype(str)
+    family = np.where(table == 3, "", grid)
+    keys = [pd.Series(family, index=out.index), out["metric"], out["table"]]
+    out["family"] = [family_of(t) for t in table]
+    for name, adjust in (("holm", inference.holm), ("bh", inference.benjamini_hochberg),
+                         ("by", inference.benjamini_yekutieli)):
+        out[f"p_{name}"] = p.groupby(keys, sort=False).transform(adjust)
+        out[f"p_{name}_all"] = p.groupby(out["metric"], sort=False).transform(adjust)
     return out
 
 
@@ -687,7 +803,8 @@ def spearman_tests(
     intervals: bool = True,
     confidence: float = 0.95,
     n_resamples: int = 999,
-    min_bootstrap: int = MIN_BOOTSTRAP_CELLS,
+    min_interval: int = MIN_INTERVAL_CELLS,
+    with_ratio_model: bool = False,
 ) -> pd.DataFrame:
     """Spearman tests of Tables 1-3 of the paper for every (study, model, dataset).
 
@@ -701,36 +818,53 @@ def spearman_tests(
 
     Seeds are replicates: each coefficient is computed on the cells' means over their
     finished seeds (``n`` cells, never the ``n_runs`` runs pooled), so with one seed it
-    is exactly the paper's test.  ``significant`` is ``p_value < alpha`` (the paper uses
-    0.005); ``p_holm``/``p_bh`` and ``p_holm_all``/``p_bh_all`` adjust the p-values
-    over the test's table and over every test of the metric (:func:`adjust_pvalues`).
+    is exactly the paper's test, and ``p_value`` is the paper's p-value (``pvalue``:
+    asymptotic from 10 cells, as the paper; see :func:`spearman`).
 
-    ``intervals`` (default True): ``ci_low``/``ci_high``, a BCa bootstrap interval
-    over cells at ``confidence`` from ``n_resamples`` resamples (groups of fewer than
-    ``min_bootstrap`` cells get a ``ci_reason`` instead), ``seed_ci_low``/
-    ``seed_ci_high``, a percentile bootstrap over whole seeds (two or more seeds), and
-    the Theil-Sen ``slope`` of the metric against log2 of the variable with its
-    interval (see :mod:`kerasgen.inference`).  Monte Carlo p-values and every bootstrap
-    are seeded from ``seed`` and the group's identity, so each row is reproducible on
-    its own.  Returns a frame with columns :data:`TEST_COLUMNS`, sorted by study,
-    model, dataset, table, group value.
+    The verdict: ``significant`` is ``p_perm < alpha`` (the paper uses 0.005), where
+    ``p_perm`` is a permutation p-value that keeps its level on this design: Tables 1-2
+    permute the cells of the group (exact up to 8 cells, else Monte Carlo with
+    ``permutations`` draws), Table 3 permutes the grid's rows (batch sizes) and columns
+    (learning rates), since a seed may lift a whole row or column and the paper's
+    p-value, which counts 400 independent cells, then rejects far too often.
+    ``significant_paper`` keeps the paper's verdict (``p_value < alpha``). ``min_p`` is
+    the smallest p-value the permutation test can give the group and ``can_reach``
+    whether it is below alpha: four cells can never reach 0.005 (smallest p 0.083).
+    ``p_holm``/``p_bh``/``p_by`` and the ``_all`` columns adjust ``p_perm`` over each
+    test's family and over every test of the metric (:func:`adjust_pvalues`).
+
+    ``intervals`` (default True): ``ci_low``/``ci_high``, the jackknife over seeds with
+    t(k - 1) at ``confidence`` (:func:`kerasgen.inference.seeds_jackknife`), with three
+    or more seeds and ``min_interval`` or more cells; otherwise ``ci_reason`` says why
+    there is none (with two seeds, ``seed_scc_min``/``seed_scc_max`` hold the range of
+    the two coefficients). ``slope`` is the Theil-Sen slope of the metric against log2
+    of the variable, ``slope_low``/``slope_high`` its jackknife interval over seeds
+    (same conditions). ``n_resamples`` is kept for callers of the bootstrap intervals
+    this function no longer prints (:mod:`kerasgen.inference` keeps them; the harness
+    scripts/bench_calibration.py measures why). ``with_ratio_model`` (default False) fills
+    the Table 3 rows' ``beta_*`` and ``p_ratio`` columns with :func:`ratio_model`.
+
+    Monte Carlo p-values are seeded from ``seed`` and the group's identity, so each row
+    is reproducible on its own. Returns a frame with columns :data:`TEST_COLUMNS`,
+    sorted by study, model, dataset, table, group value.
     """
     if pvalue not in PVALUE_METHODS:
         raise ValueError(f"pvalue must be one of {PVALUE_METHODS}, not {pvalue!r}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be between 0 and 1, not {confidence!r}")
+    del n_resamples  # no printed interval is a bootstrap any more
     if frame.empty:
         return pd.DataFrame(columns=TEST_COLUMNS)
     all_cells = normalize(_with_metric(frame, metric))
     done = finished_cells(all_cells, metric, include_diverged)
+    grids = _by_grid(done)
     rows: list[dict[str, object]] = []
     for key, grid in all_cells.groupby(_KEYS, sort=True):
         study, model, dataset = (str(k) for k in key)
-        grid_done = done[
-            (done["study"] == study) & (done["model"] == model) & (done["dataset"] == dataset)
-        ]
+        grid_done = _runs_of(grids, (study, model, dataset), done)
         seeds = _seed_matrix(grid_done, metric)
         design = grid.drop_duplicates(_CELL)
+        layout = _grid_layout(design, seeds.cells)
         for table, (variable, group_by) in TABLE_VARIABLE.items():
             if group_by is None:
                 groups = [(None, design, np.ones(len(seeds.cells), dtype=bool))]
@@ -744,28 +878,42 @@ def spearman_tests(
                 picked = seeds.cells[used]
                 stats_ = _one_test(
                     picked[variable].to_numpy(dtype=float), matrix,
-                    pvalue=pvalue, min_cells=min_cells, permutations=permutations,
+                    pvalue=pvalue, alpha=alpha, min_cells=min_cells,
+                    permutations=permutations,
                     seed_parts=(seed, _stable_seed(study, model, dataset, table, gv, metric)),
-                    intervals=intervals, confidence=confidence, n_resamples=n_resamples,
-                    min_bootstrap=min_bootstrap,
+                    intervals=intervals, confidence=confidence, min_interval=min_interval,
                     constant_design=_design_constant(cells, variable),
+                    layout=layout if group_by is None else None,
                 )
-                p = stats_["p_value"]
                 rows.append({
                     "study": study, "model": model, "dataset": dataset, "table": table,
                     "variable": variable, "group_by": group_by, "group_value": gv,
                     "metric": metric, "n_diverged": int(picked["diverged"].sum()),
                     "n_total": int(len(cells)), "alpha": float(alpha),
-                    "significant": bool(stats_["reason"] is None
-                                        and math.isfinite(p) and p < alpha),  # type: ignore
                     "n_runs": int(picked["runs"].sum()),
                     **stats_,
                 })
     out = adjust_pvalues(pd.DataFrame(rows)).reindex(columns=TEST_COLUMNS)
+    if with_ratio_model:
+        models = ratio_model(frame, metric=metric, include_diverged=include_diverged,
+                             confidence=confidence)
+        out = _with_ratio_model(out, models)
     # Keep ints as ints (batch sizes), floats as floats and None as None.
-    for col in ("group_by", "group_value", "reason", "ci_reason", "seed_ci_reason"):
+    for col in ("group_by", "group_value", "reason", "ci_reason", "can_reach"):
         out[col] = pd.Series([r[col] for r in rows], dtype=object, index=out.index)
     return out.reset_index(drop=True)
+
+
+def _grid_layout(design: pd.DataFrame, cells: pd.DataFrame
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each finished cell's row (batch size) and column (learning rate) in the grid of
+    ``design``, and the ratio of every (row, column) as a matrix."""
+    bss = np.sort(design["batch_size"].unique())
+    lrs = np.sort(design["learning_rate"].unique())
+    rows = np.searchsorted(bss, cells["batch_size"].to_numpy())
+    cols = np.searchsorted(lrs, cells["learning_rate"].to_numpy())
+    ratio = np.array([[round_sig(b / lr) for lr in lrs] for b in bss], dtype=float)
+    return rows, cols, ratio.reshape(len(bss), len(lrs))
 
 
 def spearman_tests_all(
@@ -804,42 +952,43 @@ def seed_tests(frame: pd.DataFrame, metric: str = PAPER_METRIC, **kwargs: object
 def multiple_testing_summary(tests: pd.DataFrame) -> pd.DataFrame:
     """How many results survive a correction for multiple testing: one row per metric of
     a tests frame (columns :data:`MULTIPLE_TESTING_COLUMNS`): ``tests`` (rows),
-    ``tested`` (with a p-value), ``significant`` (the paper's rule, p < alpha),
-    ``expected_by_chance`` (tested x alpha: the significant results expected if no
-    effect existed anywhere), and how many stay below alpha after Holm-Bonferroni and
-    Benjamini-Hochberg within each table (``holm_table``, ``bh_table``) and over every
-    test of the metric (``holm_all``, ``bh_all``)."""
+    ``tested`` (with a p-value), ``significant`` (the report's verdict, p_perm <
+    alpha), ``expected_by_chance`` (tested x alpha: the significant results expected if
+    no effect existed anywhere), ``cannot_reach`` (tested groups whose permutation test
+    cannot give p < alpha at all), and how many stay below alpha after Holm-Bonferroni,
+    Benjamini-Hochberg and Benjamini-Yekutieli within each test's family
+    (``holm_table``, ``bh_table``, ``by_table``; see :func:`adjust_pvalues`) and over
+    every test of the metric (``holm_all``, ``bh_all``, ``by_all``)."""
     if tests.empty:
         return pd.DataFrame(columns=MULTIPLE_TESTING_COLUMNS)
-    if "p_holm" not in tests.columns:
+    if "p_holm" not in tests.columns or "p_by" not in tests.columns:
         tests = adjust_pvalues(tests)
     rows = []
     for metric, part in tests.groupby("metric", sort=False):
         alpha = float(part["alpha"].iloc[0])
-        tested = int(pd.to_numeric(part["p_value"], errors="coerce").notna().sum())
+        column = "p_perm" if "p_perm" in part.columns else "p_value"
+        tested = int(pd.to_numeric(part[column], errors="coerce").notna().sum())
 
         def below(column: str, part: pd.DataFrame = part, alpha: float = alpha) -> int:
             return int((pd.to_numeric(part[column], errors="coerce") < alpha).sum())
 
+        unreachable = (int((part["can_reach"] == False).sum())  # noqa: E712 (object column)
+                       if "can_reach" in part.columns else 0)
         rows.append({
             "metric": metric, "tests": int(len(part)), "tested": tested, "alpha": alpha,
             "significant": int(part["significant"].astype(bool).sum()),
-            "expected_by_chance": tested * alpha,
+            "expected_by_chance": tested * alpha, "cannot_reach": unreachable,
             "holm_table": below("p_holm"), "bh_table": below("p_bh"),
-            "holm_all": below("p_holm_all"), "bh_all": below("p_bh_all"),
+            "by_table": below("p_by"), "holm_all": below("p_holm_all"),
+            "bh_all": below("p_bh_all"), "by_all": below("p_by_all"),
         })
     return pd.DataFrame(rows, columns=MULTIPLE_TESTING_COLUMNS)
 
 
 # --------------------------------------------------------------------------- noise floor
 
-NOISE_CLEAR = 4.0
-"""A grid whose cell means span at least this many seed-to-seed SDs stands "well above
-seed noise"; from half of it, "a few SDs"; below, "within seed noise"."""
-
-
-def _noise_sentence(metric: str, n_cells: int, n_seeds: int, n_rep: int, per_cell: float,
-                    sd: float, spread: float) -> str:
+def _noise_sentence(metric: str, n_cells: int, n_rep: int, sd: float, spread: float,
+                    f: float, df: tuple[int, int], p: float, icc: float) -> str:
     label = METRIC_SHORT.get(metric, metric)
     if n_cells == 0:
         return f"No finished cells yet, so no noise floor for the {label}."
@@ -847,66 +996,90 @@ def _noise_sentence(metric: str, n_cells: int, n_seeds: int, n_rep: int, per_cel
         return (f"One seed per cell, so the seed-to-seed noise of the {label} cannot be "
                 f"measured: nothing says how much of the {metric_amount(metric, spread)} "
                 f"spread of the {n_cells} cells is noise (run two or more seeds).")
-    where = (f"pooled over {n_rep} cells with {n_seeds} seeds; a mean of "
-             f"{per_cell:g} seeds is uncertain by about "
-             f"{metric_amount(metric, sd / math.sqrt(per_cell))}")
-    if sd == 0.0:
-        return (f"Every seed gave the same {label} in each of {n_rep} cells (seed-to-seed "
-                f"SD 0), against a range of {metric_amount(metric, spread)} across the "
-                f"{n_cells} cell means: the pattern is not seed noise.")
-    times = spread / sd
-    if times >= NOISE_CLEAR:
-        verdict = "the grid's pattern stands well above seed noise"
-    elif times >= NOISE_CLEAR / 2:
-        verdict = ("the pattern is only a few seed SDs tall, so neighbouring cells are not "
-                   "reliably ordered")
+    sizes = (f"seed-to-seed SD {metric_amount(metric, sd)} (pooled over {n_rep} cells) "
+             f"against a range of {metric_amount(metric, spread)} across the {n_cells} "
+             "cell means")
+    if not math.isfinite(p):
+        return (f"Every seed gave the same {label} in each cell ({sizes}): the pattern "
+                "is not seed noise." if sd == 0.0 else
+                f"No test of the noise floor ({sizes}).")
+    test = f"one-way ANOVA across cells F({df[0]}, {df[1]}) = {f:.2f}, {format_p_eq(p)}"
+    share = (f"{max(icc, 0.0):.0%} of the run-to-run variance of the {label} lies between "
+             f"cells (intraclass correlation {icc:.2f})")
+    if p < NOISE_ALPHA:
+        verdict = (f"The cells differ by more than seed noise ({test}, below "
+                   f"{NOISE_ALPHA:g}): {share}")
     else:
-        verdict = "the pattern is within seed noise"
-    return (f"Seed-to-seed SD of the {label} {metric_amount(metric, sd)} ({where}) against "
-            f"a range of {metric_amount(metric, spread)} across the {n_cells} cell means, "
-            f"{times:.1f} times the SD: {verdict}.")
+        verdict = (f"The cells do not differ by more than seed noise ({test}, not below "
+                   f"{NOISE_ALPHA:g}): {share}, so the grid's pattern may be noise")
+    return f"{verdict}; {sizes}."
 
 
 def noise_floor(
     frame: pd.DataFrame, metric: str = PAPER_METRIC, include_diverged: bool = True
 ) -> pd.DataFrame:
-    """The noise floor of each grid: the seed-to-seed standard deviation of ``metric``
-    against the range of the grid's cell means, with one plain sentence (``summary``).
+    """The noise floor of each grid: do the cells differ by more than seed noise?
 
-    Columns :data:`NOISE_COLUMNS`: ``n_cells`` (cells with a finished run),
-    ``n_seeds`` (seeds with a finished run), ``n_replicated`` (cells with two or more
-    finished seeds), ``seed_sd`` (the pooled within-cell SD over those cells,
-    sqrt(sum (n_i - 1) s_i^2 / sum (n_i - 1)); NaN with one seed), ``mean_min`` /
-    ``mean_max`` / ``mean_range`` of the cell means, ``range_over_sd``."""
+    A one-way ANOVA across the grid's cells (``scipy.stats.f_oneway``; a cell's runs
+    are its group) tests whether the cell means differ by more than the seed-to-seed
+    noise, at :data:`NOISE_ALPHA` (``above_noise``); the intraclass correlation
+    ICC(1) = (MSB - MSW) / (MSB + (n0 - 1) MSW) says which share of the run-to-run
+    variance lies between cells. Needs two or more seeds in some cell.
+
+    Columns :data:`NOISE_COLUMNS`: ``n_cells`` (cells with a finished run), ``n_seeds``
+    (seeds with a finished run), ``n_replicated`` (cells with two or more finished
+    seeds), ``seed_sd`` (the pooled within-cell SD, sqrt(MSW); NaN with one seed),
+    ``mean_min`` / ``mean_max`` / ``mean_range`` of the cell means,
+    ``range_over_sd`` (descriptive: the range grows with the number of cells even for
+    pure noise, so it is no test), ``anova_f``, ``anova_df_cells``, ``anova_df_seeds``,
+    ``anova_p``, ``icc``, ``above_noise`` and a plain ``summary``."""
+    from scipy import stats
+
     if frame.empty:
         return pd.DataFrame(columns=NOISE_COLUMNS)
     all_cells = normalize(_with_metric(frame, metric))
     done = finished_cells(all_cells, metric, include_diverged)
+    grids = _by_grid(done)
     nan = float("nan")
     rows = []
     for key in all_cells.groupby(_KEYS, sort=True).groups:
         study, model, dataset = (str(k) for k in key)
-        runs = done[(done["study"] == study) & (done["model"] == model)
-                    & (done["dataset"] == dataset)]
+        runs = _runs_of(grids, (study, model, dataset), done)
         per_cell = runs.groupby(_CELL, sort=True)[metric].agg(["mean", "var", "count"])
         replicated = per_cell[per_cell["count"] >= 2]
+        n_cells = int(len(per_cell))
+        total = int(per_cell["count"].sum()) if n_cells else 0
+        df_cells, df_seeds = n_cells - 1, total - n_cells
+        f = p = icc = nan
+        if n_cells >= 2 and df_seeds > 0:
+            groups = [g.to_numpy(dtype=float) for _, g in runs.groupby(_CELL, sort=True)[metric]]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = stats.f_oneway(*groups)
+            f, p = float(res.statistic), float(res.pvalue)
+            counts = per_cell["count"].to_numpy(dtype=float)
+            msw = float(((counts - 1) * per_cell["var"].fillna(0.0)).sum()) / df_seeds
+            grand = float(runs[metric].mean())
+            msb = float((counts * (per_cell["mean"] - grand) ** 2).sum()) / df_cells
+            n0 = (total - float((counts ** 2).sum()) / total) / df_cells
+            icc = (msb - msw) / (msb + (n0 - 1) * msw) if msb + (n0 - 1) * msw > 0 else nan
         dof = float((replicated["count"] - 1).sum())
         sd = (math.sqrt(float(((replicated["count"] - 1) * replicated["var"]).sum()) / dof)
               if dof else nan)
-        n_cells = int(len(per_cell))
         low = float(per_cell["mean"].min()) if n_cells else nan
         high = float(per_cell["mean"].max()) if n_cells else nan
         spread = high - low
         times = spread / sd if math.isfinite(sd) and sd > 0 else nan
         n_seeds = int(runs["seed"].nunique())
-        typical = float(replicated["count"].median()) if len(replicated) else 1.0
         rows.append({
             "study": study, "model": model, "dataset": dataset, "metric": metric,
             "n_cells": n_cells, "n_seeds": n_seeds, "n_replicated": int(len(replicated)),
             "seed_sd": sd, "mean_min": low, "mean_max": high, "mean_range": spread,
-            "range_over_sd": times,
-            "summary": _noise_sentence(metric, n_cells, n_seeds, int(len(replicated)),
-                                       typical, sd, spread),
+            "range_over_sd": times, "anova_f": f, "anova_df_cells": df_cells,
+            "anova_df_seeds": df_seeds, "anova_p": p, "icc": icc,
+            "above_noise": bool(math.isfinite(p) and p < NOISE_ALPHA),
+            "summary": _noise_sentence(metric, n_cells, int(len(replicated)), sd, spread,
+                                       f, (df_cells, df_seeds), p, icc),
         })
     return pd.DataFrame(rows, columns=NOISE_COLUMNS)
 
@@ -924,9 +1097,11 @@ def expected_sign(metric: str, variable: str) -> int:
     return -base if metric in GROWING_METRICS else base
 
 
-def _verdict(tested: int, sig_expected: int, sig_against: int) -> str:
+def _verdict(tested: int, sig_expected: int, sig_against: int, unreachable: int = 0) -> str:
     if tested == 0:
         return "untested"
+    if unreachable == tested:
+        return "cannot reach alpha"
     if sig_against == 0 and sig_expected == tested:
         return "holds"
     if sig_against == 0 and sig_expected * 2 > tested:
@@ -951,9 +1126,10 @@ def direction_summary(tests: pd.DataFrame) -> pd.DataFrame:
     with the expected sign), ``significant_expected`` / ``significant_against``
     (significant with / against it), ``verdict`` (``holds`` = every tested group
     significant in the expected direction; ``mostly holds`` = a majority and none
-    against; ``not significant``; ``mixed``; ``partly reversed``; ``reversed``;
-    ``weak``; ``untested``), ``holds`` (verdict is holds or mostly holds) and a
-    one-line ``summary`` in plain words.
+    against; ``not significant``; ``cannot reach alpha`` = no tested group has enough
+    cells for its permutation test to give p < alpha; ``mixed``; ``partly reversed``;
+    ``reversed``; ``weak``; ``untested``), ``holds`` (verdict is holds or mostly holds)
+    and a one-line ``summary`` in plain words.
     """
     if tests.empty:
         return pd.DataFrame(columns=DIRECTION_COLUMNS)
@@ -969,7 +1145,9 @@ def direction_summary(tests: pd.DataFrame) -> pd.DataFrame:
         sig = grp["significant"].astype(bool) & has
         sig_exp = int((sig & (np.sign(scc) == sign)).sum())
         sig_against = int((sig & (np.sign(scc) == -sign)).sum())
-        verdict = _verdict(tested, sig_exp, sig_against)
+        unreachable = (int(((grp["can_reach"] == False) & has).sum())  # noqa: E712
+                       if "can_reach" in grp.columns else 0)
+        verdict = _verdict(tested, sig_exp, sig_against, unreachable)
         alpha = float(grp["alpha"].iloc[0])
         word = "negative" if sign < 0 else "positive"
         what = {
@@ -978,19 +1156,22 @@ def direction_summary(tests: pd.DataFrame) -> pd.DataFrame:
             "ratio": "batch size / learning rate (whole grid)",
         }[str(variable)]
         label = METRIC_SHORT.get(str(metric), str(metric))
+        p_col = "p_perm" if "p_perm" in grp.columns else "p_value"
         if tested == 0:
             summary = f"{label} vs {what}: no group has enough finished cells yet ({verdict})."
         elif table == 3:
             row = grp[has].iloc[0]
             summary = (
-                f"{label} vs {what}: SCC {row['scc']:+.2f}, {format_p_eq(row['p_value'])} "
+                f"{label} vs {what}: SCC {row['scc']:+.2f}, {format_p_eq(row[p_col])} "
                 f"(n={int(row['n'])}), expected {word} -> {verdict}."
             )
         else:
+            reach = (f"; {unreachable} cannot reach p < {alpha:g} (too few cells)"
+                     if unreachable else "")
             summary = (
                 f"{label} vs {what}: {tested}/{len(grp)} groups tested, {with_sign} {word}, "
                 f"{sig_exp} significantly {word} and {sig_against} significantly the other way "
-                f"(p<{alpha:g}) -> {verdict}."
+                f"(p<{alpha:g}{reach}) -> {verdict}."
             )
         rows.append(
             {
@@ -1041,41 +1222,66 @@ def _small_last_batches(grid: pd.DataFrame, model: str, dataset: str) -> tuple:
     return tuple(out)
 
 
+def _ratio_trend(ratio: np.ndarray, column: np.ndarray, layout: tuple, permutations: int,
+                 seed_parts: tuple[int, ...], min_cells: int) -> tuple[float, float]:
+    """(Spearman's rho, the p-value of a permutation of the grid's rows and columns) of
+    a per-cell quantity against the ratio; NaN where there is no coefficient."""
+    from kerasgen import inference
+
+    nan = float("nan")
+    rows, cols, grid_x = layout
+    ok = np.isfinite(column)
+    res = spearman(ratio[ok], column[ok], pvalue="asymptotic", min_cells=min_cells)
+    if res.reason is not None:
+        return nan, nan
+    y = np.full(grid_x.shape, np.nan)
+    y[rows[ok], cols[ok]] = column[ok]
+    p, _ = inference.grid_permutation_pvalue(grid_x, y, permutations,
+                                             inference.make_rng(seed_parts))
+    return res.scc, p
+
+
 def premise_check(
     frame: pd.DataFrame,
     train_accuracy_threshold: float = 0.99,
-    alpha: float = 0.005,
+    alpha: float = PREMISE_ALPHA,
     include_diverged: bool = True,
     min_cells: int = 3,
     metric: str = PAPER_METRIC,
+    permutations: int = 999,
 ) -> pd.DataFrame:
     """Check the paper's premise: every cell trained to (almost) zero training error,
     equally well across the grid.
 
-    Per (study, model, dataset) over finished cells, on the clean training metrics at
-    the kept epoch (``train_eval_accuracy``/``train_eval_loss``: a fixed training subset
-    measured as the test set, the weights the cell is judged by); where a store lacks
-    them, on Keras's running final metrics, with a warning saying so
-    (``train_source``). Columns :data:`PREMISE_COLUMNS`: min/median/max of train
-    accuracy and loss over runs, how many runs are below ``train_accuracy_threshold``,
-    the Spearman correlation of train loss, train accuracy and ``metric`` with the ratio
-    (on the cells' means over seeds, as :func:`spearman_tests`), and the batch sizes
-    whose epoch ends with a batch smaller than a quarter of the batch size
-    (``small_last_batches``, batch-norm networks only).
+    Per (study, model, dataset), on the cells' means over their finished seeds (a cell
+    counts once, whatever its seeds), of the clean training metrics at the kept epoch
+    (``train_eval_accuracy``/``train_eval_loss``: a fixed training subset measured as
+    the test set, the weights the cell is judged by); where a store lacks them, of
+    Keras's running final metrics, with a warning saying so (``train_source``). Columns
+    :data:`PREMISE_COLUMNS`: ``n`` cells (``n_diverged``: diverged runs among them),
+    min/median/max of the cells' train accuracy and loss, how many cells are below
+    ``train_accuracy_threshold``, the Spearman correlations of train loss, train
+    accuracy and ``metric`` with the ratio, each with the p-value of a permutation of
+    the grid's rows and columns (as Table 3's verdict: it keeps its level when a seed
+    lifts a whole row or column), ``partial_scc`` (the metric against the ratio with the
+    clean train loss held fixed: does the ratio still predict once under-training is
+    accounted for?), and the batch sizes whose epoch ends with a batch smaller than a
+    quarter of the batch size (``small_last_batches``, batch-norm networks only).
 
-    ``warnings`` (``ok`` is True when there are none), in plain words:
+    A trend in fit (``fit_trend``) is a train loss or accuracy correlated with the ratio
+    at ``alpha`` (0.05: a check for a confound should not wait for the discovery
+    threshold). It is a ``confound`` when it would move ``metric`` the way ``metric``
+    moves: under-fitting lowers accuracy but *shrinks* a generalization gap
+    (:func:`kerasgen.vocabulary.underfit_sign`), so worse fit at large ratios explains
+    an accuracy falling with the ratio, and a gap falling with it, never a gap rising.
 
-    - under-trained cells;
-    - the confound: training loss rising (or training accuracy falling) with the
-      ratio while ``metric`` moves the paper's way, so large-ratio cells fit worse and
-      may test worse for that reason alone (both coefficients are given);
-    - unequal fit without the paper's trend in ``metric``;
-    - small last batches, with their weight in batch norm's moving averages;
-    - diverged cells; missing clean metrics; no finished cells.
+    ``warnings`` (``ok`` is True when there are none), in plain words, each from the
+    criterion that fired: under-trained cells; the confound; small last batches, with
+    their weight in batch norm's moving averages; diverged runs; missing clean
+    metrics; no finished cells. ``notes``: a trend in fit that cannot explain the
+    metric's trend."""
+    from kerasgen import inference
 
-    ``notes``: the opposite trend (large-ratio cells fit the training set *better* yet
-    test worse), which under-training cannot explain.
-    """
     if frame.empty:
         return pd.DataFrame(columns=PREMISE_COLUMNS)
     all_cells = normalize(add_derived_metrics(frame))
@@ -1088,101 +1294,111 @@ def premise_check(
         if col not in all_cells.columns:
             all_cells[col] = np.nan
     done = finished_cells(all_cells, acc_col, include_diverged)
+    grids = _by_grid(done)
     rows: list[dict[str, object]] = []
     nan = float("nan")
-    expected = expected_sign(metric, "ratio")
+    label = METRIC_SHORT.get(metric, metric)
+    what = "clean train" if clean else "running train"
     for key, grid in all_cells.groupby(_KEYS, sort=True):
         study, model, dataset = (str(k) for k in key)
-        cells = done[
-            (done["study"] == study) & (done["model"] == model) & (done["dataset"] == dataset)
-        ].sort_values(["batch_size", "learning_rate"], kind="mergesort")
-        acc = cells[acc_col].to_numpy(dtype=float)
-        loss = pd.to_numeric(cells[loss_col], errors="coerce").to_numpy(dtype=float)
-        target = pd.to_numeric(cells[metric], errors="coerce").to_numpy(dtype=float)
-        ratio = cells["ratio"].to_numpy(dtype=float)
-        n = int(len(cells))
-        n_div = int((cells["status"] == DIVERGED).sum())
-        warnings: list[str] = []
-        notes: list[str] = []
-        below = int((acc < train_accuracy_threshold).sum())
-        # The correlations with the ratio: on the cells' means over seeds (replicates,
-        # as in spearman_tests; one seed: the runs themselves).
-        means = pd.DataFrame({"ratio": ratio, "acc": acc, "loss": loss, "target": target,
-                              "bs": cells["batch_size"].to_numpy(),
-                              "lr": cells["learning_rate"].to_numpy()}
-                             ).groupby(["bs", "lr"], sort=True).mean()
-        m_ratio = means["ratio"].to_numpy(dtype=float)
+        runs = _runs_of(grids, (study, model, dataset), done)
+        n_div = int((runs["status"] == DIVERGED).sum())
+        values = pd.DataFrame({
+            "acc": runs[acc_col].to_numpy(dtype=float),
+            "loss": pd.to_numeric(runs[loss_col], errors="coerce").to_numpy(dtype=float),
+            "target": pd.to_numeric(runs[metric], errors="coerce").to_numpy(dtype=float),
+            "batch_size": runs["batch_size"].to_numpy(),
+            "learning_rate": runs["learning_rate"].to_numpy()})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            means = values.groupby(_CELL, sort=True).mean().reset_index()
+        n = int(len(means))
+        acc = means["acc"].to_numpy(dtype=float)
+        loss = means["loss"].to_numpy(dtype=float)
+        target = means["target"].to_numpy(dtype=float)
+        rows_, cols_, grid_x = _grid_layout(grid.drop_duplicates(_CELL), means)
+        ratio = grid_x[rows_, cols_] if n else np.empty(0)
+        seed_parts = (_stable_seed(study, model, dataset, "premise"),)
 
-        results = []
-        for column in ("loss", "acc", "target"):
-            values = means[column].to_numpy(dtype=float)
-            ok = np.isfinite(values)
-            results.append(spearman(m_ratio[ok], values[ok], min_cells=min_cells))
-        loss_res, acc_res, target_res = results
+        layout = (rows_, cols_, grid_x)
+        (loss_scc, loss_p), (acc_scc, acc_p), (target_scc, target_p) = (
+            _ratio_trend(ratio, column, layout, permutations, (*seed_parts, part), min_cells)
+            for part, column in enumerate((loss, acc, target)))
+        partial = inference.partial_spearman(ratio, target, loss) if n >= 4 else nan
         small = _small_last_batches(grid, model, dataset)
-        what = "clean train" if clean else "running train"
+        warnings_: list[str] = []
+        notes: list[str] = []
 
         def stat(fn, values: np.ndarray) -> float:
             values = values[np.isfinite(values)]
             return float(fn(values)) if len(values) else nan
 
-        def significant(res: SpearmanResult) -> bool:
-            return res.reason is None and res.p_value < alpha
-
         if n == 0:
-            warnings.append("no finished cells with a train accuracy yet")
+            warnings_.append("no finished cells with a train accuracy yet")
         if not clean and n:
-            warnings.append(
+            warnings_.append(
                 "the clean training metrics are missing (the store was written before "
                 "kerasgen measured them), so this check uses Keras's running averages over "
                 "the last epoch (augmented images, batch norm in training mode) and no gap "
                 "is computed")
+        below = int((acc < train_accuracy_threshold).sum())
         if below:
-            warnings.append(
+            warnings_.append(
                 f"{below} of {n} cells are below {train_accuracy_threshold:.0%} {what} "
-                f"accuracy (lowest {np.min(acc):.3f}): the paper assumes every cell is "
-                "trained to ~zero training error, so these cells are under-trained"
-            )
-        fits_worse = ((significant(loss_res) and loss_res.scc > 0)
-                      or (significant(acc_res) and acc_res.scc < 0))
-        fits_better = ((significant(loss_res) and loss_res.scc < 0)
-                       or (significant(acc_res) and acc_res.scc > 0))
-        fit_res, fit_name = ((loss_res, "loss") if significant(loss_res) else (acc_res, "accuracy"))
-        fit_text = (f"{what} {fit_name} {'rises' if fit_res.scc > 0 else 'falls'} with "
-                    f"batch size / learning rate (SCC {fit_res.scc:+.2f}, "
-                    f"{format_p_eq(fit_res.p_value)})") if fits_worse or fits_better else ""
-        paper_way = target_res.reason is None and np.sign(target_res.scc) == expected
-        label = METRIC_SHORT.get(metric, metric)
-        target_text = (f"{label} vs the ratio: SCC {target_res.scc:+.2f}, "
-                       f"{format_p_eq(target_res.p_value)}" if target_res.reason is None
-                       else f"{label} vs the ratio: {target_res.reason}")
-        if fits_worse and paper_way:
-            warnings.append(
-                f"{fit_text} while {target_text}, the paper's direction: large-ratio cells "
-                "fit the training set worse, so the correlation with the ratio may measure "
-                "under-training, not generalization")
-        elif fits_worse:
-            warnings.append(
-                f"{fit_text}, so cells are not equally well fitted ({target_text}, not the "
-                "paper's direction)")
-        elif fits_better and paper_way:
-            notes.append(
-                f"{fit_text} while {target_text}: large-ratio cells fit the training set "
-                "better yet test worse, which under-training cannot explain")
-        elif fits_better:
-            notes.append(f"{fit_text}; {target_text}")
+                f"accuracy (lowest {np.nanmin(acc):.3f}, a cell's mean over its seeds): the "
+                "paper assumes every cell is trained to ~zero training error, so these "
+                "cells are under-trained")
+        # Which criteria fired, and which way the fit goes with the ratio (+1: worse).
+        fired = []
+        for name, scc, p, worse_sign in (("loss", loss_scc, loss_p, 1),
+                                         ("accuracy", acc_scc, acc_p, -1)):
+            if math.isfinite(p) and p < alpha:
+                direction = "rises" if scc > 0 else "falls"
+                fired.append((f"{what} {name} {direction} with batch size / learning rate "
+                              f"(SCC {scc:+.2f}, {format_p_eq(p)})",
+                              1 if np.sign(scc) == worse_sign else -1))
+        fit_trend = bool(fired)
+        worse = {d for _, d in fired}
+        confound = False
+        if fit_trend:
+            text = " and ".join(t for t, _ in fired)
+            target_text = (f"{label} vs the ratio: SCC {target_scc:+.2f}, "
+                           f"{format_p_eq(target_p)}" if math.isfinite(target_scc)
+                           else f"{label} vs the ratio: no coefficient")
+            held = (f"; with the {what} loss held fixed the {label}'s partial SCC with the "
+                    f"ratio is {partial:+.2f}" if math.isfinite(partial) else "")
+            if len(worse) > 1:
+                notes.append(f"{text}: the two criteria disagree about which cells fit "
+                             f"better ({target_text})")
+            else:
+                direction = worse.pop()  # +1: large-ratio cells fit worse
+                predicted = underfit_sign(metric) * direction
+                where = "large" if direction > 0 else "small"
+                if math.isfinite(target_scc) and np.sign(target_scc) == predicted:
+                    confound = True
+                    warnings_.append(
+                        f"{text}: {where}-ratio cells fit the training set worse, and "
+                        f"the {label} moves with the ratio as under-fitting would move it "
+                        f"({target_text}), so its correlation with the ratio may measure "
+                        f"under-training, not generalization{held}")
+                else:
+                    notes.append(
+                        f"{text}: {where}-ratio cells fit the training set worse, but the "
+                        f"{label} moves the other way from what under-fitting would do "
+                        f"({target_text}), so under-training cannot explain its trend"
+                        f"{held}")
         if small:
             sizes = ", ".join(f"{bs} (last batch {rest})" for bs, rest in small)
             from kerasgen.naming import BN_MOMENTUM
 
-            warnings.append(
+            warnings_.append(
                 f"batch sizes {sizes} end each epoch with a batch of fewer than a quarter "
                 f"of their images, whose batch-norm statistics weigh {1 - BN_MOMENTUM:.0%} "
                 "in the moving averages the test uses; set training.last_batch = \"drop\" "
                 "to train without it")
         if n_div:
-            warnings.append(
-                f"{n_div} of {n} cells diverged; their metrics are from the last "
+            warnings_.append(
+                f"{n_div} of {int(len(runs))} runs diverged; their metrics are from the last "
                 "finite epoch" + ("" if include_diverged else " (excluded here)")
             )
         rows.append(
@@ -1201,17 +1417,122 @@ def premise_check(
                 "train_loss_max": stat(np.max, loss),
                 "threshold": float(train_accuracy_threshold),
                 "n_below_threshold": below,
-                "loss_ratio_scc": loss_res.scc,
-                "loss_ratio_p": loss_res.p_value,
-                "accuracy_ratio_scc": acc_res.scc,
-                "accuracy_ratio_p": acc_res.p_value,
+                "loss_ratio_scc": loss_scc,
+                "loss_ratio_p": loss_p,
+                "accuracy_ratio_scc": acc_scc,
+                "accuracy_ratio_p": acc_p,
                 "metric": metric,
-                "metric_ratio_scc": target_res.scc,
-                "metric_ratio_p": target_res.p_value,
+                "metric_ratio_scc": target_scc,
+                "metric_ratio_p": target_p,
+                "partial_scc": partial,
+                "alpha": float(alpha),
+                "fit_trend": fit_trend,
+                "confound": confound,
                 "small_last_batches": small,
-                "ok": not warnings,
-                "warnings": tuple(warnings),
+                "ok": not warnings_,
+                "warnings": tuple(warnings_),
                 "notes": tuple(notes),
             }
         )
     return pd.DataFrame(rows, columns=PREMISE_COLUMNS)
+
+
+# --------------------------------------------------------------------------- the ratio
+
+
+RATIO_MODEL_ONE_SEED = "ols"
+"""How :func:`ratio_model` fits a grid of one seed (``"ols"`` or ``"mixed"``; see
+:func:`kerasgen.inference.fit_ratio_model`)."""
+
+
+def ratio_model(
+    frame: pd.DataFrame,
+    metric: str = PAPER_METRIC,
+    include_diverged: bool = True,
+    confidence: float = 0.95,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Does only the ratio matter? Per (study, model, dataset), ``metric ~ log2(batch
+    size) + log2(learning rate)`` over the grid's finished runs
+    (:func:`kerasgen.inference.fit_ratio_model`: statsmodels MixedLM with a random
+    intercept per seed and seed x batch-size and seed x learning-rate variance
+    components; OLS with one seed). If the metric depended on batch size / learning rate
+    alone, log2(BS) and log2(LR) would act with opposite coefficients: beta_BS =
+    -beta_LR. Columns :data:`RATIO_MODEL_COLUMNS`: ``beta_bs``, ``beta_lr`` (change of
+    the metric per doubling) and their sum with ``confidence`` intervals, ``p_ratio``
+    (test of beta_BS + beta_LR = 0; below ``alpha`` the grid says more than the ratio
+    matters), ``method``, ``converged``, ``reason`` (why there is no fit) and a
+    ``summary`` in words."""
+    from kerasgen import inference
+
+    if frame.empty:
+        return pd.DataFrame(columns=RATIO_MODEL_COLUMNS)
+    all_cells = normalize(_with_metric(frame, metric))
+    done = finished_cells(all_cells, metric, include_diverged)
+    grids = _by_grid(done)
+    rows = []
+    for key in all_cells.groupby(_KEYS, sort=True).groups:
+        study, model, dataset = (str(k) for k in key)
+        runs = _runs_of(grids, (study, model, dataset), done)
+        fit = inference.fit_ratio_model(
+            runs[metric].to_numpy(dtype=float),
+            np.log2(runs["batch_size"].to_numpy(dtype=float)),
+            np.log2(runs["learning_rate"].to_numpy(dtype=float)),
+            runs["seed"].to_numpy(), confidence, one_seed=RATIO_MODEL_ONE_SEED)
+        n_cells = int(len(runs.drop_duplicates(_CELL)))
+        rows.append({
+            "study": study, "model": model, "dataset": dataset, "metric": metric,
+            "n_cells": n_cells, "n_runs": fit.n_runs, "n_seeds": fit.n_seeds,
+            "method": fit.method, "confidence": float(confidence),
+            **{name: getattr(fit, name) for name in (
+                "beta_bs", "beta_bs_low", "beta_bs_high", "beta_lr", "beta_lr_low",
+                "beta_lr_high", "beta_sum", "beta_sum_low", "beta_sum_high", "p_ratio")},
+            "alpha": float(alpha), "converged": fit.converged, "reason": fit.reason,
+            "summary": _ratio_sentence(metric, fit, confidence, alpha),
+        })
+    return pd.DataFrame(rows, columns=RATIO_MODEL_COLUMNS)
+
+
+def _ratio_sentence(metric: str, fit, confidence: float, alpha: float) -> str:
+    label = METRIC_SHORT.get(metric, metric)
+    if fit.reason is not None:
+        return f"No model of the {label}: {fit.reason}."
+
+    def amount(value: float) -> str:
+        return metric_amount(metric, value, signed=True)
+
+    def interval(low: float, high: float) -> str:
+        unit = " points" if amount(low).endswith(" points") else ""
+        return f"[{amount(low).removesuffix(unit)}, {amount(high).removesuffix(unit)}]{unit}"
+
+    level = f"{confidence:.0%}"
+    head = (f"Per doubling, the {label} changes by {amount(fit.beta_bs)} with batch size "
+            f"({level} CI {interval(fit.beta_bs_low, fit.beta_bs_high)}) and by "
+            f"{amount(fit.beta_lr)} with learning rate "
+            f"({interval(fit.beta_lr_low, fit.beta_lr_high)}); their sum, 0 if only the "
+            f"ratio mattered, is {amount(fit.beta_sum)} "
+            f"({interval(fit.beta_sum_low, fit.beta_sum_high)}), {format_p_eq(fit.p_ratio)}")
+    if fit.p_ratio < alpha:
+        verdict = (f": batch size and learning rate do not act only through their ratio "
+                   f"(p < {alpha:g}); doubling both would change the {label} by "
+                   f"{amount(fit.beta_sum)}")
+    else:
+        verdict = (f": consistent with only the ratio mattering (p >= {alpha:g}), within "
+                   f"the interval of the sum")
+    note = "" if fit.converged else " (the fit did not fully converge: read it with care)"
+    return head + verdict + note + f". Model: {fit.method}, {fit.n_runs} runs."
+
+
+def _with_ratio_model(tests: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
+    """Copy the grids' ratio models into their Table 3 rows."""
+    out = tests.copy()
+    out["ratio_model"] = out["ratio_model"].astype(object)
+    columns = ["beta_bs", "beta_bs_low", "beta_bs_high", "beta_lr", "beta_lr_low",
+               "beta_lr_high", "beta_sum", "beta_sum_low", "beta_sum_high", "p_ratio"]
+    for row in models.itertuples(index=False):
+        where = ((out["table"] == 3) & (out["study"] == row.study) & (out["model"] == row.model)
+                 & (out["dataset"] == row.dataset))
+        out.loc[where, "ratio_model"] = row.method
+        for col in columns:
+            out.loc[where, col] = getattr(row, col)
+    return out

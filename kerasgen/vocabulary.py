@@ -55,6 +55,20 @@ METRIC_SHORT: dict[str, str] = {
 GROWING_METRICS: tuple[str, ...] = ("gap", "loss_gap", "test_loss", "final_test_loss")
 """Metrics the paper predicts to grow with the ratio (accuracies fall)."""
 
+UNDERFIT_SIGN: dict[str, int] = {"gap": -1, "loss_gap": -1, "test_loss": 1,
+                                 "final_test_loss": 1}
+"""How a metric moves in a cell that under-fits (fits its training set worse): an
+accuracy falls (-1, the default), a test loss rises (+1), and a generalization gap
+shrinks (-1: an under-fitted network has less training accuracy to lose on the test set).
+So under-training at large ratios explains an accuracy that falls with the ratio (the
+paper's direction) but a gap that falls with it (against the paper's)."""
+
+
+def underfit_sign(metric: str) -> int:
+    """:data:`UNDERFIT_SIGN` of a metric (-1 for the accuracies)."""
+    return UNDERFIT_SIGN.get(metric, -1)
+
+
 POINT_METRICS: tuple[str, ...] = ("test_accuracy", "best_test_accuracy", "final_test_accuracy",
                                   "gap", "train_eval_accuracy", "final_train_accuracy")
 """Metrics that are fractions of a data set (accuracies and the accuracy gap): their
@@ -124,4 +138,5 @@ def display_name(name: str) -> str:
 
 __all__ = ["DIVERGED", "DONE", "FAILED", "FINISHED", "GROWING_METRICS", "KEPT_EPOCH_RULES",
            "METRICS", "METRIC_LABELS", "METRIC_SHORT", "PAPER_METRIC", "PENDING", "POINT_METRICS",
-           "RUNNING", "STATUSES", "display_name", "metric_amount", "metric_label", "short_label"]
+           "RUNNING", "STATUSES", "UNDERFIT_SIGN", "display_name", "metric_amount",
+           "metric_label", "short_label", "underfit_sign"]

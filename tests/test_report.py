@@ -115,12 +115,16 @@ def test_markdown_cells_show_the_tests_values_and_bold_only_significant_p(frame)
     t1 = tests[(tests["table"] == 1) & (tests["model"] == "resnet110") & (tests["dataset"] == "cifar10")]
     for line, row in zip(rows, t1.itertuples()):
         cells = [c.strip() for c in line.split("|")[1:-1]]
-        assert cells[1] == f"{row.scc:.2f}"
-        # the interval column (4 cells per group: too few for a bootstrap, with a reason)
-        assert cells[2].startswith("n/a (") and "bootstrap over cells" in row.ci_reason
-        p = R.format_p(row.p_value)
-        marks = ("†" if row.p_holm < 0.05 else "") + ("‡" if row.p_bh < 0.05 else "")
-        assert cells[3] == (f"**{p}**" if row.p_value < 0.05 else p) + marks
+        # One seed: no interval column; the paper's p, then the verdict's p.
+        assert cells[1] == f"{row.scc:.2f}" and cells[2] == R.format_p(row.p_value)
+        p = R.format_p(row.p_perm)
+        marks = (("†" if row.p_holm < 0.05 else "") + ("‡" if row.p_bh < 0.05 else "")
+                 + ("§" if row.p_by < 0.05 else ""))
+        assert cells[3].startswith((f"**{p}**" if row.p_perm < 0.05 else p) + marks)
+        # Four cells per group: no permutation p below 0.083, so none can reach 0.05.
+        assert not row.can_reach and cells[3].endswith(")")
+    text = R.table_markdown(tests, 1)
+    assert "cannot reach α = 0.05 (n = 4: smallest p 0.083): 17 group(s)." in text
 
 
 def test_markdown_n_goes_to_a_footnote_when_all_equal():
@@ -213,8 +217,10 @@ def test_csv_leads_with_the_chosen_metric(frame):
 
 def test_latex_renders_three_booktabs_tables_laid_out_like_the_paper(frame):
     text = R.render_report(frame, fmt="latex", pvalue="asymptotic")
-    # Tables 1-3, then the whole grid's intervals and slopes (tab:scc-statistics).
-    assert text.count(r"\begin{tabular}") == 4 and text.count(r"\label{tab:scc-statistics}") == 1
+    # Tables 1-3, the whole grid's intervals and slopes (tab:scc-statistics), the ratio
+    # model (tab:ratio-model).
+    assert text.count(r"\begin{tabular}") == 5 and text.count(r"\label{tab:scc-statistics}") == 1
+    assert text.count(r"\label{tab:ratio-model}") == 1
     text = text.split(r"\begin{table}[ht]" + "\n" + r"\centering" + "\n" + r"\caption{Batch size")[0]
     assert text.count(r"\begin{tabular}") == 3
     assert text.count(r"\toprule") == text.count(r"\midrule") == text.count(r"\bottomrule") == 3
@@ -290,7 +296,7 @@ def _section(markdown: str, heading: str) -> str:
     return markdown[start:end if end > 0 else None]
 
 
-def test_the_statistics_section_counts_what_survives_holm_and_bh_and_shows_the_intervals():
+def test_the_statistics_section_counts_what_survives_holm_bh_and_by_and_shows_the_intervals():
     frame = _seeded((0, 1, 2))
     text = R.render_report(frame)
     section = _section(text, "## Statistics: seeds, intervals, multiple testing, effect sizes")
@@ -301,35 +307,49 @@ def test_the_statistics_section_counts_what_survives_holm_and_bh_and_shows_the_i
     assert (f"Of the {n} tests of test accuracy with a coefficient, "
             f"{int(counts['significant'])} are significant at p < 0.005") in section
     assert (f"{int(counts['holm_table'])} stay significant after Holm-Bonferroni within "
-            f"their table (family-wise error rate 0.005) and {int(counts['bh_table'])} "
-            "after Benjamini-Hochberg") in section
-    assert (f"over all {n} tests together, {int(counts['holm_all'])} after Holm and "
-            f"{int(counts['bh_all'])} after Benjamini-Hochberg") in section
+            f"their family (family-wise error rate 0.005), {int(counts['bh_table'])} "
+            f"after Benjamini-Hochberg and {int(counts['by_table'])} after "
+            "Benjamini-Yekutieli") in section
+    assert (f"over all {n} tests together, {int(counts['holm_all'])} after Holm, "
+            f"{int(counts['bh_all'])} after BH and {int(counts['by_all'])} after BY") in section
     assert "3 seeds per cell (120 runs of 40 cells)" in section
-    # The whole grid's row: its SCC, both intervals and the slope, as in the tests frame.
+    # The whole grid's row: its SCC, interval, both p-values and the slope, as in the
+    # tests frame.
     t3 = tests[(tests["metric"] == "test_accuracy") & (tests["table"] == 3)
                & (tests["model"] == "vgg19")].iloc[0]
     row = next(line for line in section.splitlines() if line.startswith("| VGG-19 on CIFAR-10"))
     for text_ in (f"{t3['scc']:.2f}", R.format_interval(t3["ci_low"], t3["ci_high"]),
-                  R.format_interval(t3["seed_ci_low"], t3["seed_ci_high"]),
+                  R.format_p(t3["p_value"]), R.format_p(t3["p_perm"]),
                   f"{100 * t3['slope']:+.2f} points"):
         assert text_ in row, (text_, row)
-    assert section.count("- **ResNet-110 on CIFAR-10**: Seed-to-seed SD of the test accuracy") == 1
+    assert section.count("- **ResNet-110 on CIFAR-10**: The cells differ by more than seed "
+                         "noise (one-way ANOVA across cells F(19, 40)") == 1
     assert "### Each seed alone" in section and "| VGG-19 on CIFAR-10 | 2 |" in section
 
 
-def test_tables_1_3_show_an_interval_over_seeds_only_with_several_seeds(frame):
+def test_tables_1_3_show_an_interval_with_3_seeds_and_the_range_with_2(frame):
     one = R.table_markdown(A.spearman_tests(frame, pvalue="asymptotic"), 3)
-    assert "95% CI seeds" not in one and "One seed per cell: no interval over seeds" in one
+    assert "95% CI" not in one.splitlines()[2] and "range of 2 seeds" not in one
+    assert "One seed per cell: seed noise cannot be measured, so no interval" in one
     tests = A.spearman_tests(_seeded((0, 1)), pvalue="asymptotic")
     two = R.table_markdown(tests, 3)
-    assert two.splitlines()[2].count("95% CI seeds") == 2
+    assert "95% CI" not in two.splitlines()[2]
+    assert two.splitlines()[2].count("range of 2 seeds") == 2
     row = _table_block(two, 3)[0]
     t3 = tests[tests["table"] == 3].iloc[0]
     cells = [c.strip() for c in row.split("|")[1:-1]]
-    assert cells[:3] == [f"{t3['scc']:.2f}", R.format_interval(t3["ci_low"], t3["ci_high"]),
-                         R.format_interval(t3["seed_ci_low"], t3["seed_ci_high"])]
-    assert cells[3].endswith("†‡") == (t3["p_holm"] < 0.005 and t3["p_bh"] < 0.005)
+    assert cells[:3] == [f"{t3['scc']:.2f}",
+                         f"{t3['seed_scc_min']:.2f} to {t3['seed_scc_max']:.2f}",
+                         R.format_p(t3["p_value"])]
+    tests = A.spearman_tests(_seeded((0, 1, 2)), pvalue="asymptotic")
+    three = R.table_markdown(tests, 3)
+    assert three.splitlines()[2].count("95% CI") == 2 and "range of 2 seeds" not in three
+    t3 = tests[tests["table"] == 3].iloc[0]
+    cells = [c.strip() for c in _table_block(three, 3)[0].split("|")[1:-1]]
+    assert cells[:2] == [f"{t3['scc']:.2f}", R.format_interval(t3["ci_low"], t3["ci_high"])]
+    assert cells[3].endswith("†‡§") == (t3["p_holm"] < 0.005 and t3["p_bh"] < 0.005
+                                       and t3["p_by"] < 0.005)
+    assert "jackknife over 3 seeds, t(2)" in three
 
 
 def test_a_one_seed_report_says_why_instead_of_printing_nan(frame):
@@ -348,14 +368,22 @@ def test_csv_and_latex_carry_the_intervals_adjusted_pvalues_and_slopes(frame):
     out = pd.read_csv(io.StringIO(R.render_report(frame, fmt="csv", pvalue="asymptotic")))
     direct = A.spearman_tests(frame, pvalue="asymptotic")
     first = out[out["metric"] == "test_accuracy"].reset_index(drop=True)
-    for column in ("ci_low", "ci_high", "p_holm", "p_bh", "p_holm_all", "p_bh_all", "slope"):
+    for column in ("ci_low", "ci_high", "p_perm", "p_holm", "p_bh", "p_by", "p_holm_all",
+                   "p_bh_all", "p_by_all", "slope"):
         assert np.allclose(first[column], direct[column], equal_nan=True, rtol=1e-12), column
+    # Each Table 3 row carries its grid's ratio model.
+    models = A.ratio_model(frame).set_index(["model", "dataset"])
+    whole = first[first["table"] == 3].set_index(["model", "dataset"])
+    for column in ("beta_bs", "beta_lr_high", "beta_sum", "p_ratio"):
+        assert np.allclose(whole[column], models.loc[whole.index, column], rtol=1e-9), column
+    assert first.loc[first["table"] != 3, "beta_bs"].isna().all()
     latex = R.render_report(frame, fmt="latex", pvalue="asymptotic")
-    assert r"95\% CI" in latex and r"^{\dagger\ddagger}" in latex
+    assert r"^{\dagger\ddagger\S}" in latex and r"\label{tab:ratio-model}" in latex
     t3 = direct[(direct["table"] == 3) & (direct["model"] == "vgg19")
                 & (direct["dataset"] == "cifar10")].iloc[0]
-    assert f"${R.format_interval(t3['ci_low'], t3['ci_high'])}$" in latex
+    assert f"${R.format_p_latex(t3['p_perm'])}$" in latex.split(r"\label{tab:scc-statistics}")[1]
     assert f"${100 * t3['slope']:+.2f}$" in latex.split(r"\label{tab:scc-statistics}")[1]
+    assert "each grid's column of this table (5 tests)" in latex
 
 
 def _error_bars(monkeypatch) -> dict:
@@ -576,5 +604,6 @@ def test_the_html_report_is_one_page_with_every_table_and_every_figure(frame, dr
     for anchor in re.findall(r'href="#([^"]+)"', page):
         assert anchor in reader.ids, anchor
     assert "<title>Batch size, learning rate and generalization" in page
-    for heading in ("Tables 1-3", "Premise", "Figures", "Statistics"):
+    for heading in ("Tables 1-3", "Premise", "Figures", "Statistics",
+                    "Does only the ratio matter?"):
         assert heading in page, heading

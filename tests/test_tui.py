@@ -576,10 +576,11 @@ async def test_spearman_table_3_verdicts_and_premise_are_readable_at_80x24(store
         await wait_for(pilot, lambda: app.view.spearman is not None)
         await pilot.pause()
         ratio = next(r for r in app.view.spearman.rows if r.table == 3)
-        assert (f"{ratio.scc:+.2f}", ratio.p_text) == ("-0.54", "1.7e-1")
+        # p perm.: the grid's rows and columns permuted (the paper's p is 1.7e-1).
+        assert (f"{ratio.scc:+.2f}", ratio.p_text) == ("-0.54", "3.2e-1")
         first = screen_lines(app)
         assert any("Table 3" in line for line in first)
-        assert any(all(part in line for part in ("-0.54", "1.7e-1", "8/16 ✕1"))
+        assert any(all(part in line for part in ("-0.54", "3.2e-1", "8/16 ✕1"))
                    for line in first), "\n".join(first)
         body = app.screen.query_one("#spearman-body", VerticalScroll)
         assert body.max_scroll_y > 0 and body.show_vertical_scrollbar
@@ -592,11 +593,11 @@ async def test_spearman_table_3_verdicts_and_premise_are_readable_at_80x24(store
         text = "\n".join(seen)
         for whole in ("Does the paper's direction hold?",
                       "T1 batch size within each LR → untested",
-                      "T2 learning rate within each BS → not significant",
-                      "T3 BS/LR over the whole grid → not significant",
-                      "SCC -0.54, p 1.7e-1 (n=8)",
+                      "T2 learning rate within each BS → cannot reach alpha",
+                      "T3 BS/LR over the whole grid → cannot reach alpha",
+                      "SCC -0.54, p perm. 3.2e-1 (n=8)",
                       "⚠ Premise warning",
-                      "1 of 8 cells diverged; their metrics are from the last finite epoch"):
+                      "1 of 8 runs diverged; their metrics are from the last finite epoch"):
             assert whole in text, whole
 
 
@@ -605,7 +606,7 @@ async def test_spearman_table_3_verdicts_and_premise_are_readable_at_80x24(store
 SEED_GROUP = ("seeds", "resnet8", "digits")
 
 
-def test_spearman_rows_carry_each_coefficients_intervals_and_holm_bh(seed_store_path):
+def test_spearman_rows_carry_each_coefficients_seed_range_and_holm_bh(seed_store_path):
     from kerasgen import analysis
     from kerasgen.store import load_results
     from tui.data import DashboardData
@@ -617,13 +618,16 @@ def test_spearman_rows_carry_each_coefficients_intervals_and_holm_bh(seed_store_
     assert view.seeds == 2 and len(view.rows) == len(tests) == 9
     for row, test in zip(view.rows, tests.itertuples()):
         assert row.scc == pytest.approx(test.scc)
-        assert row.ci == (None if test.ci_reason else pytest.approx((test.ci_low, test.ci_high)))
-        assert row.ci_reason == test.ci_reason
-        assert row.seed_ci == pytest.approx((test.seed_ci_low, test.seed_ci_high))
+        # Two seeds: no interval, the range of the two seeds' coefficients instead.
+        assert row.ci is None and row.ci_reason == test.ci_reason
+        assert row.seed_range == pytest.approx((test.seed_scc_min, test.seed_scc_max))
         assert (row.holm, row.bh) == (test.p_holm < view.alpha, test.p_bh < view.alpha)
-    # Tables 1 and 2 have four cells per group: no interval over cells, and a reason.
-    assert {r.ci_reason for r in view.rows if r.table != 3} == {
-        "fewer than 8 cells for a bootstrap over cells (n=4)"}
+        assert row.p_text == analysis.format_p(test.p_perm)
+        # Four cells per group: the permutation test cannot reach 0.005.
+        assert row.cannot_reach == (test.table != 3)
+    assert {r.ci_reason for r in view.rows} == {
+        "two seeds: the range of their coefficients, not an interval (it needs 3 or more "
+        "seeds)"}
 
 
 @pytest.mark.parametrize("size, layout", [((120, 40), "-narrow"), ((80, 24), "-stacked")])
@@ -638,19 +642,19 @@ async def test_the_spearman_screen_shows_intervals_and_holm_bh_whole_at_80_and_1
         await pilot.pause()
         view = app.view.spearman
         ratio = next(r for r in view.rows if r.table == 3)
-        assert ratio.holm and ratio.bh and ratio.ci is not None
-        whole = (f"{ratio.scc:+.2f}", interval_text(ratio.ci, None).plain,
-                 interval_text(ratio.seed_ci, None).plain, ratio.p_text, "✓ ✓", "16/16")
+        assert ratio.holm and ratio.bh and ratio.ci is None and ratio.seed_range
+        whole = (f"{ratio.scc:+.2f}", interval_text(ratio.seed_range, None).plain,
+                 ratio.p_text, "✓ ✓", "16/16")
         first = screen_lines(app)  # Table 3 is on the first screen, every part whole
         assert any(all(part in line for part in whole) for line in first), "\n".join(first)
         assert app.screen.has_class(layout)
         t1 = content_of(app.screen, "#spearman-table-1")
-        assert "CI cells: n<8" in t1 and "CI seeds" in t1 and "95% CI" not in t1
+        assert "2 seeds" in t1 and "95% CI" not in t1
         for row in (r for r in view.rows if r.table == 1):
-            assert interval_text(row.seed_ci, None).plain in t1
+            assert interval_text(row.seed_range, None).plain in t1
         summary = content_of(app.screen, "#spearman-summary")
-        assert "(CI seeds) over whole seeds" in summary
-        assert "after Holm / Benjamini-Hochberg over its table" in summary
+        assert "2 seeds: the range of their own coefficients (no CI below 3 seeds)" in summary
+        assert "after Holm / Benjamini-Hochberg over its family" in summary
 
 
 def test_the_layout_follows_the_widths_the_tables_need():

@@ -179,12 +179,12 @@ class SpearmanRow:
     significant: bool
     agrees: bool | None  # coefficient has the paper's sign (None: no coefficient)
     reason: str | None
-    ci: tuple[float, float] | None = None  # bootstrap interval over cells
+    ci: tuple[float, float] | None = None  # jackknife interval over seeds (3+ seeds)
     ci_reason: str | None = None  # why there is none
-    seed_ci: tuple[float, float] | None = None  # bootstrap interval over whole seeds
-    seed_ci_reason: str | None = None
-    holm: bool = False  # p still below alpha after Holm over its table
-    bh: bool = False  # ... after Benjamini-Hochberg over its table
+    seed_range: tuple[float, float] | None = None  # the seeds' own coefficients (2+)
+    cannot_reach: bool = False  # the permutation test cannot give p < alpha here
+    holm: bool = False  # p still below alpha after Holm over its family
+    bh: bool = False  # ... after Benjamini-Hochberg over its family
 
 
 @dataclass(frozen=True)
@@ -215,9 +215,9 @@ class SpearmanView:
     small_n: tuple[int, ...] = ()  # n of tested rows below small_reliable_n
     small_reliable_n: int = 10  # kerasgen.analysis.SMALL_N
     error: str | None = None  # the analysis failed on this grid (the rest is empty)
-    seeds: int = 1  # most seeds behind a coefficient (2+: intervals over seeds)
+    seeds: int = 1  # most seeds behind a coefficient (3+: intervals; 2: their range)
     confidence: float = 0.95  # the intervals' level
-    min_bootstrap: int = 8  # fewest cells of an interval over cells
+    min_cells: int = 8  # fewest cells of an interval
 
 
 @dataclass(frozen=True)
@@ -437,14 +437,15 @@ def build_spearman(cells: pd.DataFrame, metric: str, alpha: float = ALPHA,
             table=int(t.table),
             group_value=t.group_value,
             scc=scc,
-            p_text=analysis.format_p(t.p_value) if t.reason is None else "n/a",
+            p_text=analysis.format_p(t.p_perm) if t.reason is None else "n/a",
             n=int(t.n), n_total=int(t.n_total), n_diverged=int(t.n_diverged),
             significant=bool(t.significant),
             agrees=None if scc is None else bool(np.sign(scc) == sign),
             reason=t.reason if isinstance(t.reason, str) else None,
             ci=_interval(t.ci_low, t.ci_high), ci_reason=_text(t.ci_reason),
-            seed_ci=_interval(t.seed_ci_low, t.seed_ci_high),
-            seed_ci_reason=_text(t.seed_ci_reason),
+            seed_range=(_interval(t.seed_scc_min, t.seed_scc_max)
+                        if int(t.seeds_tested or 0) >= 2 else None),
+            cannot_reach=t.can_reach is False,
             holm=_below(t.p_holm, alpha), bh=_below(t.p_bh, alpha),
         ))
     views = tuple(DirectionView(
@@ -463,7 +464,7 @@ def build_spearman(cells: pd.DataFrame, metric: str, alpha: float = ALPHA,
     return SpearmanView((study, model, dataset), metric, alpha, tuple(rows), views,
                         tuple(premise), finished, int(len(cells)), small, analysis.SMALL_N,
                         seeds=max(seeds, 1), confidence=float(tests["confidence"].iloc[0])
-                        if len(tests) else 0.95, min_bootstrap=analysis.MIN_BOOTSTRAP_CELLS)
+                        if len(tests) else 0.95, min_cells=analysis.MIN_INTERVAL_CELLS)
 
 
 def _interval(low, high) -> tuple[float, float] | None:
@@ -478,7 +479,8 @@ def _below(p, alpha: float) -> bool:
 
 def premise_warnings(frame: pd.DataFrame, alpha: float = ALPHA) -> tuple[str, ...]:
     """``kerasgen.analysis.premise_check``'s warnings for one (study, model, dataset)."""
-    premise = analysis.premise_check(frame, alpha=alpha)  # against the paper's metric
+    del alpha  # the premise tests at its own level (analysis.PREMISE_ALPHA)
+    premise = analysis.premise_check(frame)  # against the paper's metric
     return tuple(premise["warnings"].iloc[0]) if len(premise) else ()
 
 

@@ -37,26 +37,59 @@ def _columns(tests: pd.DataFrame) -> list[tuple[str, str, str]]:
     return [tuple(map(str, row)) for row in keys.itertuples(index=False)]  # type: ignore[misc]
 
 
-def _interval_reasons(tests: pd.DataFrame, seeds_column: bool) -> list[str]:
+def _interval_reasons(tests: pd.DataFrame, ci_column: bool) -> list[str]:
     """Why coefficients that exist have no interval (the rows without a coefficient say
     so once, in the reason column)."""
+    if not ci_column or "ci_reason" not in tests.columns:
+        return []
     tested = tests[tests["reason"].isna()] if "reason" in tests.columns else tests
-    columns = ["ci_reason"] + (["seed_ci_reason"] if seeds_column else [])
-    return [r for c in columns if c in tested.columns
-            for r in tested[c].tolist() if isinstance(r, str)]
+    return [r for r in tested["ci_reason"].tolist() if isinstance(r, str)]
 
 
-def _reason_marks(tests: pd.DataFrame, seeds_column: bool = False) -> dict[str, str]:
+def reach_text(row: pd.Series) -> str | None:
+    """``cannot reach α (n = 4: smallest p 0.083)`` for a group whose permutation test
+    cannot give p < alpha; None otherwise."""
+    if row.get("can_reach") is not False:
+        return None
+    return (f"cannot reach α = {float(row['alpha']):g} (n = {int(row['n'])}: smallest p "
+            f"{float(row['min_p']):.2g})")
+
+
+def _reach_reasons(tests: pd.DataFrame) -> list[str]:
+    return [t for t in (reach_text(r) for _, r in tests.iterrows()) if t]
+
+
+def _reason_marks(tests: pd.DataFrame, ci_column: bool = False) -> dict[str, str]:
     reasons = [r for r in tests["reason"].tolist() if isinstance(r, str)]
-    reasons += _interval_reasons(tests, seeds_column)
+    reasons += _interval_reasons(tests, ci_column)
     general = sorted({re.sub(r" \(n=\d+\)$", "", r) for r in reasons})
-    return {r: "abcdefghijklmnop"[i] for i, r in enumerate(general)}
+    general += sorted(set(_reach_reasons(tests)))
+    return {r: "abcdefghijklmnopqrstuvwxyz"[i] for i, r in enumerate(general)}
 
 
 def several_seeds(tests: pd.DataFrame) -> bool:
     """Whether any coefficient of a tests frame rests on two or more seeds."""
-    return "n_seeds" in tests.columns and bool((pd.to_numeric(
-        tests["n_seeds"], errors="coerce").fillna(0) >= 2).any())
+    return seed_count(tests) >= 2
+
+
+def seed_count(tests: pd.DataFrame) -> int:
+    """The most seeds behind a coefficient of a tests frame (0 when none)."""
+    if "n_seeds" not in tests.columns or tests.empty:
+        return 0
+    return int(pd.to_numeric(tests["n_seeds"], errors="coerce").fillna(0).max())
+
+
+def _seed_columns(tests: pd.DataFrame) -> tuple[bool, bool]:
+    """(an interval column, a "range of 2 seeds" column): intervals need three or more
+    seeds; with two, the table shows the range of the two seeds' coefficients."""
+    seeds = pd.to_numeric(tests.get("n_seeds", pd.Series(dtype=float)), errors="coerce")
+    return bool((seeds >= A.MIN_INTERVAL_SEEDS).any()), bool((seeds == 2).any())
+
+
+def _seed_range(row: pd.Series) -> str:
+    if int(row.get("seeds_tested", 0) or 0) < 2:
+        return "n/a"
+    return f"{float(row['seed_scc_min']):.2f} to {float(row['seed_scc_max']):.2f}"
 
 
 def confidence_of(tests: pd.DataFrame) -> float:
@@ -85,11 +118,11 @@ def survives(row: pd.Series, column: str) -> bool:
         return False
 
 
-HOLM_MARK, BH_MARK = "†", "‡"
+HOLM_MARK, BH_MARK, BY_MARK = "†", "‡", "§"
 
 
 def _mark_for(reason: str, marks: dict[str, str]) -> str:
-    return marks.get(re.sub(r" \(n=\d+\)$", "", reason), "?")
+    return marks.get(re.sub(r" \(n=\d+\)$", "", reason), marks.get(reason, "?"))
 
 
 def _table_layout(tests: pd.DataFrame, table: int):
@@ -114,6 +147,24 @@ def _metric_of(tests: pd.DataFrame) -> str:
     return str(metrics[0])
 
 
+def family_words(sub: pd.DataFrame, table: int) -> str:
+    """The family Holm / BH / BY adjusted over, in words, with its size."""
+    tested = sub[sub["reason"].isna()] if "reason" in sub.columns else sub
+    if table == 3:
+        return f"the table's {len(tested)} test(s), one per grid"
+    per_grid = tested.groupby(["study", "model", "dataset"]).size()
+    size = (f"{int(per_grid.iloc[0])} tests" if per_grid.nunique() == 1 and len(per_grid)
+            else "its tests")
+    return f"each grid's column of this table ({size})"
+
+
+def _p_methods(sub: pd.DataFrame) -> tuple[str, str]:
+    paper = ", ".join(sorted(set(sub["pvalue_method"]) - {"none"})) or "none"
+    perm = ", ".join(sorted(set(sub.get("p_perm_method", pd.Series(dtype=str)).dropna())
+                            - {"none"})) or "none"
+    return paper, perm
+
+
 # --------------------------------------------------------------------------- markdown
 
 
@@ -125,31 +176,33 @@ def table_markdown(tests: pd.DataFrame, table: int, best_metric: str | None = No
     """One of Tables 1-3 as a Markdown table, laid out as in the paper.
 
     Rows are learning rates (Table 1), batch sizes (Table 2) or a single row
-    (Table 3); for each model x data set there is an SCC and a p column, plus an n
-    column unless every coefficient rests on the same n (then a footnote says it).
-    Significant p-values are bold; groups without a coefficient show ``n/a`` with a
-    lettered footnote giving the reason.
+    (Table 3); for each model x data set there is an SCC, its interval (three or more
+    seeds) or the range of the two seeds' coefficients (two seeds), the paper's p, the
+    permutation p that gives the verdict, and an n column unless every coefficient rests
+    on the same n (then a footnote says it). Significant p-values are bold; groups
+    without a coefficient, or whose test cannot reach alpha, show a lettered footnote.
     """
     if tests.empty or not (tests["table"] == table).any():
         return "_No tests._\n"
     metric = _metric_of(tests)
     sub, keys, several, uniform_n, group_by, values, lookup = _table_layout(tests, table)
-    seeds = several_seeds(sub)
-    marks = _reason_marks(sub, seeds)
+    ci_column, range_column = _seed_columns(sub)
+    marks = _reason_marks(sub, ci_column)
     level = f"{confidence_of(sub):.0%} CI"
     header: list[str] = [] if group_by is None else [_ROW_LABEL[table]]
     for key in keys:
         label = column_label(key, several)
-        header += ([f"{label} SCC", level] + ([f"{level} seeds"] if seeds else [])
-                   + ["p"] + ([] if uniform_n else ["n"]))
-    width = 3 + int(seeds) + int(not uniform_n)
+        header += ([f"{label} SCC"] + ([level] if ci_column else [])
+                   + (["range of 2 seeds"] if range_column else []) + ["p", "p perm."]
+                   + ([] if uniform_n else ["n"]))
+    width = 3 + int(ci_column) + int(range_column) + int(not uniform_n)
     align = ["---:"] * len(header)
     lines = [_md_row(header), _md_row(align)]
     dec = decimals([float(v) for v in values]) if group_by == "learning_rate" else None
 
-    def interval(row: pd.Series, low: str, high: str, why: str) -> str:
-        text = format_interval(row.get(low), row.get(high))
-        reason = row.get(why)
+    def interval(row: pd.Series) -> str:
+        text = format_interval(row.get("ci_low"), row.get("ci_high"))
+        reason = row.get("ci_reason")
         if text == "n/a" and isinstance(reason, str):
             text += f" ({_mark_for(reason, marks)})"
         return text
@@ -162,33 +215,51 @@ def table_markdown(tests: pd.DataFrame, table: int, best_metric: str | None = No
                 cells += [""] * width
                 continue
             if isinstance(row["reason"], str):
-                scc, p = "n/a", f"n/a ({_mark_for(row['reason'], marks)})"
-                cis = ["n/a"] * (1 + int(seeds))
+                mark = _mark_for(row["reason"], marks)
+                cells += (["n/a"] + ["n/a"] * (int(ci_column) + int(range_column))
+                          + [f"n/a ({mark})", "n/a"])
             else:
-                scc = f"{row['scc']:.2f}"
-                p = format_p(row["p_value"])
-                p = f"**{p}**" if row["significant"] else p
-                p += (HOLM_MARK if survives(row, "p_holm") else "") + (
-                    BH_MARK if survives(row, "p_bh") else "")
-                cis = [interval(row, "ci_low", "ci_high", "ci_reason")]
-                if seeds:
-                    cis.append(interval(row, "seed_ci_low", "seed_ci_high", "seed_ci_reason"))
-            cells += [scc, *cis, p] + ([] if uniform_n else [str(int(row["n"]))])
+                perm = format_p(row["p_perm"])
+                perm = f"**{perm}**" if row["significant"] else perm
+                perm += ((HOLM_MARK if survives(row, "p_holm") else "")
+                         + (BH_MARK if survives(row, "p_bh") else "")
+                         + (BY_MARK if survives(row, "p_by") else ""))
+                reach = reach_text(row)
+                if reach:
+                    perm += f" ({_mark_for(reach, marks)})"
+                cells += ([f"{row['scc']:.2f}"] + ([interval(row)] if ci_column else [])
+                          + ([_seed_range(row)] if range_column else [])
+                          + [format_p(row["p_value"]), perm])
+            if not uniform_n:
+                cells.append(str(int(row["n"])))
         lines.append(_md_row(cells))
     alpha = float(sub["alpha"].iloc[0])
-    methods = ", ".join(sorted(set(sub["pvalue_method"]) - {"none"})) or "none"
-    family = "its table's tests" if table != 3 else "its grid's Table 3 (one test)"
-    notes = [f"Bold p: significant (p < {alpha:g}); p-values: {methods}; "
-             f"{HOLM_MARK}: still below {alpha:g} after Holm-Bonferroni over {family}, "
-             f"{BH_MARK}: after Benjamini-Hochberg."]
-    cis = sorted({str(m) for m in sub["ci_method"].dropna() if m != "none"}) \
-        if "ci_method" in sub.columns else []
-    if cis:
-        notes.append(f"{level}: {'; '.join(cis)}"
-                     + (f"; {level} seeds: percentile bootstrap over whole seeds." if seeds
-                        else "."))
-    if not seeds:
-        notes.append("One seed per cell: no interval over seeds (it needs two or more).")
+    paper, perm = _p_methods(sub)
+    permuted = ("the grid's rows (batch sizes) and columns (learning rates) permuted, "
+                "which keeps its level when a seed lifts a whole row or column"
+                if table == 3 else "the group's cells permuted")
+    notes = [f"p: the paper's p-value ({paper}; cells taken as independent). p perm.: "
+             f"{perm}, {permuted}; bold: p perm. < {alpha:g}, the report's verdict. "
+             f"{HOLM_MARK} / {BH_MARK} / {BY_MARK}: still below {alpha:g} after "
+             f"Holm-Bonferroni / Benjamini-Hochberg / Benjamini-Yekutieli over "
+             f"{family_words(sub, table)}."]
+    disagree = sub[sub["reason"].isna()
+                   & (sub["significant"].astype(bool) != sub["significant_paper"].astype(bool))]
+    if len(disagree):
+        notes.append(f"The paper's p and the permutation p disagree about {len(disagree)} "
+                     "group(s).")
+    methods = sorted({str(m) for m in sub["ci_method"].dropna() if m != "none"}) \
+        if ci_column else []
+    if methods:
+        notes.append(f"{level}: {'; '.join(methods)} (seeds are the study's independent "
+                     "draws; the interval covers the coefficient the grid gives with this "
+                     "many seeds).")
+    if range_column:
+        notes.append("Range of 2 seeds: the two seeds' own coefficients (two seeds are "
+                     "too few for an interval).")
+    if seed_count(sub) <= 1:
+        notes.append("One seed per cell: seed noise cannot be measured, so no interval "
+                     f"(it needs {A.MIN_INTERVAL_SEEDS} or more seeds).")
     elif "n_runs" in sub.columns:
         notes.append("Each coefficient is computed on the cells' means over their seeds "
                      f"(n = cells; up to {int(sub['n_runs'].max())} runs behind one).")
@@ -204,7 +275,7 @@ def table_markdown(tests: pd.DataFrame, table: int, best_metric: str | None = No
     if diverged:
         notes.append("Diverged cells are included with the accuracy reached before diverging.")
     all_reasons = [r for r in sub["reason"] if isinstance(r, str)]
-    all_reasons += _interval_reasons(sub, seeds)
+    all_reasons += _interval_reasons(sub, ci_column) + _reach_reasons(sub)
     for reason, mark in marks.items():
         count = sum(1 for r in all_reasons if _mark_for(r, marks) == mark)
         notes.append(f"({mark}) {reason}: {count} group(s).")
@@ -250,13 +321,19 @@ def _premise_markdown(premise: pd.DataFrame, several: bool) -> str:
     if premise.empty:
         return "_No cells._\n"
     metric = str(premise["metric"].iloc[0])
+    label = V.METRIC_SHORT.get(metric, metric)
+
+    def scc(values, ps) -> list[str]:
+        return [f"{s:+.2f} ({A.format_p_eq(p)})" if math.isfinite(s) else "n/a"
+                for s, p in zip(values, ps)]
+
     table = pd.DataFrame(
         {
             "grid": [
                 column_label((r.study, r.model, r.dataset), several)
                 for r in premise.itertuples()
             ],
-            "n": premise["n"],
+            "cells": premise["n"],
             "train metrics": premise["train_source"],
             "train acc. min / median / max": [
                 f"{a:.3f} / {b:.3f} / {c:.3f}" if math.isfinite(a) else "n/a"
@@ -274,28 +351,29 @@ def _premise_markdown(premise: pd.DataFrame, several: bool) -> str:
                 )
             ],
             f"below {premise['threshold'].iloc[0]:.0%}": premise["n_below_threshold"],
-            "SCC(train loss, ratio)": [
-                f"{s:+.2f} ({A.format_p_eq(p)})" if math.isfinite(s) else "n/a"
-                for s, p in zip(premise["loss_ratio_scc"], premise["loss_ratio_p"])
-            ],
-            "SCC(train acc., ratio)": [
-                f"{s:+.2f} ({A.format_p_eq(p)})" if math.isfinite(s) else "n/a"
-                for s, p in zip(premise["accuracy_ratio_scc"], premise["accuracy_ratio_p"])
-            ],
-            f"SCC({V.METRIC_SHORT.get(metric, metric)}, ratio)": [
-                f"{s:+.2f} ({A.format_p_eq(p)})" if math.isfinite(s) else "n/a"
-                for s, p in zip(premise["metric_ratio_scc"], premise["metric_ratio_p"])
-            ],
+            "SCC(train loss, ratio)": scc(premise["loss_ratio_scc"], premise["loss_ratio_p"]),
+            "SCC(train acc., ratio)": scc(premise["accuracy_ratio_scc"],
+                                          premise["accuracy_ratio_p"]),
+            f"SCC({label}, ratio)": scc(premise["metric_ratio_scc"], premise["metric_ratio_p"]),
+            f"partial SCC({label}, ratio; train loss fixed)": [
+                f"{v:+.2f}" if math.isfinite(v) else "n/a" for v in premise["partial_scc"]],
         }
     )
-    text = _markdown_frame(table) + "\n"
+    alpha = float(premise["alpha"].iloc[0])
+    text = _markdown_frame(table) + (
+        f"\nOne value per cell (its mean over seeds). Each p permutes the grid's rows and "
+        f"columns (as Table 3's verdict); a trend in fit is one with p < {alpha:g}, a level "
+        "that catches a confound before it becomes a discovery. The partial SCC is the "
+        f"{label}'s correlation with the ratio once the clean train loss is held fixed "
+        "(the correlation of their ranks' residuals on the loss's ranks): whether the ratio "
+        "still predicts once under-training is accounted for.\n\n")
     lines = []
     for r in premise.itertuples():
-        label = column_label((r.study, r.model, r.dataset), several)
+        label_ = column_label((r.study, r.model, r.dataset), several)
         for w in r.warnings:
-            lines.append(f"- **Warning ({label})**: {w}.")
+            lines.append(f"- **Warning ({label_})**: {w}.")
         for note in r.notes:
-            lines.append(f"- Note ({label}): {note}.")
+            lines.append(f"- Note ({label_}): {note}.")
     if lines:
         text += "\n".join(lines) + "\n"
     if not any(len(r.warnings) for r in premise.itertuples()):
@@ -322,8 +400,8 @@ def seeds_sentence(tests: pd.DataFrame) -> str:
     if seeds <= 1:
         return (f"One seed per cell ({_count(cells, 'cell')}), as in the paper: every "
                 "coefficient is the paper's test. Seed noise cannot be measured with one "
-                "seed, so no coefficient has an interval over seeds and the noise floor is "
-                "unknown; run two or more seeds (`seeds = [0, 1]`) for both.")
+                "seed, so no coefficient has an interval and the noise floor is unknown; "
+                f"run {A.MIN_INTERVAL_SEEDS} or more seeds (`seeds = [0, 1, 2]`) for both.")
     low, high = float(per_cell.min()), float(per_cell.max())
     spread = (f"{low:.3g} seeds per cell" if math.isclose(low, high) else
               f"{low:.2g} to {high:.2g} finished seeds per cell on average (up to {seeds})")
@@ -331,12 +409,39 @@ def seeds_sentence(tests: pd.DataFrame) -> str:
             "is computed on the cells' means over their seeds, with n = cells. Counting "
             "each run as an independent point would pretend to more cells than the grid "
             "has and make every p-value too small (pseudo-replication); the seeds instead "
-            "give each coefficient an interval over seeds and each grid a noise floor.")
+            "give each coefficient its spread over seeds and each grid a noise floor.")
+
+
+def intervals_sentence(tests: pd.DataFrame, level: str) -> str:
+    """What the report's intervals are, and why there are no others."""
+    k = seed_count(tests)
+    head = (f"With {A.MIN_INTERVAL_SEEDS} or more seeds every coefficient of "
+            f"{A.MIN_INTERVAL_CELLS} or more cells has a {level} interval: the jackknife "
+            "over seeds (each seed left out in turn; coefficient +- t(k - 1) x the "
+            "jackknife standard error), and the Theil-Sen slope the same. Seeds are the "
+            "study's independent draws, whatever a seed shares along a row or a column "
+            "of the grid, so the interval holds under that sharing. It covers the "
+            "coefficient this grid gives with this many seeds on average over draws of "
+            "the seeds; noise pulls |SCC| towards 0, so the coefficient of noise-free "
+            "cell means may lie further out. ")
+    if k <= 1:
+        now = ("With one seed there is no interval: seed noise cannot be measured. ")
+    elif k == 2:
+        now = ("With two seeds, each coefficient shows the range of the two seeds' own "
+               "coefficients, never a 95 % interval (one degree of freedom). ")
+    else:
+        now = ""
+    why = ("No interval resamples cells: the cells are the grid's fixed design, and "
+           "resampling them (the bootstrap over cells, or over rows and columns) answers "
+           "\"what if the grid had other cells\", which misses its rate on this grid "
+           "(`scripts/bench_calibration.py` measures every interval the report prints on "
+           "simulated grids with a known truth).")
+    return head + now + why
 
 
 def multiple_testing_markdown(all_tests: pd.DataFrame, metric: str) -> str:
-    """The counts of significant results that survive Holm and BH, one sentence for the
-    report's metric and a table of every metric."""
+    """The counts of significant results that survive Holm, BH and BY, one sentence for
+    the report's metric and a table of every metric."""
     summary = A.multiple_testing_summary(all_tests)
     if summary.empty:
         return "_No tests._\n"
@@ -346,33 +451,62 @@ def multiple_testing_markdown(all_tests: pd.DataFrame, metric: str) -> str:
     n = int(row["tested"])
     label = V.METRIC_SHORT.get(str(row["metric"]), str(row["metric"]))
     significant, holm = int(row["significant"]), int(row["holm_table"])
+    unreachable = int(row["cannot_reach"])
     text = (
         f"Of the {_count(n, 'test')} of {label} with a coefficient, {significant} "
-        f"{'is' if significant == 1 else 'are'} significant at p < {alpha:g}, where "
-        f"{row['expected_by_chance']:.2g} would be expected by chance if batch size and "
-        f"learning rate had no effect at all. {holm} {'stays' if holm == 1 else 'stay'} "
-        f"significant after Holm-Bonferroni within {'its' if holm == 1 else 'their'} "
-        f"table (family-wise error rate {alpha:g}) and {int(row['bh_table'])} after "
-        f"Benjamini-Hochberg (false discovery rate {alpha:g}); over all "
-        f"{_count(n, 'test')} together, {int(row['holm_all'])} after Holm and {int(row['bh_all'])} "
-        "after Benjamini-Hochberg.\n\n"
+        f"{'is' if significant == 1 else 'are'} significant at p < {alpha:g} (permutation "
+        f"p), where {row['expected_by_chance']:.2g} would be expected by chance if batch "
+        f"size and learning rate had no effect at all"
+        + (f"; {unreachable} of them cannot reach p < {alpha:g} at all, having too few "
+           "cells for their permutation test" if unreachable else "")
+        + f". {holm} {'stays' if holm == 1 else 'stay'} significant after Holm-Bonferroni "
+        f"within {'its' if holm == 1 else 'their'} family (family-wise error rate "
+        f"{alpha:g}), {int(row['bh_table'])} after Benjamini-Hochberg and "
+        f"{int(row['by_table'])} after Benjamini-Yekutieli (false discovery rate "
+        f"{alpha:g}; BY holds under any dependence, and tests of one grid share its "
+        f"cells); over all {_count(n, 'test')} together, {int(row['holm_all'])} after "
+        f"Holm, {int(row['bh_all'])} after BH and {int(row['by_all'])} after BY.\n\n"
     )
     table = pd.DataFrame({
         "metric": [V.METRIC_SHORT.get(str(m), str(m)) for m in summary["metric"]],
         "tests": summary["tested"],
         f"p < {alpha:g}": summary["significant"],
         "expected by chance": [f"{v:.2g}" for v in summary["expected_by_chance"]],
-        "Holm, per table": summary["holm_table"],
-        "BH, per table": summary["bh_table"],
-        "Holm, all tests": summary["holm_all"],
-        "BH, all tests": summary["bh_all"],
+        f"cannot reach {alpha:g}": summary["cannot_reach"],
+        "Holm, family": summary["holm_table"],
+        "BH, family": summary["bh_table"],
+        "BY, family": summary["by_table"],
+        "Holm, all": summary["holm_all"],
+        "BH, all": summary["bh_all"],
+        "BY, all": summary["by_all"],
     })
+    floor = _monte_carlo_floor(all_tests, alpha, n)
     return text + _markdown_frame(table) + (
-        "\nA family is one table of one grid and metric (Holm, BH per table) or every "
-        "test of a metric in this report (all tests); a result survives when its adjusted "
-        f"p-value is below {alpha:g}. Holm controls the chance of any false positive in "
-        "the family, Benjamini-Hochberg the expected share of false positives among the "
-        "significant results.\n")
+        "\nFamilies: Tables 1 and 2, each grid's column of the table (the 20 tests of "
+        "Table 1 of one grid); Table 3, the table itself (every grid's whole-grid test, "
+        "as the paper prints it); \"all\", every test of the metric in this report. A "
+        f"result survives when its adjusted p-value is below {alpha:g}. Holm controls "
+        "the chance of any false positive in the family, Benjamini-Hochberg and "
+        "Benjamini-Yekutieli the expected share of false positives among the "
+        "significant results.\n" + floor)
+
+
+def _monte_carlo_floor(tests: pd.DataFrame, alpha: float, m: int) -> str:
+    """A note when Holm over all tests needs a p-value below what Monte Carlo
+    permutations can give."""
+    if "p_perm_method" not in tests.columns or not m:
+        return ""
+    counts = [int(x) for x in tests["p_perm_method"].astype(str).str.extract(
+        r"monte-carlo \((\d+) permutations")[0].dropna()]
+    if not counts:
+        return ""
+    floor = 1.0 / (1 + min(counts))
+    if alpha / m >= floor:
+        return ""
+    return (f"\nHolm over all {m} tests needs p < {alpha / m:.2g} for its first result, "
+            f"below the smallest Monte Carlo p-value of {min(counts)} permutations "
+            f"({floor:.2g}): raise `--permutations` to about {math.ceil(3 * m / alpha):,} "
+            "for that family to be able to reject.\n")
 
 
 def _slope_text(metric: str, row: pd.Series) -> tuple[str, str]:
@@ -382,14 +516,16 @@ def _slope_text(metric: str, row: pd.Series) -> tuple[str, str]:
     low, high = float(row["slope_low"]), float(row["slope_high"])
     amount = V.metric_amount
     unit = " points" if metric in V.POINT_METRICS else ""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return amount(metric, slope, signed=True), "n/a"
     return amount(metric, slope, signed=True), (
         f"[{amount(metric, low, signed=True).removesuffix(unit)}, "
         f"{amount(metric, high, signed=True)}]")
 
 
 def whole_grid_markdown(tests: pd.DataFrame, several: bool) -> str:
-    """Table 3 of one metric with its intervals, per-seed coefficients and the
-    Theil-Sen slope per doubling of the ratio, one row per grid."""
+    """Table 3 of one metric with its interval, per-seed coefficients and the Theil-Sen
+    slope per doubling of the ratio, one row per grid."""
     whole = tests[tests["table"] == 3]
     if whole.empty:
         return "_No tests._\n"
@@ -399,38 +535,37 @@ def whole_grid_markdown(tests: pd.DataFrame, several: bool) -> str:
     rows = []
     notes: list[str] = []
 
-    def interval(row: pd.Series, prefix: str) -> str:
-        text = format_interval(row[f"{prefix}ci_low"], row[f"{prefix}ci_high"])
-        return f"n/a ({row[f'{prefix}ci_reason']})" if text == "n/a" else text
+    def interval(row: pd.Series) -> str:
+        text = format_interval(row["ci_low"], row["ci_high"])
+        return f"n/a ({row['ci_reason']})" if text == "n/a" else text
 
     for _, row in whole.iterrows():
         label = column_label((row["study"], row["model"], row["dataset"]), several)
         if isinstance(row["reason"], str):
-            rows.append([label, f"n/a ({row['reason']})"] + ["n/a"] * (3 + 2 * seeds))
+            rows.append([label, f"n/a ({row['reason']})"] + ["n/a"] * (5 + seeds))
             continue
-        per_seed = ([interval(row, "seed_"),
-                     "n/a (one seed)" if int(row["seeds_tested"]) < 2 else
+        per_seed = (["n/a (one seed)" if int(row["seeds_tested"]) < 2 else
                      f"{row['seed_scc_min']:.2f} to {row['seed_scc_max']:.2f} "
                      f"(SD {row['seed_scc_sd']:.2f}, {int(row['seeds_tested'])} seeds)"]
                     if seeds else [])
         slope, slope_ci = _slope_text(metric, row)
-        rows.append([label, f"{row['scc']:.2f}", interval(row, ""), *per_seed, slope,
-                     slope_ci])
+        rows.append([label, f"{row['scc']:.2f}", interval(row), *per_seed,
+                     A.format_p(row["p_value"]), A.format_p(row["p_perm"]), slope, slope_ci])
     table = pd.DataFrame(rows, columns=[
-        "grid", "SCC", f"{level} CI over cells",
-        *([f"{level} CI over seeds", "SCC of each seed alone"] if seeds else []),
-        "slope per doubling of BS/LR", f"{level} CI of the slope"])
+        "grid", "SCC", f"{level} CI", *(["SCC of each seed alone"] if seeds else []),
+        "p (paper)", "p perm. (rows x columns)", "slope per doubling of BS/LR",
+        f"{level} CI of the slope"])
     if not seeds:
-        notes.append("One seed per cell: no interval over seeds and no coefficient per "
-                     "seed (they need two or more seeds).")
+        notes.append("One seed per cell: no interval and no coefficient per seed (they "
+                     "need several seeds).")
     unit = ("percentage points of " if metric in V.POINT_METRICS else "") + \
         V.METRIC_SHORT.get(metric, metric)
     notes.append(
         f"The slope is the Theil-Sen estimate (the median of the pairwise slopes) of the "
         f"cells' mean {V.METRIC_SHORT.get(metric, metric)} against log2(batch size / "
         f"learning rate): the change, in {unit}, when the ratio doubles; its interval is "
-        "Sen's (scipy.stats.theilslopes). It says how large the effect is; the SCC only "
-        "says how consistently it goes one way.")
+        "the jackknife over seeds. It says how large the effect is; the SCC only says "
+        "how consistently it goes one way.")
     return _markdown_frame(table) + "\n" + " ".join(notes) + "\n"
 
 
@@ -451,11 +586,11 @@ def seeds_alone_markdown(frame: pd.DataFrame, tests: pd.DataFrame, metric: str,
 
         whole = part[part["table"] == 3].iloc[0]
         t3 = ("n/a" if isinstance(whole["reason"], str)
-              else f"{whole['scc']:.2f} ({A.format_p_eq(whole['p_value'])})")
+              else f"{whole['scc']:.2f} ({A.format_p_eq(whole['p_perm'])})")
         rows.append([label, str(key[3]), counts(1), counts(2), t3])
     alpha = float(tests["alpha"].iloc[0])
     table = pd.DataFrame(rows, columns=["grid", "seed", f"Table 1: p < {alpha:g}",
-                                        f"Table 2: p < {alpha:g}", "Table 3: SCC (p)"])
+                                        f"Table 2: p < {alpha:g}", "Table 3: SCC (p perm.)"])
     text = _markdown_frame(table)
     groups = tests[(tests["table"] != 3) & tests["seed_scc_sd"].notna()]
     if len(groups):
@@ -479,17 +614,16 @@ def statistics_markdown(frame: pd.DataFrame, all_tests: pd.DataFrame, metric: st
     if tests.empty:
         return "_No tests._\n"
     level = f"{confidence_of(tests):.0%}"
-    resamples = int(kwargs.get("n_resamples", 999))  # type: ignore[call-overload]
+    kwargs = {k: v for k, v in kwargs.items() if k != "n_resamples"}
     parts = [
         f"**Seeds.** {seeds_sentence(tests)}\n",
-        f"**Intervals.** Every coefficient has a {level} interval from "
-        f"`scipy.stats.bootstrap` ({resamples} resamples, seeded per test): over cells "
-        "(BCa; the cells' means resampled with replacement, needing "
-        f"{A.MIN_BOOTSTRAP_CELLS} or more cells) and, with two or more seeds, over seeds "
-        "(percentile; whole seeds resampled, every cell's mean recomputed over the drawn "
-        "seeds, so seed noise enters the interval). k seeds allow only a few distinct "
-        "resamples (3 for two seeds), so with few seeds the interval over seeds is the "
-        "spread of a handful of coefficients rather than a calibrated interval.\n",
+        f"**Intervals.** {intervals_sentence(tests, level)}\n",
+        "**Verdicts.** A coefficient is significant when its permutation p-value is below "
+        "alpha: the group's cells permuted for Tables 1-2 (exact up to 8 cells), the "
+        "grid's rows and columns permuted for Table 3. The paper's p-value (the t "
+        "approximation, cells taken as independent) is printed beside it; for Table 3 "
+        "it rejects far too often when a seed lifts a whole row or column of the grid "
+        "(runs of one seed share an initialisation and a data order).\n",
         "### Multiple testing\n",
         multiple_testing_markdown(all_tests, metric),
         "### The whole grid (Table 3): intervals and effect size\n",
@@ -505,6 +639,54 @@ def statistics_markdown(frame: pd.DataFrame, all_tests: pd.DataFrame, metric: st
         parts.append(seeds_alone_markdown(frame, tests, metric, several,
                                           include_diverged=include_diverged, **kwargs))
     return "\n".join(parts)
+
+
+def ratio_markdown(models: pd.DataFrame, several: bool) -> str:
+    """The section "Does only the ratio matter?": per grid, the two coefficients of
+    ``metric ~ log2(BS) + log2(LR)``, their sum and its test, in a table and in words."""
+    if models.empty:
+        return "_No cells._\n"
+    metric = str(models["metric"].iloc[0])
+    label = V.METRIC_SHORT.get(metric, metric)
+    level = f"{float(models['confidence'].iloc[0]):.0%}"
+    alpha = float(models["alpha"].iloc[0])
+
+    def amount(value: float) -> str:
+        return V.metric_amount(metric, value, signed=True) if math.isfinite(value) else "n/a"
+
+    def interval(low: float, high: float) -> str:
+        unit = " points" if metric in V.POINT_METRICS else ""
+        if not (math.isfinite(low) and math.isfinite(high)):
+            return "n/a"
+        return f"[{amount(low).removesuffix(unit)}, {amount(high)}]"
+
+    rows = []
+    for r in models.itertuples():
+        grid = column_label((r.study, r.model, r.dataset), several)
+        if isinstance(r.reason, str):
+            rows.append([grid, f"n/a ({r.reason})"] + ["n/a"] * 6)
+            continue
+        rows.append([grid, amount(r.beta_bs), interval(r.beta_bs_low, r.beta_bs_high),
+                     amount(r.beta_lr), interval(r.beta_lr_low, r.beta_lr_high),
+                     amount(r.beta_sum), interval(r.beta_sum_low, r.beta_sum_high),
+                     A.format_p(r.p_ratio)])
+    table = pd.DataFrame(rows, columns=[
+        "grid", "β_BS per doubling", f"{level} CI", "β_LR per doubling", f"{level} CI",
+        "β_BS + β_LR", f"{level} CI", "p (β_BS + β_LR = 0)"])
+    text = (f"If the {label} depended on batch size / learning rate alone, it would depend "
+            "on log2(BS) - log2(LR), so a doubling of the batch size would act exactly as "
+            "a halving of the learning rate: β_BS = -β_LR in "
+            f"`{metric} ~ log2(batch size) + log2(learning rate)`. The model is fitted "
+            "to every run (statsmodels MixedLM, REML: a random intercept per seed and, "
+            "within each seed, variance components for batch size and for learning rate, "
+            "since a seed may lift a whole row or column of the grid; OLS with one seed), "
+            f"and the test of β_BS + β_LR = 0 is its Wald test (rejected below p = {alpha:g}"
+            "). Not rejecting it is no proof: the interval of the sum says how far from "
+            "\"only the ratio\" the grid can be.\n\n")
+    text += _markdown_frame(table) + "\n"
+    text += "\n".join(f"- **{column_label((r.study, r.model, r.dataset), several)}**: "
+                      f"{r.summary}" for r in models.itertuples()) + "\n"
+    return text
 
 
 def _as_markdown(
@@ -551,6 +733,9 @@ def _as_markdown(
     kwargs = {k: v for k, v in (test_kwargs or {}).items() if k != "include_diverged"}
     parts.append(statistics_markdown(frame, all_tests, metric, several, include_diverged,
                                      **kwargs))
+    parts.append("## Does only the ratio matter?\n")
+    parts.append(ratio_markdown(ratio_models_of(all_tests, frame, metric, include_diverged,
+                                                confidence_of(tests)), several))
     others = [m for m in metrics if m != metric]
     if others:
         parts.append("## Beyond the paper: other metrics\n")
@@ -572,6 +757,15 @@ def _as_markdown(
     return "\n".join(parts)
 
 
+def ratio_models_of(all_tests: pd.DataFrame, frame: pd.DataFrame, metric: str,
+                    include_diverged: bool, confidence: float) -> pd.DataFrame:
+    """The grids' ratio models of ``metric``: fitted here (the tests frame carries the
+    coefficients, the model's summary needs the fit)."""
+    del all_tests
+    return A.ratio_model(frame, metric=metric, include_diverged=include_diverged,
+                         confidence=confidence)
+
+
 # --------------------------------------------------------------------------- latex
 
 
@@ -581,29 +775,48 @@ def _latex_interval(low: object, high: object) -> str:
 
 
 def table_latex(tests: pd.DataFrame, table: int, best_metric: str | None = None) -> str:
-    """One of Tables 1-3 as a LaTeX ``table`` with booktabs rules, as in the paper:
-    bold significant p-values, underlined non-significant ones, ``n/a`` where no
-    coefficient could be computed, an n column when n varies; beside each SCC its
-    interval over cells (and over seeds, with two or more seeds), and a dagger / double
-    dagger on p-values that survive Holm / Benjamini-Hochberg over the table."""
+    """One of Tables 1-3 as a LaTeX ``table`` with booktabs rules, as in the paper: the
+    SCC, its interval over seeds (three or more seeds) or the range of two seeds' own
+    coefficients, the paper's $p$ and the permutation $p$ of the verdict (bold when
+    significant, underlined when not, a footnote mark where the test cannot reach
+    alpha), ``n/a`` where no coefficient could be computed, an n column when n varies,
+    and daggers on permutation p-values that survive Holm / Benjamini-Hochberg /
+    Benjamini-Yekutieli over the family the caption names."""
     if tests.empty or not (tests["table"] == table).any():
         return "% no tests\n"
     metric = _metric_of(tests)
     sub, keys, several, uniform_n, group_by, values, lookup = _table_layout(tests, table)
-    seeds = several_seeds(sub)
+    ci_column, range_column = _seed_columns(sub)
     level = f"{confidence_of(sub):.0%}".replace("%", r"\%")
-    per_key = ["SCC", f"{level} CI"] + ([f"{level} CI seeds"] if seeds else []) + ["$p$"] + (
-        [] if uniform_n else ["$n$"])
+    per_key = (["SCC"] + ([f"{level} CI"] if ci_column else [])
+               + (["range, 2 seeds"] if range_column else []) + ["$p$", r"$p_{\mathrm{perm}}$"]
+               + ([] if uniform_n else ["$n$"]))
     width = len(per_key)
     lead = 0 if group_by is None else 1
     spec = ("l" * lead) + ("r" * width) * len(keys)
     title = _TABLE_TITLES[table].format(metric=V.metric_label(metric, best_metric))
     alpha = float(sub["alpha"].iloc[0])
+    paper, perm = _p_methods(sub)
     caption = latex_escape(title.split(": ", 1)[1]).replace(" p ", " $p$ ")
-    caption += (f". Bold: $p < {alpha:g}$; underlined: not significant; $^\\dagger$: "
-                f"below {alpha:g} after Holm-Bonferroni over the table, $^\\ddagger$: after "
-                f"Benjamini-Hochberg. CI: {level} bootstrap interval over cells")
-    caption += " and over seeds." if seeds else " (one seed: no interval over seeds)."
+    permuted = ("rows (batch sizes) and columns (learning rates) of the grid permuted"
+                if table == 3 else "the group's cells permuted")
+    caption += (f". $p$: the paper's ({latex_escape(paper)}; cells as independent); "
+                rf"$p_{{\mathrm{{perm}}}}$: {latex_escape(perm)}, {permuted}. Bold: "
+                rf"$p_{{\mathrm{{perm}}}} < {alpha:g}$; underlined: not significant; "
+                f"$^\\dagger$, $^\\ddagger$, $^\\S$: below {alpha:g} after Holm-Bonferroni, "
+                "Benjamini-Hochberg, Benjamini-Yekutieli over "
+                f"{latex_escape(family_words(sub, table))}")
+    if ci_column:
+        caption += f"; CI: {level} jackknife interval over seeds, $t(k-1)$"
+    if range_column:
+        caption += "; range: the two seeds' own coefficients (no interval with two seeds)"
+    if seed_count(sub) <= 1:
+        caption += "; one seed: no interval"
+    unreachable = _reach_reasons(sub)
+    if unreachable:
+        caption += (f"; $^*$: cannot reach $p < {alpha:g}$ ({len(unreachable)} group(s); "
+                    f"{latex_escape(unreachable[0].split('(', 1)[1].rstrip(')'))})")
+    caption += "."
     if uniform_n:
         caption += f" Each coefficient is computed from $n = {int(sub['n'].iloc[0])}$ cells."
     lines = [
@@ -637,16 +850,21 @@ def table_latex(tests: pd.DataFrame, table: int, best_metric: str | None = None)
             if isinstance(row["reason"], str):
                 cells += ["n/a"] * (width - int(not uniform_n))
             else:
-                p = format_p_latex(row["p_value"])
+                p = format_p_latex(row["p_perm"])
                 marks = ((r"\dagger" if survives(row, "p_holm") else "")
-                         + (r"\ddagger" if survives(row, "p_bh") else ""))
+                         + (r"\ddagger" if survives(row, "p_bh") else "")
+                         + (r"\S" if survives(row, "p_by") else "")
+                         + ("*" if reach_text(row) else ""))
                 marks = f"^{{{marks}}}" if marks else ""
                 p = (rf"$\mathbf{{{p}}}{marks}$" if row["significant"]
-                     else rf"\underline{{${p}$}}")
-                cells += [f"${row['scc']:.2f}$", _latex_interval(row["ci_low"], row["ci_high"])]
-                if seeds:
-                    cells.append(_latex_interval(row["seed_ci_low"], row["seed_ci_high"]))
-                cells.append(p)
+                     else rf"\underline{{${p}$}}" + (f"${marks}$" if marks else ""))
+                cells.append(f"${row['scc']:.2f}$")
+                if ci_column:
+                    cells.append(_latex_interval(row["ci_low"], row["ci_high"]))
+                if range_column:
+                    text = _seed_range(row)
+                    cells.append(text if text == "n/a" else f"${text.replace(' to ', ', ')}$")
+                cells += [f"${format_p_latex(row['p_value'])}$", p]
             if not uniform_n:
                 cells.append(str(int(row["n"])))
         lines.append(" & ".join(cells) + r" \\")
@@ -655,9 +873,9 @@ def table_latex(tests: pd.DataFrame, table: int, best_metric: str | None = None)
 
 
 def statistics_latex(tests: pd.DataFrame, best_metric: str | None = None) -> str:
-    """The whole grid (Table 3) per grid with its intervals over cells and seeds and the
-    Theil-Sen slope per doubling of the ratio, and the multiple-testing counts of the
-    metric, as one booktabs table."""
+    """The whole grid (Table 3) per grid with its interval over seeds, both p-values and
+    the Theil-Sen slope per doubling of the ratio, and the multiple-testing counts of
+    the metric, as one booktabs table."""
     whole = tests[tests["table"] == 3] if not tests.empty else tests
     if whole.empty:
         return "% no tests\n"
@@ -669,33 +887,78 @@ def statistics_latex(tests: pd.DataFrame, best_metric: str | None = None) -> str
     unit = "percentage points" if metric in V.POINT_METRICS else "units of the metric"
     caption = (
         f"Batch size / learning rate and {latex_escape(V.metric_label(metric, best_metric))}"
-        f": SCC with {level} bootstrap intervals over cells and over seeds, and the "
+        f": SCC with its {level} jackknife interval over seeds (three or more seeds), the "
+        "paper's $p$ and the $p$ of a permutation of the grid's rows and columns, and the "
         f"Theil-Sen slope per doubling of the ratio ({unit}). Of {int(counts['tested'])} "
-        f"tests, {int(counts['significant'])} have $p < {alpha:g}$ "
-        f"({counts['expected_by_chance']:.2g} expected by chance); "
-        f"{int(counts['holm_table'])} survive Holm and {int(counts['bh_table'])} "
-        f"Benjamini-Hochberg per table, {int(counts['holm_all'])} and "
-        f"{int(counts['bh_all'])} over all tests."
-        + ("" if several_seeds(whole) else " One seed per cell: no interval over seeds "
-           "(it needs two or more)."))
+        f"tests, {int(counts['significant'])} have $p_{{\\mathrm{{perm}}}} < {alpha:g}$ "
+        f"({counts['expected_by_chance']:.2g} expected by chance; "
+        f"{int(counts['cannot_reach'])} cannot reach it); {int(counts['holm_table'])} "
+        f"survive Holm, {int(counts['bh_table'])} Benjamini-Hochberg and "
+        f"{int(counts['by_table'])} Benjamini-Yekutieli within their family (Tables 1-2: "
+        "each grid's column; Table 3: the table), "
+        f"{int(counts['holm_all'])}, {int(counts['bh_all'])} and {int(counts['by_all'])} "
+        "over all tests."
+        + ("" if seed_count(whole) >= A.MIN_INTERVAL_SEEDS else
+           f" Fewer than {A.MIN_INTERVAL_SEEDS} seeds per cell: no interval."))
     lines = [r"\begin{table}[ht]", r"\centering", rf"\caption{{{caption}}}",
-             r"\label{tab:scc-statistics}", r"\begin{tabular}{lrrrrr}", r"\toprule",
-             rf" & SCC & {level} CI cells & {level} CI seeds & slope & {level} CI slope \\",
+             r"\label{tab:scc-statistics}", r"\begin{tabular}{lrrrrrr}", r"\toprule",
+             rf" & SCC & {level} CI & $p$ & $p_{{\mathrm{{perm}}}}$ & slope & "
+             rf"{level} CI slope \\",
              r"\midrule"]
     scale = 100.0 if metric in V.POINT_METRICS else 1.0
     for _, row in whole.iterrows():
         label = latex_escape(column_label((row["study"], row["model"], row["dataset"]),
                                           several))
         if isinstance(row["reason"], str):
-            lines.append(f"{label} & n/a & n/a & n/a & n/a & n/a " + r"\\")
+            lines.append(f"{label} & n/a & n/a & n/a & n/a & n/a & n/a " + r"\\")
             continue
         slope = float(row["slope"]) * scale
         slope_text = f"${slope:+.2f}$" if math.isfinite(slope) else "n/a"
         lines.append(" & ".join([
             label, f"${row['scc']:.2f}$", _latex_interval(row["ci_low"], row["ci_high"]),
-            _latex_interval(row["seed_ci_low"], row["seed_ci_high"]), slope_text,
+            f"${format_p_latex(row['p_value'])}$", f"${format_p_latex(row['p_perm'])}$",
+            slope_text,
             _latex_interval(float(row["slope_low"]) * scale, float(row["slope_high"]) * scale),
         ]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def ratio_latex(models: pd.DataFrame) -> str:
+    """"Does only the ratio matter?" as a booktabs table: per grid, beta_BS and beta_LR
+    of ``metric ~ log2(BS) + log2(LR)`` with their intervals, their sum and the p-value
+    of beta_BS + beta_LR = 0."""
+    if models.empty:
+        return "% no ratio model\n"
+    metric = str(models["metric"].iloc[0])
+    several = models["study"].nunique() > 1
+    level = f"{float(models['confidence'].iloc[0]):.0%}".replace("%", r"\%")
+    scale = 100.0 if metric in V.POINT_METRICS else 1.0
+    unit = "percentage points" if metric in V.POINT_METRICS else "units of the metric"
+    methods = "; ".join(sorted({latex_escape(str(m)) for m in models["method"]} - {"none"}))
+    caption = (
+        f"Does only the ratio matter? {latex_escape(V.METRIC_SHORT.get(metric, metric))} "
+        r"$\sim \beta_{BS} \log_2(\mathrm{BS}) + \beta_{LR} \log_2(\mathrm{LR})$ over every "
+        f"run ({methods}); coefficients per doubling, in {unit}, with {level} intervals. If "
+        r"only the ratio mattered, $\beta_{BS} + \beta_{LR} = 0$; $p$ is its Wald test.")
+    lines = [r"\begin{table}[ht]", r"\centering", rf"\caption{{{caption}}}",
+             r"\label{tab:ratio-model}", r"\begin{tabular}{lrrrrrrr}", r"\toprule",
+             rf" & $\beta_{{BS}}$ & {level} CI & $\beta_{{LR}}$ & {level} CI & "
+             rf"$\beta_{{BS}} + \beta_{{LR}}$ & {level} CI & $p$ \\", r"\midrule"]
+    for r in models.itertuples():
+        label = latex_escape(column_label((r.study, r.model, r.dataset), several))
+        if isinstance(r.reason, str):
+            lines.append(f"{label} & " + " & ".join(["n/a"] * 7) + r" \\")
+            continue
+        lines.append(" & ".join([
+            label,
+            f"${r.beta_bs * scale:+.2f}$",
+            _latex_interval(r.beta_bs_low * scale, r.beta_bs_high * scale),
+            f"${r.beta_lr * scale:+.2f}$",
+            _latex_interval(r.beta_lr_low * scale, r.beta_lr_high * scale),
+            f"${r.beta_sum * scale:+.2f}$",
+            _latex_interval(r.beta_sum_low * scale, r.beta_sum_high * scale),
+            f"${format_p_latex(r.p_ratio)}$"]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
@@ -726,14 +989,17 @@ def render_report(
     """Render the full report of a results frame.
 
     ``fmt="markdown"``: settings, cells per status, Tables 1-3 of ``metric`` (each
-    coefficient with its ``confidence`` intervals from ``n_resamples`` bootstrap
-    resamples, its p-value marked where it survives Holm and Benjamini-Hochberg), the
-    direction summary, the statistics section (seeds, multiple testing, the whole grid's
-    intervals and slopes, the noise floor, each seed alone), the other ``metrics``
-    (Table 3 and direction summary each), the premise check with its warnings.
-    ``fmt="csv"``: the tidy tests table of ``metric`` followed by the other ``metrics``
-    (every column of :data:`kerasgen.analysis.TEST_COLUMNS`).  ``fmt="latex"``: Tables
-    1-3 of ``metric`` and the whole grid's intervals and slopes.
+    coefficient with its ``confidence`` interval over seeds, the paper's p and the
+    permutation p of the verdict, marked where it survives Holm, Benjamini-Hochberg and
+    Benjamini-Yekutieli), the direction summary, the statistics section (seeds,
+    intervals, multiple testing, the whole grid's intervals and slopes, the noise floor,
+    each seed alone), "Does only the ratio matter?" (the grids' ratio models), the other
+    ``metrics`` (Table 3 and direction summary each), the premise check with its
+    warnings. ``fmt="csv"``: the tidy tests table of ``metric`` followed by the other
+    ``metrics`` (every column of :data:`kerasgen.analysis.TEST_COLUMNS`; Table 3 rows
+    carry their grid's ratio model). ``fmt="latex"``: Tables 1-3 of ``metric``, the
+    whole grid's intervals and slopes, and the ratio model. ``n_resamples`` is kept for
+    callers; no printed interval is a bootstrap (see :func:`kerasgen.analysis.spearman_tests`).
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, not {fmt!r}")
@@ -752,15 +1018,17 @@ def render_report(
     if fmt == "latex":
         tests = A.spearman_tests(frame, metric=metric, **kwargs)  # type: ignore[arg-type]
         best = A.best_metric_of(frame)
+        models = A.ratio_model(frame, metric=metric, include_diverged=include_diverged,
+                               confidence=confidence)
         return "\n".join([*(table_latex(tests, t, best) for t in (1, 2, 3)),
-                          statistics_latex(tests, best)])
-    all_tests = A.spearman_tests_all(frame, metrics=ordered, **kwargs)
+                          statistics_latex(tests, best), ratio_latex(models)])
+    all_tests = A.spearman_tests_all(frame, metrics=ordered, with_ratio_model=fmt == "csv",
+                                     **kwargs)
     if fmt == "csv":
         return tests_csv(all_tests)
     premise = A.premise_check(
         frame,
         train_accuracy_threshold=train_accuracy_threshold,
-        alpha=alpha,
         include_diverged=include_diverged,
         metric=metric,
     )
@@ -773,6 +1041,6 @@ def render_report(
 
 
 
-__all__ = ["FORMATS", "format_interval", "multiple_testing_markdown", "render_report",
-           "several_seeds", "statistics_latex", "statistics_markdown", "status_counts",
-           "table_latex", "table_markdown", "tests_csv"]
+__all__ = ["FORMATS", "format_interval", "multiple_testing_markdown", "ratio_latex",
+           "ratio_markdown", "render_report", "several_seeds", "statistics_latex",
+           "statistics_markdown", "status_counts", "table_latex", "table_markdown", "tests_csv"]

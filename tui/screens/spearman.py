@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 VERDICT_STYLES = {"holds": "bold green", "mostly holds": "green", "not significant": "yellow",
                   "weak": "yellow", "mixed": "bold yellow", "partly reversed": "red",
-                  "reversed": "bold red", "untested": "dim"}
+                  "reversed": "bold red", "untested": "dim", "cannot reach alpha": "dim"}
 VARIABLE_WORDS = {"batch_size": "batch size within each LR",
                   "learning_rate": "learning rate within each BS",
                   "ratio": "BS/LR over the whole grid"}
@@ -33,6 +33,8 @@ def _short_reason(reason: str) -> str:
         return "n<" + reason.split()[2]
     if reason.startswith("one seed"):
         return "1 seed"
+    if reason.startswith("two seeds"):
+        return "2 seeds"
     if reason.startswith("no coefficient"):
         return ""
     return SHORT_REASONS.get(reason, reason[:12])
@@ -65,25 +67,28 @@ def adjusted_text(row: SpearmanRow) -> Text:
     return text
 
 
-def value_cells(row: SpearmanRow, seeds: bool = False, cells: bool = True
+def value_cells(row: SpearmanRow, seeds: int = 1, cells: bool = True
                 ) -> tuple[Text, ...]:
-    """SCC, its interval over cells (unless ``cells`` is False) and over seeds (with
-    ``seeds``), p, survival of Holm / BH, and n of one test: significant ones bold
-    green (the paper's direction) or bold red (against it); untested ones dim with the
-    reason."""
+    """SCC, its interval over seeds (``cells``: the table has the column; three or
+    more ``seeds``) or the range of the two seeds' coefficients (two seeds), the
+    permutation p of the verdict, survival of Holm / BH, and n of one test: significant
+    ones bold green (the paper's direction) or bold red (against it); untested ones dim
+    with the reason; a test that cannot reach alpha has its p dim."""
     n = Text(f"{row.n}/{row.n_total}")
     if row.n_diverged:
         n.append(f" ✕{row.n_diverged}", style="red")
-    cis = ((interval_text(row.ci, row.ci_reason),) if cells else ()) + (
-        (interval_text(row.seed_ci, row.seed_ci_reason),) if seeds else ())
+    cis = ((interval_text(row.ci, row.ci_reason),) if cells and seeds >= 3 else ()) + (
+        (interval_text(row.seed_range, "no range"),) if seeds == 2 else ())
     if row.scc is None:
         return (Text("—", style="dim"), *cis, Text(_short_reason(row.reason or ""),
                                                    style="dim"), Text(""), n)
     style = ""
     if row.significant:
         style = "bold green" if row.agrees else "bold red"
-    return (Text(f"{row.scc:+.2f}", style=style), *cis, Text(row.p_text, style=style),
-            adjusted_text(row), n)
+    p = Text(row.p_text, style=style or ("dim" if row.cannot_reach else ""))
+    if row.cannot_reach:
+        p.append("*", style="dim")
+    return (Text(f"{row.scc:+.2f}", style=style), *cis, p, adjusted_text(row), n)
 
 
 TABLE_TITLES = {1: "Table 1 · batch size, per LR",
@@ -99,30 +104,31 @@ def _table(columns: tuple[str, ...]) -> Table:
 
 
 def _too_small(rows: list[SpearmanRow]) -> bool:
-    """No coefficient of these rows can have an interval over cells: every tested group
-    is too small for the bootstrap (a 4 x 4 grid's Tables 1 and 2)."""
+    """No coefficient of these rows can have an interval: every tested group has too
+    few cells (a 4 x 4 grid's Tables 1 and 2)."""
     tested = [r for r in rows if r.scc is not None]
     return bool(tested) and all(r.ci is None and (r.ci_reason or "").startswith("fewer than")
                                 for r in tested)
 
 
 def _cells_column(rows: list[SpearmanRow]) -> bool:
-    """Whether a table shows the interval over cells: not when no row has a coefficient
-    yet, nor when every group is too small for the bootstrap."""
+    """Whether a table shows the interval column: not when no row has a coefficient
+    yet, nor when every group has too few cells for one."""
     return any(r.scc is not None for r in rows) and not _too_small(rows)
 
 
 def _title(view: SpearmanView, table: int, rows: list[SpearmanRow]) -> Text:
     title = Text(TABLE_TITLES[table], style="bold")
-    if _too_small(rows):
-        title.append(f" · CI cells: n<{view.min_bootstrap}", style="dim")
+    if _too_small(rows) and view.seeds >= 3:
+        title.append(f" · CI: n<{view.min_cells}", style="dim")
     return title
 
 
 def value_columns(view: SpearmanView, cells: bool = True) -> tuple[str, ...]:
     level = f"{view.confidence:.0%}"
-    seeds = ("CI seeds",) if view.seeds >= 2 else ()
-    return ("SCC", *((f"{level} CI",) if cells else ()), *seeds, "p", "H B", "n/all")
+    seeds = ((f"{level} CI",) if cells and view.seeds >= 3 else ()) + (
+        ("2 seeds",) if view.seeds == 2 else ())
+    return ("SCC", *seeds, "p perm.", "H B", "n/all")
 
 
 def group_table(view: SpearmanView, table: int) -> Group:
@@ -132,7 +138,7 @@ def group_table(view: SpearmanView, table: int) -> Group:
     out = _table(({1: "LR", 2: "BS"}[table], *value_columns(view, cells)))
     for row in rows:
         value = f"{row.group_value:g}" if table == 1 else f"{row.group_value}"
-        out.add_row(value, *value_cells(row, view.seeds >= 2, cells))
+        out.add_row(value, *value_cells(row, view.seeds, cells))
     return Group(_title(view, table, rows), out)
 
 
@@ -141,7 +147,7 @@ def ratio_table(view: SpearmanView) -> Group:
     cells = _cells_column(rows)
     out = _table(value_columns(view, cells))
     for row in rows:
-        out.add_row(*value_cells(row, view.seeds >= 2, cells))
+        out.add_row(*value_cells(row, view.seeds, cells))
     return Group(_title(view, 3, rows), out)
 
 
@@ -173,7 +179,7 @@ def directions(view: SpearmanView) -> Text:
             counts = ("no group has 3 finished cells yet" if d.table != 3
                       else "fewer than 3 finished cells yet")
         elif d.table == 3 and ratio is not None and ratio.scc is not None:
-            counts = f"SCC {ratio.scc:+.2f}, p {ratio.p_text} (n={ratio.n})"
+            counts = f"SCC {ratio.scc:+.2f}, p perm. {ratio.p_text} (n={ratio.n})"
         else:
             counts = (f"{d.tested}/{d.groups} tested: {d.significant_expected} sig. as "
                       f"predicted, {d.significant_against} against")
@@ -181,7 +187,7 @@ def directions(view: SpearmanView) -> Text:
         rows = [r for r in view.rows if r.table == d.table and r.significant]
         if d.table != 3 and rows:
             text.append(f"\n   of {len(rows)} sig.: {sum(r.holm for r in rows)} survive Holm, "
-                        f"{sum(r.bh for r in rows)} BH (over the table)", style="dim")
+                        f"{sum(r.bh for r in rows)} BH (over the grid's table)", style="dim")
     return text
 
 
@@ -200,19 +206,22 @@ def premise(view: SpearmanView) -> Text:
 def summary_line(view: SpearmanView) -> Text:
     text = Text()
     text.append(f"{view.finished} of {view.total} cells finished", style="bold")
-    text.append(f" · α = {view.alpha:g} (p: exact below n = 10, asymptotic above) · ")
+    text.append(f" · α = {view.alpha:g} (p perm.: cells permuted; T3 rows x columns) · ")
     text.append("green", style="bold green")
     text.append(" significant as the paper predicts · ")
     text.append("red", style="bold red")
     text.append(" against it")
-    text.append(f"\n{view.confidence:.0%} CI: bootstrap over cells (n ≥ {view.min_bootstrap})")
-    if view.seeds >= 2:
-        text.append(f" and (CI seeds) over whole seeds ({view.seeds} per cell)")
+    if view.seeds >= 3:
+        text.append(f"\n{view.confidence:.0%} CI: jackknife over {view.seeds} seeds "
+                    f"(n ≥ {view.min_cells})")
+    elif view.seeds == 2:
+        text.append("\n2 seeds: the range of their own coefficients (no CI below 3 seeds)")
     else:
-        text.append(" · 1 seed: no CI over seeds")
+        text.append("\n1 seed: no CI (seed noise unmeasured)")
+    text.append(" · * cannot reach α")
     text.append("\nH B ")
     text.append("✓", style="green")
-    text.append(": still significant after Holm / Benjamini-Hochberg over its table")
+    text.append(": still significant after Holm / Benjamini-Hochberg over its family")
     if view.small_n:
         text.append(f"\nCaution: asymptotic p-values are unreliable below n = "
                     f"{view.small_reliable_n} (here n = {', '.join(map(str, view.small_n))}); "
