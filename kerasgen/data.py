@@ -22,6 +22,9 @@ Controlled variables (what makes cells of a group comparable):
 - Clean training metrics are measured on a fixed subset of the training set,
   ``train_eval_indices(seed, n, size, test_size)``: the same images for every cell of a
   group, never augmented.
+- Validation images (``training.validation_size``) are held out of the training set
+  before anything else, ``hold_out(ds, size)``: the same images for every run, never
+  trained on, measured as the test set; the kept epoch may be chosen on them.
 - Augmentation (pad-4 random crop + horizontal flip) is a deterministic function of
   ``(seed, epoch, example)``: ``augment_params(seed, e, n)`` draws one crop offset and one
   flip per example index, not per batch position.
@@ -35,6 +38,7 @@ as a tf.data pipeline with the whole data set resident in memory, and
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import tarfile
@@ -69,6 +73,7 @@ DEFAULT_DATA_DIR = Path("data")
 _ORDER_STREAM = 0x5EED0
 _AUGMENT_STREAM = 0xA06
 _TRAIN_EVAL_STREAM = 0x7EE7
+_VALIDATION_STREAM = 0x7A1
 
 
 class DataError(RuntimeError):
@@ -164,6 +169,36 @@ def train_eval_indices(seed: int, n: int, size: int | str | None, test_size: int
         return np.arange(n, dtype=np.int64)
     rng = np.random.default_rng([_TRAIN_EVAL_STREAM, int(seed), int(n)])
     return np.sort(rng.choice(n, size=count, replace=False)).astype(np.int64)
+
+
+def validation_indices(n: int, size: int) -> np.ndarray:
+    """The training images held out for validation (``training.validation_size``):
+    ``size`` of the ``n``, chosen from (n, size) alone, so every run of every cell and
+    seed holds out the same images; sorted. Empty when ``size`` is 0."""
+    if not size:
+        return np.zeros(0, np.int64)
+    if size >= n:
+        raise ValueError(f"validation_size {size} must be smaller than the {n} training "
+                         "examples")
+    rng = np.random.default_rng([_VALIDATION_STREAM, int(n), int(size)])
+    return np.sort(rng.choice(n, size=int(size), replace=False)).astype(np.int64)
+
+
+def hold_out(ds: "Dataset", size: int) -> tuple["Dataset", np.ndarray]:
+    """(the data set without its validation images, their indices in ``ds``'s training
+    set). Everything training does (the epoch order, batches, augmentation, the clean
+    training subset) then runs on the images left, so validation images are never
+    trained on. Computed once per data set and size (kept in ``ds.extra``)."""
+    if not size:
+        return ds, np.zeros(0, np.int64)
+    key = ("hold_out", int(size))
+    if key not in ds.extra:
+        held = validation_indices(ds.train_size, size)
+        keep = np.setdiff1d(np.arange(ds.train_size), held)
+        rest = dataclasses.replace(ds, x_train=ds.x_train[keep], y_train=ds.y_train[keep],
+                                   extra={"validation_size": int(size)})
+        ds.extra[key] = (rest, held)
+    return ds.extra[key]
 
 
 def train_eval_arrays(ds: "Dataset", indices: np.ndarray, copies: int = 1):
@@ -532,5 +567,5 @@ __all__ = [
     "augment_params", "batch_indices", "check_dataset_name", "epoch_order", "last_batch_size",
     "load_cifar", "load_dataset", "load_digits", "load_synthetic", "numpy_batches",
     "read_cifar_archive", "steps_per_epoch", "test_dataset", "train_dataset",
-    "train_eval_arrays", "train_eval_indices",
+    "hold_out", "train_eval_arrays", "train_eval_indices", "validation_indices",
 ]

@@ -24,7 +24,11 @@ TOML::
     weight_decay = 0.0                # off: the paper disables "all training techniques"
     augment = "default"               # pad-crop-flip for CIFAR, none otherwise; or true/false
     best_metric = "test_accuracy"     # the epoch kept per cell: max test accuracy (the
-                                      # paper's measure) or min "test_loss"
+                                      # paper's measure, chosen on the test set), min
+                                      # "test_loss", or "val_accuracy" / "val_loss" on
+                                      # the held-out validation images
+    validation_size = 0               # images held out of the training set (the same
+                                      # for every run) to choose the kept epoch on
     test_every = 1                    # evaluate the test set every n epochs (the paper: 1)
     dtype = "float32"                 # or "float64": variables, computation, optimizer
     train_eval_size = "test"          # clean training metrics on a fixed training subset
@@ -52,7 +56,7 @@ from typing import Any
 from kerasgen.naming import check_dataset_name, check_model_name, known_train_size
 
 STOP_RULES = ("epochs", "train_loss")
-BEST_METRICS = ("test_accuracy", "test_loss")
+BEST_METRICS = ("test_accuracy", "test_loss", "val_accuracy", "val_loss")
 DTYPES = ("float32", "float64")
 LAST_BATCH = ("keep", "drop")
 TRAIN_EVAL_SIZES = ("test", "all")  # or an integer number of images (0: off)
@@ -79,6 +83,7 @@ class Training:
     train_eval_size: int | str = "test"
     last_batch: str = "keep"
     checkpoint_every: int = 1
+    validation_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -320,13 +325,22 @@ def validate(spec: Spec) -> None:
     _validate_stop(spec.stop)
     _validate_training(spec.training)
     size = spec.training.train_eval_size
-    if isinstance(size, int) and not isinstance(size, bool):
-        for d in spec.datasets:
-            n = known_train_size(d)
-            if n is not None and size > n:
-                raise SpecError(
-                    f"training.train_eval_size = {size} is larger than the {n} training "
-                    f"examples of {d!r}; use at most {n}, or \"all\".")
+    held = spec.training.validation_size
+    for d in spec.datasets:
+        n = known_train_size(d)
+        if n is None:
+            continue
+        if held and n - held < max(spec.batch_sizes):
+            raise SpecError(
+                f"training.validation_size = {held} leaves {n - held} of the {n} training "
+                f"examples of {d!r}, fewer than batch size {max(spec.batch_sizes)}; hold "
+                "out fewer images.")
+        if isinstance(size, int) and not isinstance(size, bool) and size > n - held:
+            raise SpecError(
+                f"training.train_eval_size = {size} is larger than the {n - held} training "
+                f"examples of {d!r}" + (f" left after the {held} held out for validation"
+                                        if held else "")
+                + f"; use at most {n - held}, or \"all\".")
 
 
 def _validate_stop(stop: Stop) -> None:
@@ -357,6 +371,14 @@ def _validate_training(t: Training) -> None:
     if t.best_metric not in BEST_METRICS:
         raise SpecError(f"training.best_metric must be one of {BEST_METRICS}. "
                         f"Received: {t.best_metric!r}")
+    held = t.validation_size
+    if isinstance(held, bool) or not isinstance(held, int) or held < 0:
+        raise SpecError("training.validation_size must be a number of images >= 0 (0: no "
+                        f"validation images). Received: {held!r}")
+    if t.best_metric.startswith("val_") and held == 0:
+        raise SpecError(f"training.best_metric = {t.best_metric!r} chooses the kept epoch on "
+                        "validation images: set training.validation_size (e.g. 5000 for "
+                        "CIFAR) to hold them out of the training set.")
     if isinstance(t.test_every, bool) or not isinstance(t.test_every, int) or t.test_every < 1:
         raise SpecError(f"training.test_every must be an integer >= 1. Received: {t.test_every!r}")
     if isinstance(t.checkpoint_every, bool) or not isinstance(t.checkpoint_every, int) \

@@ -92,13 +92,14 @@ class PackLogger(SQLiteLogger):
     def __init__(self, store: Store, claim: Claim, cell_ids: list[int], spec: Spec,
                  checkpoint: PackCheckpoint, active: list[bool], history: dict,
                  lost: threading.Event, layout: str = "branches", train_eval=None,
-                 study_dir: Path | None = None, keep_weights: str = "final"):
+                 study_dir: Path | None = None, keep_weights: str = "final", validation=None):
         super().__init__(store, cell=cell_ids, claim=claim)
         self.keep_weights = keep_weights
         self.spec = spec
         self.study_dir = study_dir if study_dir is not None else checkpoint.directory.parent
         self.layout = layout
         self.train_eval = train_eval  # the clean training subset, as model.evaluate takes it
+        self.validation = validation  # the held-out validation images, likewise
         self.checkpoint = checkpoint
         self.active = list(active)
         self.history = history  # cell_id -> list of [epoch, row, wall_seconds]
@@ -114,19 +115,23 @@ class PackLogger(SQLiteLogger):
     def add_metrics(self, epoch: int, rows: list[dict]) -> None:
         """Clean training metrics, at every epoch where the test set was evaluated: each
         copy on the fixed training subset, through ``model.evaluate`` as the test set
-        (same weights, batch norm in inference mode, no augmentation)."""
-        if self.train_eval is None or not any("test_loss" in row for row in rows):
+        (same weights, batch norm in inference mode, no augmentation); and the held-out
+        validation images the same way (``val_loss``, ``val_accuracy``)."""
+        if not any("test_loss" in row for row in rows):
             return
-        if isinstance(self.train_eval, tuple):  # numpy arrays (backends without tf.data)
-            x, y = self.train_eval
-            logs = self.model.evaluate(x, y, batch_size=1000, verbose=0, return_dict=True)
-        else:
-            logs = self.model.evaluate(self.train_eval, verbose=0, return_dict=True)
-        clean = split_logs({f"val_{k}": v for k, v in logs.items()}, len(rows))
-        for row, measured in zip(rows, clean):
-            for name in ("loss", "accuracy"):
-                if f"test_{name}" in measured:
-                    row[f"train_eval_{name}"] = measured[f"test_{name}"]
+        for data, prefix in ((self.train_eval, "train_eval"), (self.validation, "val")):
+            if data is None:
+                continue
+            if isinstance(data, tuple):  # numpy arrays (backends without tf.data)
+                x, y = data
+                logs = self.model.evaluate(x, y, batch_size=1000, verbose=0, return_dict=True)
+            else:
+                logs = self.model.evaluate(data, verbose=0, return_dict=True)
+            clean = split_logs({f"val_{k}": v for k, v in logs.items()}, len(rows))
+            for row, measured in zip(rows, clean):
+                for name in ("loss", "accuracy"):
+                    if f"test_{name}" in measured:
+                        row[f"{prefix}_{name}"] = measured[f"test_{name}"]
 
     def before_write(self, epoch: int, rows: list[dict], diverged: list[bool]) -> None:
         if self.claim is not None:
@@ -272,12 +277,16 @@ def train_pack(store: Store, claim: Claim, spec: Spec, ds: data_lib.Dataset,
         checkpoint.remove()
         return {"pack_id": claim.pack_id, "epochs": 0, "resumed_from": initial_epoch}
 
+    # Validation images leave the training set before anything else sees it.
+    full = ds
+    ds, held = data_lib.hold_out(full, spec.training.validation_size)
     configure_determinism(seed)
     weights = initial_weights(model_name, ds, seed, root)
     with float_type(spec.training.dtype):
         started = time.perf_counter()
         _fit_pack(store, claim, spec, ds, options, checkpoint, meta, cell_ids, learning_rates,
-                  weights, active, statuses, history, initial_epoch, study_dir)
+                  weights, active, statuses, history, initial_epoch, study_dir,
+                  validation=(full, held))
     # Finished: every row and status is in the store, the final weights are kept; the
     # checkpoints are only needed to resume (a failed pack keeps them for that and for
     # the post-mortem).
@@ -287,7 +296,8 @@ def train_pack(store: Store, claim: Claim, spec: Spec, ds: data_lib.Dataset,
 
 
 def _fit_pack(store, claim, spec, ds, options, checkpoint, meta, cell_ids, learning_rates,
-              weights, active, statuses, history, initial_epoch, study_dir) -> None:
+              weights, active, statuses, history, initial_epoch, study_dir,
+              validation=None) -> None:
     first = claim.cells[0]
     model_name, seed, batch_size = first["model"], int(first["seed"]), int(first["batch_size"])
     training = spec.training
@@ -321,12 +331,16 @@ def _fit_pack(store, claim, spec, ds, options, checkpoint, meta, cell_ids, learn
     subset = data_lib.train_eval_indices(seed, ds.train_size, training.train_eval_size,
                                          int(ds.x_test.shape[0]))
     train_eval = data_lib.train_eval_arrays(ds, subset, copies) if len(subset) else None
+    full, held = validation if validation is not None else (ds, ())
+    held_out = data_lib.train_eval_arrays(full, held, copies) if len(held) else None
     if keras.backend.backend() == "tensorflow":
         train = data_lib.train_dataset(ds, seed, batch_size, initial_epoch, spec.epochs,
                                        copies=copies, augment=augment, drop_last=drop_last)
         test = data_lib.test_dataset(ds, copies=copies)
         if train_eval is not None:
             train_eval = data_lib.evaluation_dataset(*train_eval)
+        if held_out is not None:
+            held_out = data_lib.evaluation_dataset(*held_out)
     else:  # JAX (or another backend): the same batches, from numpy
         train = data_lib.batch_generator(ds, seed, batch_size, initial_epoch, spec.epochs,
                                          copies=copies, augment=augment, drop_last=drop_last)
@@ -334,7 +348,7 @@ def _fit_pack(store, claim, spec, ds, options, checkpoint, meta, cell_ids, learn
     heartbeat = Heartbeat(store, claim, options.heartbeat_interval)
     logger = PackLogger(store, claim, cell_ids, spec, checkpoint, active, history,
                         heartbeat.lost, layout, train_eval=train_eval, study_dir=study_dir,
-                        keep_weights=options.keep_weights)
+                        keep_weights=options.keep_weights, validation=held_out)
     logger.statuses = dict(statuses)
     heartbeat.start()
     try:

@@ -507,3 +507,28 @@ def test_test_dataset_is_normalized_in_fixed_order():
     np.testing.assert_array_equal(x, again)
     (_, ys), = list(D.test_dataset(ds, copies=2, batch_size=100).as_numpy_iterator())
     assert len(ys) == 2 and all(np.array_equal(t, ds.y_test) for t in ys)
+
+
+def test_validation_images_are_the_same_for_every_run_and_never_in_a_training_batch():
+    ds = D.load_synthetic(size=8, channels=1, n_train=200)
+    again = D.load_synthetic(size=8, channels=1, n_train=200)
+    rest, held = D.hold_out(ds, 30)
+    other, held_again = D.hold_out(again, 30)
+    # Chosen from (n, size) alone: the same images whatever the seed or the load.
+    assert np.array_equal(held, held_again) and len(np.unique(held)) == 30
+    assert np.array_equal(held, D.validation_indices(200, 30))
+    assert D.hold_out(ds, 30)[0] is rest  # computed once per data set and size
+    # The data set left has the other 170 images, in their order.
+    kept = np.setdiff1d(np.arange(200), held)
+    assert rest.train_size == 170 and np.array_equal(rest.x_train, ds.x_train[kept])
+    assert np.array_equal(rest.y_train, ds.y_train[kept]) and rest.x_test is ds.x_test
+    # Every batch of every epoch, for any seed and batch size, draws from those 170.
+    for seed in (0, 1):
+        for batch_size in (16, 64):
+            for epoch in range(3):
+                for idx in D.batch_indices(seed, epoch, rest.train_size, batch_size):
+                    assert not np.isin(kept[idx], held).any()
+    clean = D.train_eval_indices(0, rest.train_size, "all", 50)
+    assert not np.isin(kept[clean], held).any()
+    # No validation size: nothing held out.
+    assert D.hold_out(ds, 0)[0] is ds and len(D.hold_out(ds, 0)[1]) == 0

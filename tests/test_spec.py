@@ -84,6 +84,11 @@ def test_a_toml_file_is_read_and_a_broken_one_named(tmp_path):
     ({"training": {"test_every": 0}}, "training.test_every must be an integer >= 1"),
     ({"training": {"train_eval_size": -1}}, "training.train_eval_size must be"),
     ({"training": {"train_eval_size": 2000}}, "larger than the 1347 training examples"),
+    ({"training": {"validation_size": -5}}, "training.validation_size must be a number"),
+    ({"training": {"best_metric": "val_accuracy"}}, "set training.validation_size"),
+    ({"training": {"validation_size": 1340}}, "leaves 7 of the 1347 training examples"),
+    ({"training": {"validation_size": 300, "train_eval_size": 1100}},
+     "left after the 300 held out for validation"),
 ])
 def test_a_bad_value_is_refused_naming_it(change, message):
     with pytest.raises(SpecError) as caught:
@@ -97,6 +102,9 @@ def test_a_good_spec_passes_and_defaults_are_the_papers():
     assert spec.training == Training()
     assert (spec.training.momentum, spec.training.weight_decay) == (0.0, 0.0)
     assert spec.training.best_metric == "test_accuracy" and spec.training.last_batch == "keep"
+    assert spec.training.validation_size == 0  # the paper's rule: the epoch chosen on test
+    held = from_dict({**BASE, "training": {"validation_size": 200, "best_metric": "val_loss"}})
+    assert (held.training.validation_size, held.training.best_metric) == (200, "val_loss")
 
 
 def test_the_presets_are_the_papers_grid_and_the_offline_demo():

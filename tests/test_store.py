@@ -1039,17 +1039,22 @@ def test_a_closed_writer_leaves_every_commit_in_the_main_file_while_a_reader_wat
 # ---------------------------------------------------------------- the kept epoch and clean metrics
 
 def _three_epochs(store: Store, cell_id: int) -> None:
-    # accuracy peaks at epoch 2, loss bottoms out at epoch 1
-    for epoch, (test_loss, test_acc, clean_loss, clean_acc) in enumerate(
-            [(1.0, 0.50, 0.9, 0.6), (0.7, 0.70, 0.5, 0.8), (0.8, 0.75, 0.3, 0.9)]):
+    # test accuracy peaks at epoch 2, test loss bottoms out at epoch 1; on the validation
+    # images accuracy peaks at epoch 1 and loss bottoms out at epoch 0
+    for epoch, (test_loss, test_acc, clean_loss, clean_acc, val_loss, val_acc) in enumerate(
+            [(1.0, 0.50, 0.9, 0.6, 0.60, 0.70), (0.7, 0.70, 0.5, 0.8, 0.65, 0.80),
+             (0.8, 0.75, 0.3, 0.9, 0.70, 0.75)]):
         store.record_epoch(cell_id, epoch, logs(test_loss=test_loss, test_acc=test_acc,
                                                 train_eval_loss=clean_loss,
-                                                train_eval_accuracy=clean_acc))
+                                                train_eval_accuracy=clean_acc,
+                                                val_loss=val_loss, val_accuracy=val_acc))
 
 
 @pytest.mark.parametrize("best_metric, kept, test_acc", [
     ("test_accuracy", 2, 0.75),   # the paper's: the epoch of highest test accuracy
     ("test_loss", 1, 0.70),       # the epoch of lowest test loss
+    ("val_accuracy", 1, 0.70),    # chosen without the test set: highest validation acc.
+    ("val_loss", 0, 0.50),        # ... lowest validation loss
 ])
 def test_the_kept_epoch_follows_the_studys_best_metric_and_every_number_is_read_there(
         tmp_path, best_metric, kept, test_acc):
@@ -1059,8 +1064,10 @@ def test_the_kept_epoch_follows_the_studys_best_metric_and_every_number_is_read_
     store.finish_cell(1, "done")
     store.close()
     row = load_results(tmp_path / "k.db").iloc[0]
-    clean_acc, clean_loss, test_loss = {2: (0.9, 0.3, 0.8), 1: (0.8, 0.5, 0.7)}[kept]
+    clean_acc, clean_loss, test_loss = {2: (0.9, 0.3, 0.8), 1: (0.8, 0.5, 0.7),
+                                        0: (0.6, 0.9, 1.0)}[kept]
     assert row["best_metric"] == best_metric and row["kept_epoch"] == kept
+    assert row["val_accuracy"] == [0.70, 0.80, 0.75][kept]
     assert row["test_accuracy"] == test_acc and row["test_loss"] == test_loss
     assert row["train_eval_accuracy"] == clean_acc and row["train_eval_loss"] == clean_loss
     assert row["gap"] == pytest.approx(clean_acc - test_acc)
@@ -1104,7 +1111,9 @@ def test_a_store_written_before_clean_metrics_reads_with_nulls_and_no_running_ga
     first = frame.iloc[0]
     assert first["test_accuracy"] == 0.8 and first["kept_epoch"] == 0 and first["test_loss"] == 0.5
     assert frame["train_eval_accuracy"].isna().all() and frame["gap"].isna().all()
+    assert frame["val_accuracy"].isna().all() and frame["val_loss"].isna().all()
     assert load_epochs(db)["train_eval_loss"].isna().all()
+    assert load_epochs(db)["val_loss"].isna().all()
     # A writer migrates it: the kept epoch is filled in, the clean metrics stay missing.
     with Store(db):
         pass

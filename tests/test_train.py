@@ -490,3 +490,37 @@ def test_a_reused_compiled_pack_trains_exactly_like_a_freshly_built_one(tmp_path
     fresh = load_epochs(tmp_path / "fresh.db")
     cols = ["learning_rate", "epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy"]
     assert reused[cols].reset_index(drop=True).equals(fresh[cols].reset_index(drop=True))
+
+
+def test_validation_images_are_held_out_measured_like_the_test_set_and_choose_the_kept_epoch(
+        tmp_path):
+    from kerasgen.checkpoints import load_cell_weights, study_files
+
+    spec = study(tmp_path, [0.05, 0.2], epochs=3).replace(
+        training={**Training().__dict__, "validation_size": 16, "best_metric": "val_loss",
+                  "train_eval_size": "all"})
+    db = tmp_path / "v.db"
+    run_study(spec, db, RunOptions(pack_size=2, data_dir=str(tmp_path)), progress=False)
+    epochs = load_epochs(db)
+    assert epochs[["val_loss", "val_accuracy"]].notna().all().all()
+    full = data.load_dataset("synthetic-8-1-10-64")
+    rest, held = data.hold_out(full, 16)
+    # "all" clean training images are the 48 left: the validation images are not among
+    # them, nor in any batch (test_data checks the batches).
+    assert rest.train_size == 48 and len(held) == 16
+    x, y = data.train_eval_arrays(full, held)
+    for cell in load_results(db).itertuples():
+        rows = epochs[epochs.cell_id == cell.cell_id].sort_values("epoch")
+        # The kept epoch is the one of lowest validation loss, and the cell's numbers
+        # are read there.
+        kept = rows.loc[rows["val_loss"].idxmin()]
+        assert cell.kept_epoch == kept["epoch"] and cell.val_loss == kept["val_loss"]
+        assert cell.test_accuracy == kept["test_accuracy"]
+        model = build_model("resnet8", full.num_classes, full.input_shape)
+        model.set_weights(load_cell_weights(study_files(db, "t"), cell.cell_id))
+        model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+        loss, accuracy = model.evaluate(x, y, batch_size=1000, verbose=0)
+        last = rows.iloc[-1]
+        assert last["val_loss"] == pytest.approx(loss, rel=1e-5, abs=1e-6)
+        assert last["val_accuracy"] == pytest.approx(accuracy, abs=1e-9)

@@ -14,9 +14,12 @@ DEFAULT_MAX_ATTEMPTS = 3
 
 # Columns of `epochs` with a fixed meaning; other numbers Keras reports go to metrics_json.
 # train_loss/train_accuracy: Keras's running averages over the epoch; train_eval_*: the
-# clean training metrics (a fixed training subset, measured as the test set).
+# clean training metrics (a fixed training subset, measured as the test set); val_*: the
+# validation images held out of the training set (training.validation_size), measured as
+# the test set. (Keras's own "val_" metrics are of the data passed as validation_data,
+# which kerasgen's runner and SQLiteLogger record as test_*.)
 EPOCH_COLUMNS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy",
-                 "train_eval_loss", "train_eval_accuracy")
+                 "train_eval_loss", "train_eval_accuracy", "val_loss", "val_accuracy")
 
 
 class StoreError(RuntimeError):

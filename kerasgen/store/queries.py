@@ -16,7 +16,8 @@ from kerasgen.store.writer import Store
 RESULT_COLUMNS = [
     "study", "cell_id", "model", "dataset", "batch_size", "learning_rate", "seed", "ratio",
     "status", "best_metric", "kept_epoch", "test_accuracy", "test_loss",
-    "train_eval_accuracy", "train_eval_loss", "gap", "loss_gap", "best_test_accuracy",
+    "train_eval_accuracy", "train_eval_loss", "gap", "loss_gap", "val_accuracy", "val_loss",
+    "best_test_accuracy",
     "best_epoch", "final_train_accuracy", "final_train_loss", "final_test_accuracy",
     "final_test_loss", "final_train_eval_accuracy", "final_train_eval_loss", "epochs_done",
     "diverged_epoch", "last_batch", "error", "worker", "pack_id", "attempts", "failures",
@@ -70,7 +71,10 @@ def read_cell_rows(conn: sqlite3.Connection, study: str | None = None,
     (study, model, dataset, seed, cell id: the dashboard's grids)."""
     sql = _RESULTS_SQL if has_clean_metrics(conn) else _LEGACY_RESULTS_SQL
     hparams = "c.hparams_json" if _has_column(conn, "cells", "hparams_json") else "NULL"
-    sql = (f"SELECT r.*, {hparams} AS hparams FROM ({sql}) r "
+    # A store read (never migrated) before its validation columns existed: NULL.
+    val = ("" if _has_column(conn, "epochs", "val_accuracy")
+           else "NULL AS val_accuracy, NULL AS val_loss, ")
+    sql = (f"SELECT r.*, {val}{hparams} AS hparams FROM ({sql}) r "
            "JOIN studies st ON st.name = r.study JOIN cells c ON c.cell_id = r.cell_id")
     params: tuple = ()
     if study is not None:
@@ -89,9 +93,10 @@ def load_results(db, study: str | None = None) -> pd.DataFrame:
     (``kept_epoch``, chosen by the study's ``best_metric``): ``test_accuracy``,
     ``test_loss``, the clean training metrics ``train_eval_accuracy`` /
     ``train_eval_loss``, ``gap`` (train_eval_accuracy - test_accuracy) and ``loss_gap``
-    (test_loss - train_eval_loss); beside them ``best_test_accuracy`` (the highest of
-    any epoch, the paper's measure) and the last epoch's ``final_*`` values
-    (``final_train_*``: Keras's running averages).
+    (test_loss - train_eval_loss), ``val_accuracy`` / ``val_loss`` (the validation images
+    held out of the training set, NaN without ``training.validation_size``); beside them
+    ``best_test_accuracy`` (the highest of any epoch, the paper's measure) and the last
+    epoch's ``final_*`` values (``final_train_*``: Keras's running averages).
 
     ``db`` is a path (opened read-only) or an open connection. Accuracies are fractions
     in [0, 1]; cells with no finished epoch, and clean metrics a store written before
@@ -107,9 +112,9 @@ def load_results(db, study: str | None = None) -> pd.DataFrame:
     for col in ("best_epoch", "kept_epoch", "diverged_epoch"):
         frame[col] = frame[col].astype(float)
     for col in ("ratio", "test_accuracy", "test_loss", "train_eval_accuracy", "train_eval_loss",
-                "gap", "loss_gap", "best_test_accuracy", "final_train_accuracy",
-                "final_train_loss", "final_test_accuracy", "final_test_loss",
-                "final_train_eval_accuracy", "final_train_eval_loss"):
+                "gap", "loss_gap", "val_accuracy", "val_loss", "best_test_accuracy",
+                "final_train_accuracy", "final_train_loss", "final_test_accuracy",
+                "final_test_loss", "final_train_eval_accuracy", "final_train_eval_loss"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
     return frame[RESULT_COLUMNS]
 
@@ -128,9 +133,12 @@ def load_epochs(db, study: str | None = None, cell_ids: Sequence[int] | None = N
         clean = ("e.train_eval_loss, e.train_eval_accuracy" if has_clean_metrics(conn)
                  else "NULL AS train_eval_loss, NULL AS train_eval_accuracy")
         cells = "e.pack_cells" if _has_column(conn, "epochs", "pack_cells") else "NULL"
+        val = ("e.val_loss, e.val_accuracy" if _has_column(conn, "epochs", "val_accuracy")
+               else "NULL AS val_loss, NULL AS val_accuracy")
         sql = ("SELECT e.rowid AS row, s.name AS study, e.cell_id, c.model, c.dataset, "
                "c.batch_size, c.learning_rate, c.seed, e.epoch, e.train_loss, "
-               f"e.train_accuracy, e.test_loss, e.test_accuracy, {clean}, e.wall_seconds, "
+               f"e.train_accuracy, e.test_loss, e.test_accuracy, {clean}, {val}, "
+               "e.wall_seconds, "
                f"{cells} AS pack_cells, e.metrics_json, e.recorded_at FROM epochs e "
                "JOIN cells c USING (cell_id) JOIN studies s USING (study_id) WHERE e.rowid > ?")
         params: list = [int(after)]

@@ -245,6 +245,54 @@ def _migration_6(conn: sqlite3.Connection) -> None:
     """)
 
 
+# Schema 7: the view best also carries the validation metrics at the kept epoch.
+BEST_VIEW_SQL_7 = f"""
+    CREATE VIEW best AS
+        SELECT s.name AS study, c.cell_id, c.model, c.dataset, c.batch_size,
+               c.learning_rate, c.seed, c.batch_size / c.learning_rate AS ratio,
+               c.status, {BEST_METRIC_SQL} AS best_metric, c.kept_epoch,
+               k.test_accuracy, k.test_loss, k.train_eval_accuracy, k.train_eval_loss,
+               k.train_eval_accuracy - k.test_accuracy AS gap,
+               k.test_loss - k.train_eval_loss AS loss_gap,
+               k.val_accuracy, k.val_loss,
+               c.best_test_accuracy, c.best_epoch, c.final_train_accuracy,
+               c.final_train_loss, c.final_test_accuracy, c.final_test_loss,
+               c.final_train_eval_accuracy, c.final_train_eval_loss, c.epochs_done,
+               c.diverged_epoch
+        FROM cells c JOIN studies s USING (study_id)
+        LEFT JOIN epochs k ON k.cell_id = c.cell_id AND k.epoch = c.kept_epoch;
+"""
+
+EPOCHS_LONG_VIEW_SQL_7 = """
+    CREATE VIEW epochs_long AS
+        SELECT s.name AS study, c.model, c.dataset, c.batch_size, c.learning_rate, c.seed,
+               c.batch_size / c.learning_rate AS ratio, e.cell_id, e.epoch,
+               e.train_loss, e.train_accuracy, e.test_loss, e.test_accuracy,
+               e.train_eval_loss, e.train_eval_accuracy, e.val_loss, e.val_accuracy,
+               e.train_eval_accuracy - e.test_accuracy AS gap,
+               e.test_loss - e.train_eval_loss AS loss_gap,
+               e.wall_seconds AS pack_wall_seconds, e.pack_cells,
+               e.wall_seconds / e.pack_cells AS cell_wall_seconds,
+               e.metrics_json, e.recorded_at
+        FROM epochs e JOIN cells c USING (cell_id) JOIN studies s USING (study_id);
+"""
+
+
+def _migration_7(conn: sqlite3.Connection) -> None:
+    # Validation images held out of the training set (training.validation_size), so
+    # that the kept epoch can be chosen without the test set (best_metric = val_accuracy
+    # or val_loss); the views carry them. Existing rows have none (NULL), and their kept
+    # epoch is unchanged: no study before this version could choose on validation.
+    run_script(conn, f"""
+        ALTER TABLE epochs ADD COLUMN val_loss REAL;
+        ALTER TABLE epochs ADD COLUMN val_accuracy REAL;
+        DROP VIEW best;
+        {BEST_VIEW_SQL_7}
+        DROP VIEW epochs_long;
+        {EPOCHS_LONG_VIEW_SQL_7}
+    """)
+
+
 # Numbered migrations: MIGRATIONS[i] takes the schema from version i to i + 1.
 MIGRATIONS: list[tuple[str, Any]] = [
     ("studies, cells, epochs; views best and progress", _migration_1),
@@ -253,6 +301,8 @@ MIGRATIONS: list[tuple[str, Any]] = [
     ("clean training metrics, the kept epoch; view best with gap and loss_gap", _migration_4),
     ("studies.uid: the key of a study's files beside the store", _migration_5),
     ("view epochs_long; cells.hparams_json; epochs.pack_cells", _migration_6),
+    ("epochs.val_loss, epochs.val_accuracy (validation images); views with them",
+     _migration_7),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -267,5 +317,6 @@ def register_migration(name: str, step) -> None:
 
 
 
-__all__ = ["BEST_METRIC_SQL", "BEST_VIEW_SQL", "EPOCHS_LONG_VIEW_SQL", "MIGRATIONS",
+__all__ = ["BEST_METRIC_SQL", "BEST_VIEW_SQL", "BEST_VIEW_SQL_7", "EPOCHS_LONG_VIEW_SQL",
+           "EPOCHS_LONG_VIEW_SQL_7", "MIGRATIONS",
            "SCHEMA_VERSION", "register_migration", "run_script"]

@@ -549,7 +549,8 @@ def _refresh_summary(conn: sqlite3.Connection, cell_id: int, now: str) -> None:
     """Recompute a cell's summary columns from its epoch rows (one source of truth).
 
     ``kept_epoch`` follows the study's ``best_metric``: the epoch of highest test
-    accuracy (the paper's), or of lowest test loss; ties go to the earlier epoch."""
+    accuracy (the paper's), of lowest test loss, of highest validation accuracy or of
+    lowest validation loss; ties go to the earlier epoch."""
     conn.execute(
         f"""
         UPDATE cells SET
@@ -563,6 +564,12 @@ def _refresh_summary(conn: sqlite3.Connection, cell_id: int, now: str) -> None:
                 WHEN 'test_loss' THEN (SELECT epoch FROM epochs WHERE cell_id = :id
                                        AND test_loss IS NOT NULL
                                        ORDER BY test_loss ASC, epoch ASC LIMIT 1)
+                WHEN 'val_accuracy' THEN (SELECT epoch FROM epochs WHERE cell_id = :id
+                                          AND val_accuracy IS NOT NULL
+                                          ORDER BY val_accuracy DESC, epoch ASC LIMIT 1)
+                WHEN 'val_loss' THEN (SELECT epoch FROM epochs WHERE cell_id = :id
+                                      AND val_loss IS NOT NULL
+                                      ORDER BY val_loss ASC, epoch ASC LIMIT 1)
                 ELSE (SELECT epoch FROM epochs WHERE cell_id = :id
                       AND test_accuracy IS NOT NULL
                       ORDER BY test_accuracy DESC, epoch ASC LIMIT 1) END,
