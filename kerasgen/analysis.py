@@ -39,6 +39,8 @@ Public API (stable)
   equally well? (with the direction of the confound, and small last batches)
 - ``ratio_model(frame, metric=..., confidence=0.95, alpha=0.05) -> DataFrame``
   does only the ratio matter? beta_BS, beta_LR and the test of their sum = 0
+- ``selection_inflation(frame) -> DataFrame``          what choosing the kept epoch adds
+  to the test accuracy (kept minus final; test- minus validation-selected), vs the ratio
 
 The tidy tests frame
 --------------------
@@ -1536,3 +1538,116 @@ def _with_ratio_model(tests: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame
         for col in columns:
             out.loc[where, col] = getattr(row, col)
     return out
+
+
+# --------------------------------------------------------------------------- selection
+
+INFLATION_COLUMNS: list[str] = [
+    "study", "model", "dataset", "best_metric", "n_cells",
+    "kept_minus_final_mean", "kept_minus_final_median", "kept_minus_final_max",
+    "kept_minus_final_scc", "kept_minus_final_p",
+    "test_minus_val_mean", "test_minus_val_median", "test_minus_val_max",
+    "test_minus_val_scc", "test_minus_val_p", "summary",
+]
+
+
+def selection_inflation(
+    frame: pd.DataFrame, include_diverged: bool = True, permutations: int = 999,
+    min_cells: int = 3,
+) -> pd.DataFrame:
+    """How much choosing the kept epoch lifts the test accuracy, per (study, model,
+    dataset), on the cells' means over seeds:
+
+    - ``kept_minus_final``: test accuracy at the kept epoch minus at the last epoch.
+      Under the paper's rule (the epoch of highest *test* accuracy) it is never negative
+      and part of it is selection on the test set itself;
+    - ``test_minus_val`` (only where the kept epoch is chosen on validation images): the
+      highest test accuracy of any epoch minus the test accuracy at the epoch the
+      validation images chose, i.e. what the paper's test-selected rule would have added.
+
+    For each: mean, median and largest over cells, and Spearman's rho against the ratio
+    with the p-value of a permutation of the grid's rows and columns (an inflation that
+    grows with the ratio would bias Table 3 by itself). Columns
+    :data:`INFLATION_COLUMNS`, with a ``summary`` in words."""
+    if frame.empty:
+        return pd.DataFrame(columns=INFLATION_COLUMNS)
+    nan = float("nan")
+    all_cells = normalize(add_derived_metrics(frame))
+    for col in ("final_test_accuracy", "best_test_accuracy"):
+        if col not in all_cells.columns:
+            all_cells[col] = np.nan
+    done = finished_cells(all_cells, "test_accuracy", include_diverged)
+    grids = _by_grid(done)
+    rows = []
+    for key, grid in all_cells.groupby(_KEYS, sort=True):
+        study, model, dataset = (str(k) for k in key)
+        runs = _runs_of(grids, (study, model, dataset), done)
+        rule = best_metric_of(runs) if len(runs) else best_metric_of(grid)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            means = pd.DataFrame({
+                "batch_size": runs["batch_size"].to_numpy(),
+                "learning_rate": runs["learning_rate"].to_numpy(),
+                "kept": pd.to_numeric(runs["test_accuracy"], errors="coerce").to_numpy(float),
+                "final": pd.to_numeric(runs["final_test_accuracy"], errors="coerce"
+                                       ).to_numpy(float),
+                "best": pd.to_numeric(runs["best_test_accuracy"], errors="coerce"
+                                      ).to_numpy(float),
+            }).groupby(_CELL, sort=True).mean().reset_index()
+        rows_, cols_, grid_x = _grid_layout(grid.drop_duplicates(_CELL), means)
+        ratio = grid_x[rows_, cols_] if len(means) else np.empty(0)
+        layout = (rows_, cols_, grid_x)
+        seed_parts = (_stable_seed(study, model, dataset, "inflation"),)
+        out: dict[str, object] = {"study": study, "model": model, "dataset": dataset,
+                                  "best_metric": rule, "n_cells": int(len(means))}
+        validated = rule is not None and rule.startswith("val_")
+        for name, values, present in (
+                ("kept_minus_final", (means["kept"] - means["final"]).to_numpy(), True),
+                ("test_minus_val", (means["best"] - means["kept"]).to_numpy(), validated)):
+            finite = values[np.isfinite(values)] if present else np.empty(0)
+            scc, p = (_ratio_trend(ratio, values, layout, permutations,
+                                   (*seed_parts, len(name)), min_cells)
+                      if len(finite) else (nan, nan))
+            out.update({
+                f"{name}_mean": float(finite.mean()) if len(finite) else nan,
+                f"{name}_median": float(np.median(finite)) if len(finite) else nan,
+                f"{name}_max": float(finite.max()) if len(finite) else nan,
+                f"{name}_scc": scc, f"{name}_p": p})
+        out["summary"] = _inflation_sentence(out)
+        rows.append(out)
+    return pd.DataFrame(rows, columns=INFLATION_COLUMNS)
+
+
+def _inflation_sentence(row: dict) -> str:
+    if not row["n_cells"]:
+        return "No finished cells yet."
+    rule = row["best_metric"]
+    words = {"test_accuracy": "the epoch of highest test accuracy (the paper's rule: chosen "
+             "on the test set)", "test_loss": "the epoch of lowest test loss (chosen on the "
+             "test set)", "val_accuracy": "the epoch of highest validation accuracy",
+             "val_loss": "the epoch of lowest validation loss"}.get(str(rule), "the kept epoch")
+
+    def trend(name: str) -> str:
+        scc, p = row[f"{name}_scc"], row[f"{name}_p"]
+        if not math.isfinite(scc):
+            return "no coefficient with the ratio"
+        grows = ("it grows with the ratio" if scc > 0 else "it shrinks as the ratio grows")
+        return (f"SCC {scc:+.2f} with the ratio, {format_p_eq(p)}"
+                + (f": {grows}, so it moves Table 3 by itself" if p < 0.05 else ""))
+
+    text = (f"Kept epoch: {words}. Test accuracy at it minus at the last epoch: mean "
+            f"{metric_amount('test_accuracy', row['kept_minus_final_mean'])}, median "
+            f"{metric_amount('test_accuracy', row['kept_minus_final_median'])}, largest "
+            f"{metric_amount('test_accuracy', row['kept_minus_final_max'])} over "
+            f"{row['n_cells']} cells ({trend('kept_minus_final')}).")
+    if math.isfinite(row["test_minus_val_mean"]):
+        text += (" What choosing on the test set would add (highest test accuracy minus "
+                 "the test accuracy at the validation-chosen epoch): mean "
+                 f"{metric_amount('test_accuracy', row['test_minus_val_mean'])}, largest "
+                 f"{metric_amount('test_accuracy', row['test_minus_val_max'])} "
+                 f"({trend('test_minus_val')}).")
+    elif rule in ("test_accuracy", "test_loss"):
+        text += (" Part of it is selection on the test set itself; "
+                 "training.validation_size with best_metric = \"val_accuracy\" measures "
+                 "how much.")
+    return text

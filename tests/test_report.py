@@ -145,7 +145,8 @@ def test_markdown_report_has_tables_directions_other_metrics_and_premise(frame):
     text = R.render_report(frame, pvalue="asymptotic")
     for heading in ("## Cells", "## Tables 1-3", "## Direction of the correlations",
                     "## Beyond the paper", "### final test accuracy", "### generalization gap",
-                    "### loss gap", "## Premise"):
+                    "### loss gap", "## Premise", "## Does only the ratio matter?",
+                    "## Selection of the kept epoch"):
         assert heading in text, heading
     assert text.count("**Table 1:") == 1 and text.count("**Table 3:") == 4
     assert ("Metric: **best test accuracy (kept epoch: highest test accuracy, the paper's "
@@ -606,5 +607,5 @@ def test_the_html_report_is_one_page_with_every_table_and_every_figure(frame, dr
         assert anchor in reader.ids, anchor
     assert "<title>Batch size, learning rate and generalization" in page
     for heading in ("Tables 1-3", "Premise", "Figures", "Statistics",
-                    "Does only the ratio matter?"):
+                    "Does only the ratio matter?", "Selection of the kept epoch"):
         assert heading in page, heading

@@ -532,3 +532,34 @@ def test_the_ratio_model_rejects_when_batch_size_acts_beyond_the_ratio_and_is_ol
         tuple(direct.conf_int().iloc[2]), rel=1e-9)
     assert row["p_ratio"] == pytest.approx(float(direct.t_test(
         "np.log2(batch_size) + np.log2(learning_rate) = 0").pvalue), rel=1e-9)
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def test_selection_inflation_is_kept_minus_final_and_test_minus_validation_selected():
+    frame = make_grid(*GRID, seeds=(0, 1), rng_seed=13)
+    rng = np.random.default_rng(13)
+    # The kept epoch's lift over the last epoch grows with the ratio: 0.1 to 1.5 points.
+    frame["final_test_accuracy"] = (frame["test_accuracy"] - 0.001
+                                    - 0.0005 * np.log2(frame["ratio"] / frame["ratio"].min())
+                                    - rng.uniform(0, 0.0005, len(frame)))
+    row = A.selection_inflation(frame).iloc[0]
+    lift = (frame.assign(d=frame["test_accuracy"] - frame["final_test_accuracy"])
+            .groupby(["batch_size", "learning_rate"])["d"].mean())
+    assert (row["kept_minus_final_mean"], row["kept_minus_final_max"]) == (
+        pytest.approx(lift.mean()), pytest.approx(lift.max()))
+    ratio = [bs / lr for bs, lr in lift.index]
+    assert row["kept_minus_final_scc"] == pytest.approx(stats.spearmanr(ratio, lift).statistic)
+    assert row["kept_minus_final_p"] < 0.01 and "it grows with the ratio" in row["summary"]
+    # The paper's rule: no validation images, so no test- minus validation-selected.
+    assert row["best_metric"] == "test_accuracy" and math.isnan(row["test_minus_val_mean"])
+    assert "selection on the test set itself" in row["summary"]
+    # Chosen on validation images: what the test-selected rule would have added.
+    frame["best_metric"] = "val_accuracy"
+    frame["best_test_accuracy"] = frame["test_accuracy"] + rng.uniform(0, 0.004, len(frame))
+    row = A.selection_inflation(frame).iloc[0]
+    added = (frame["best_test_accuracy"] - frame["test_accuracy"]).groupby(
+        [frame["batch_size"], frame["learning_rate"]]).mean()
+    assert row["test_minus_val_mean"] == pytest.approx(added.mean())
+    assert "What choosing on the test set would add" in row["summary"]
