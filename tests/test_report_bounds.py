@@ -110,7 +110,8 @@ def test_bound_section_names_the_estimator_and_reports_correlations_and_assumpti
     assert "### ResNet-8 on digits" in text and "### VGG-11 (width 16) on digits" in text
     assert "Parameters: **classifier** (d = 650); estimator: **exact-dense**" in text
     assert "| Theorem 1 (eq. 16) |" in text and "+1.00 (p=" in text
-    assert "Measured gaps vs ratio (the paper's prediction: positive): gap +1.00" in text
+    assert ("Measured gaps (final weights) vs ratio (the paper's prediction: positive): "
+            "gap +1.00") in text
     assert "Assumption 2 (d > tr(C A^-1) eta / 2|S|, i.e. r > r*) holds in" in text
     assert "Theorem 2 undefined (singular C) in 4 cells" in text
     assert "Theorem 1 infinite (vacuous) in 1 cells" in text
@@ -158,3 +159,49 @@ def test_cells_not_at_a_minimum_are_named_and_correlations_are_also_given_withou
     assert "(|S|=16, eta=0.2: 3 vs 0.02)" in text
     assert "on the 15 remaining cells: Theorem 1 vs ratio +1.00" in text
     assert list(BR.near_minimum([0.03, 0.2, float("nan")], [0.02, 0.02, 0.02])) == [True, False, pd.NA]
+
+
+def test_the_bound_section_averages_seeds_per_cell_and_reads_the_gap_at_the_bounds_weights(
+        tmp_path):
+    # Two seeds per cell, two epochs per run: the kept epoch (highest test accuracy,
+    # epoch 0) and the final one (epoch 1) have different gaps; the bound is of the final
+    # weights, so the gap it is compared with is the final epoch's. Seed 1's gap is
+    # larger by a constant, so a correlation over runs would see each cell twice.
+    db = tmp_path / "seeds.db"
+    cells = [{"model": "resnet8", "dataset": "digits", "batch_size": bs, "learning_rate": lr,
+              "seed": seed} for bs in BATCH_SIZES for lr in LEARNING_RATES for seed in (0, 1)]
+    with Store(db) as store:
+        store.create_study("seeds", {"name": "seeds"}, cells)
+        rows = store.conn.execute("SELECT cell_id, batch_size, learning_rate, seed "
+                                  "FROM cells").fetchall()
+        for cell_id, bs, lr, seed in rows:
+            final_gap = 0.01 + 1e-5 * bs / lr + 0.02 * seed
+            kept_gap = 0.05 - 1e-5 * bs / lr  # the kept epoch's gap falls with the ratio
+            for epoch, gap, acc in ((0, kept_gap, 0.95), (1, final_gap, 0.90)):
+                store.record_epoch(cell_id, epoch, {
+                    "train_loss": 0.02, "train_accuracy": 1.0, "train_eval_loss": 0.02,
+                    "train_eval_accuracy": acc + gap, "test_loss": 0.1 + gap,
+                    "test_accuracy": acc})
+            store.finish_cell(cell_id, "done")
+        with store.transaction() as conn:
+            for cell_id, bs, lr, seed in rows:
+                t1 = 0.5 + 0.1 * math.log(bs / lr) + 0.01 * seed
+                conn.execute(
+                    "INSERT INTO bounds (cell_id, params, estimator, n_params, n_examples, "
+                    "delta, theorem1, theorem2, report_json, computed_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (cell_id, "classifier", "exact-dense", 650, 1347, 0.05, t1, t1,
+                     json.dumps({"curvature": {"train_loss": 0.01}}), utc_now()))
+    frame = BR.load_bounds(db)
+    assert len(frame) == 32 and len(BR.cell_means(frame)) == 16
+    corr = BR.bound_correlations(frame).set_index("term")
+    assert corr.loc["theorem1", "n_ratio"] == 16  # cells, not runs
+    assert corr.loc["theorem1", "rho_gap"] == pytest.approx(1.0)  # final gap, not kept
+    means = BR.cell_means(frame)
+    assert means["final_gap"].to_numpy() == pytest.approx(
+        0.02 + 1e-5 * means["batch_size"] / means["learning_rate"])
+    text = BR.render_bounds_section(db)
+    assert "16 cells, 32 runs (averaged per cell)" in text
+    assert "Measured gaps (final weights) vs ratio (the paper's prediction: positive): gap +1.00" \
+        in text
+    assert "the 0-1 error gap, the nearest of these numbers to what Theorems 1-2 bound" in text

@@ -1,7 +1,10 @@
 """The PAC-Bayes bound section of the report: the terms ``kerasgen bound`` stored (table
-``bounds``) against the grid's ratio |S|/eta and the measured generalization gaps (clean
-train vs test at the kept epoch: ``gap`` in accuracy, ``loss_gap`` in loss, which is what
-Theorems 1-2 bound).
+``bounds``) against the grid's ratio |S|/eta and the measured generalization gaps, read at
+the same weights as the bound (the final epoch's: ``kerasgen bound`` estimates A and C at
+each run's final weights). ``gap`` = clean train accuracy - test accuracy, the 0-1 error
+gap, is the nearest of the measured numbers to what Theorems 1-2 bound (a [0, 1] loss
+averaged over the posterior Q); ``loss_gap`` = test loss - clean train loss is
+cross-entropy at one point of weight space, unbounded and not Q's average, shown beside it.
 
 No TensorFlow here (numpy, pandas, scipy through :mod:`kerasgen.analysis`; matplotlib
 inside the figure function with the Agg backend).
@@ -10,18 +13,19 @@ Public API
 ----------
 - ``BOUND_TERMS``: the columns correlated (``theorem1``, ``theorem2``, ``kl``,
   ``trace_ca_inv``, ``logdet_sigma``, ``d_eff``)
-- ``load_bounds(db, study=None) -> DataFrame``: one row per (cell, params) with the
-  cell's coordinates, ``ratio``, ``gap = train_eval_accuracy - test_accuracy`` and
-  ``loss_gap = test_loss - train_eval_loss`` at the kept epoch (NaN for a store written
-  before the clean training metrics existed)
-  and, from ``report_json``, ``d_eff``, ``treatment``, ``seconds`` and the whole-space
-  estimates of the matrix-free estimator (``ws_trace_ca_inv``, ``ws_critical_ratio``,
-  ``ws_assumption2``) where present
+- ``load_bounds(db, study=None) -> DataFrame``: one row per (run, params) with the
+  run's coordinates, ``ratio``, ``gap`` / ``loss_gap`` at the kept epoch and
+  ``final_gap`` / ``final_loss_gap`` at the final epoch (the bound's weights; NaN for a
+  store written before the clean training metrics existed) and, from ``report_json``,
+  ``d_eff``, ``treatment``, ``seconds`` and the whole-space estimates of the
+  matrix-free estimator (``ws_trace_ca_inv``, ``ws_critical_ratio``, ``ws_assumption2``)
+  where present
 - ``near_minimum(inference_loss, training_loss) -> Series``: were A and C taken at a
   minimum (the section reports the correlations without the cells that were not)
-- ``bound_correlations(frame) -> DataFrame``: Spearman of every term vs ratio, gap and
-  loss gap
-  per (study, model, dataset, params, estimator)
+- ``cell_means(frame) -> DataFrame``: the runs of each cell averaged over their seeds
+- ``bound_correlations(frame) -> DataFrame``: Spearman of every term vs the ratio, the
+  gap and the loss gap (both at the final weights) over the cells' means per (study,
+  model, dataset, params, estimator)
 - ``render_bounds_section(db, study=None) -> str``: Markdown
 - ``write_bound_figures(db, out_dir, study=None) -> list[Path]``: ``bounds_<params>.png``
   (a row of panels per model x data set: bound vs ratio (log x), bound vs gap)
@@ -78,9 +82,11 @@ def load_bounds(db, study: str | None = None) -> pd.DataFrame:
     """The ``bounds`` rows joined with their cells (see the module docstring)."""
     bounds = load_bound_rows(db)
     cells = A.add_derived_metrics(load_results(db, study=study))
+    cells["final_gap"] = cells["final_train_eval_accuracy"] - cells["final_test_accuracy"]
+    cells["final_loss_gap"] = cells["final_test_loss"] - cells["final_train_eval_loss"]
     keep = ["study", "cell_id", "model", "dataset", "batch_size", "learning_rate", "seed",
             "ratio", "status", "test_accuracy", "train_eval_accuracy", "gap", "loss_gap",
-            "final_train_loss"]
+            "final_gap", "final_loss_gap", "final_train_loss"]
     frame = bounds.merge(cells[keep], on="cell_id", how="inner")
     extra = pd.DataFrame([_from_report(t) for t in frame["report_json"]], index=frame.index)
     if len(frame):
@@ -90,7 +96,7 @@ def load_bounds(db, study: str | None = None) -> pd.DataFrame:
             frame[col] = pd.Series(dtype=float)
     for col in ("theorem1", "theorem1_discrete", "theorem2", "kl", "trace_ca_inv",
                 "logdet_sigma", "critical_ratio", "commutator", "d_eff", "ratio", "gap",
-                "loss_gap"):
+                "loss_gap", "final_gap", "final_loss_gap"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
     frame["assumption2"] = pd.to_numeric(frame["assumption2"], errors="coerce").astype("boolean")
     frame["near_minimum"] = near_minimum(frame["inference_train_loss"], frame["final_train_loss"])
@@ -120,29 +126,64 @@ def _finite_pairs(x: pd.Series, y: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return xa[ok], ya[ok]
 
 
-_AGAINST = ("ratio", "gap", "loss_gap")
+_AGAINST = {"ratio": "ratio", "gap": "final_gap", "loss_gap": "final_loss_gap"}
+"""Result name -> the column it correlates: the gaps at the final weights, where the
+bound is computed."""
+_CELL_KEYS = ["study", "model", "dataset", "params", "estimator", "batch_size",
+              "learning_rate"]
+
+
+def cell_means(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of :func:`load_bounds` averaged over each cell's seeds (runs of a cell
+    are replicates: correlating runs would count a cell once per seed). Non-finite
+    terms (an infinite or undefined bound) are left out of a cell's mean; a cell whose
+    every run has one keeps it (inf stays inf, NaN stays NaN). ``runs``: how many."""
+    if frame.empty:
+        return frame.assign(runs=pd.Series(dtype=int))
+    numeric = [c for c in (*BOUND_TERMS, "ratio", "gap", "loss_gap", "final_gap",
+                           "final_loss_gap") if c in frame.columns]
+
+    def mean(values: pd.Series) -> float:
+        v = values.to_numpy(dtype=float)
+        finite = v[np.isfinite(v)]
+        if len(finite):
+            return float(finite.mean())
+        return float(v[0]) if len(v) and np.isinf(v).all() else float("nan")
+
+    grouped = frame.groupby(_CELL_KEYS, sort=True)
+    out = grouped[numeric].agg(mean)
+    out["runs"] = grouped.size()
+    return out.reset_index()
 
 
 def bound_correlations(frame: pd.DataFrame, terms=BOUND_TERMS) -> pd.DataFrame:
-    """Spearman's rho of each term with ``ratio``, ``gap`` and ``loss_gap`` per grid and
-    parameter set (non-finite values -- an infinite or undefined bound, a gap a store
-    without clean training metrics lacks -- left out)."""
+    """Spearman's rho of each term with the ratio, the gap and the loss gap (both at the
+    final weights, where the bound is computed) per grid and parameter set, over the
+    cells' means over seeds (non-finite values -- an infinite or undefined bound, a gap
+    a store without clean training metrics lacks -- left out)."""
     rows = []
     keys = ["study", "model", "dataset", "params", "estimator"]
-    for key, grid in frame.groupby(keys, sort=True):
+    for key, grid in cell_means(frame).groupby(keys, sort=True):
         for term in terms:
             rec = dict(zip(keys, key), term=term)
-            for against in _AGAINST:
+            for name, against in _AGAINST.items():
                 x, y = _finite_pairs(grid[against], grid[term])
                 res = A.spearman(x, y)
-                rec[f"rho_{against}"] = res.scc
-                rec[f"p_{against}"] = res.p_value
-                rec[f"n_{against}"] = res.n
-                rec[f"reason_{against}"] = res.reason
+                rec[f"rho_{name}"] = res.scc
+                rec[f"p_{name}"] = res.p_value
+                rec[f"n_{name}"] = res.n
+                rec[f"reason_{name}"] = res.reason
             rows.append(rec)
-    cols = keys + ["term"] + [f"{what}_{against}" for against in _AGAINST
+    cols = keys + ["term"] + [f"{what}_{name}" for name in _AGAINST
                               for what in ("rho", "p", "n", "reason")]
     return pd.DataFrame(rows, columns=cols)
+
+
+def _cells_and_runs(grid: pd.DataFrame) -> str:
+    cells = int(len(grid.drop_duplicates(["batch_size", "learning_rate"])))
+    if len(grid) == cells:
+        return f"{cells} cells"
+    return f"{cells} cells, {len(grid)} runs (averaged per cell)"
 
 
 def _fmt(v, digits: int = 3) -> str:
@@ -201,10 +242,14 @@ def render_bounds_section(db, study: str | None = None) -> str:
         "threshold (`project`; the posterior equals the prior N(0, I) elsewhere), or with A "
         "damped (`damp`) -- see `report_json` of each row. Terms: Theorem 1 = eq. 16 "
         "(McAllester with Sigma from the Lyapunov equation 17), Theorem 2 = eq. 18 "
-        "(undefined where C is singular), KL(Q||P), tr(C A^-1), log det Sigma; `gap` = clean "
-        "train accuracy - test accuracy and `loss gap` = test loss - clean train loss, both "
-        "at the kept epoch (the clean training metrics: a fixed training subset measured as "
-        "the test set); Spearman's rho over the cells of each grid (p asymptotic; "
+        "(undefined where C is singular), KL(Q||P), tr(C A^-1), log det Sigma. The measured "
+        "gaps are read at the same final weights: `gap` = clean train accuracy - test "
+        "accuracy, the 0-1 error gap, the nearest of these numbers to what Theorems 1-2 "
+        "bound (a [0, 1] loss averaged over the posterior Q); `loss gap` = test loss - clean "
+        "train loss, cross-entropy at one point of weight space (unbounded, and not Q's "
+        "average: beside it, not the theorems' quantity). The clean training metrics are a "
+        "fixed training subset measured as the test set. Each cell's runs (seeds) are "
+        "averaged first; Spearman's rho over the cells of each grid (p asymptotic; "
         "non-finite values left out).",
         "",
     ]
@@ -224,17 +269,19 @@ def render_bounds_section(db, study: str | None = None) -> str:
             f"Parameters: **{params}** (d = {', '.join(map(str, d))}); estimator: "
             f"**{estimator}**; treatment: {treatments}; dimensions kept d_eff: "
             f"{_range(grid['d_eff'])}; examples: {_range(grid['n_examples'])}; "
-            f"delta = {_range(grid['delta'])}; {len(grid)} cells.")
+            f"delta = {_range(grid['delta'])}; {_cells_and_runs(grid)}.")
         lines.append("")
-        gap_rho = A.spearman(*_finite_pairs(grid["ratio"], grid["gap"]))
-        loss_rho = A.spearman(*_finite_pairs(grid["ratio"], grid["loss_gap"]))
-        lines.append(f"Measured gaps vs ratio (the paper's prediction: positive): gap "
+        means = cell_means(grid)
+        gap_rho = A.spearman(*_finite_pairs(means["ratio"], means["final_gap"]))
+        loss_rho = A.spearman(*_finite_pairs(means["ratio"], means["final_loss_gap"]))
+        lines.append(f"Measured gaps (final weights) vs ratio (the paper's prediction: "
+                     f"positive): gap "
                      f"{_rho(gap_rho.scc, gap_rho.p_value, gap_rho.n, gap_rho.reason)}, "
                      f"loss gap "
                      f"{_rho(loss_rho.scc, loss_rho.p_value, loss_rho.n, loss_rho.reason)}.")
         lines.append("")
-        lines += ["| term | range | Spearman vs ratio | Spearman vs gap | Spearman vs loss gap |",
-                  "|---|---|---|---|---|"]
+        lines += ["| term | range | Spearman vs ratio | Spearman vs gap (0-1 error) | "
+                  "Spearman vs loss gap |", "|---|---|---|---|---|"]
         sub = corr[(corr["study"] == st) & (corr["model"] == model) & (corr["dataset"] == dataset)
                    & (corr["params"] == params) & (corr["estimator"] == estimator)]
         for r in sub.itertuples():
@@ -246,22 +293,26 @@ def render_bounds_section(db, study: str | None = None) -> str:
         off = grid[grid["near_minimum"] == False]  # noqa: E712 (nullable boolean)
         if len(off):
             at_min = grid[grid["near_minimum"] == True]  # noqa: E712
+            kept = cell_means(at_min)
             parts = []
             for term, label in (("theorem1", "Theorem 1"), ("theorem2", "Theorem 2")):
-                r1 = A.spearman(*_finite_pairs(at_min["ratio"], at_min[term]))
-                r2 = A.spearman(*_finite_pairs(at_min["gap"], at_min[term]))
+                r1 = A.spearman(*_finite_pairs(kept["ratio"], kept[term]))
+                r2 = A.spearman(*_finite_pairs(kept["final_gap"], kept[term]))
                 parts.append(f"{label} vs ratio {_rho(r1.scc, r1.p_value, r1.n, r1.reason)}, "
                              f"vs gap {_rho(r2.scc, r2.p_value, r2.n, r2.reason)}")
             listed = ", ".join(
                 f"{int(r.cell_id)} (|S|={int(r.batch_size)}, eta={r.learning_rate:g}: "
                 f"{_fmt(r.inference_train_loss)} vs {_fmt(r.final_train_loss)})"
                 for r in off.itertuples())
+            what = "runs" if grid["seed"].nunique() > 1 else "cells"
             lines += [
-                f"**Not at a minimum in {len(off)} of {len(grid)} cells**: the mean training "
+                f"**Not at a minimum in {len(off)} of {len(grid)} {what}**: the mean training "
                 f"loss at the final weights in inference mode (batch norm with its moving "
                 f"statistics, as A and C are computed) is far above the loss recorded in "
-                f"training -- cells {listed}. Section 3 assumes a minimum; on the "
-                f"{len(at_min)} remaining cells: " + "; ".join(parts) + ".", ""]
+                f"training -- {what} {listed}. Section 3 assumes a minimum; on the "
+                f"{len(at_min)} remaining {what}"
+                + ("" if what == "cells" else f" ({len(kept)} cells)") + ": "
+                + "; ".join(parts) + ".", ""]
         a2 = grid["assumption2"].dropna()
         ratios = grid["ratio"].astype(float)
         rstar = grid["critical_ratio"].astype(float)
@@ -313,11 +364,12 @@ def write_bound_figures(db, out_dir, study: str | None = None, dpi: int = 120) -
         grids = list(sub.groupby(["study", "model", "dataset", "estimator"], sort=True))
         fig, axes = plt.subplots(len(grids), 2, figsize=(11, 3.9 * len(grids)), squeeze=False)
         for row, ((st, model, dataset, _estimator), grid) in enumerate(grids):
+            grid = cell_means(grid)  # one point per cell, its seeds averaged
             name = f"{display_name(model)} / {display_name(dataset)}"
             name += f" ({st})" if several else ""
             bss = sorted(grid["batch_size"].unique())
             cmap = plt.get_cmap("viridis", max(len(bss), 2))
-            for col, against in enumerate(("ratio", "gap")):
+            for col, against in enumerate(("ratio", "final_gap")):
                 ax = axes[row][col]
                 titles = []
                 for term, marker, label in (("theorem1", "o", "Thm 1"), ("theorem2", "^", "Thm 2")):
@@ -337,7 +389,7 @@ def write_bound_figures(db, out_dir, study: str | None = None, dpi: int = 120) -
                     ax.set_xscale("log")
                     ax.set_xlabel("batch size / learning rate")
                 else:
-                    ax.set_xlabel("generalization gap (clean train acc − test acc, kept epoch)")
+                    ax.set_xlabel("0-1 error gap (clean train acc − test acc, final weights)")
                 ax.set_ylabel("bound term (sqrt of eq. 16 / 18)")
                 ax.set_title(f"{name}: vs {'ratio' if against == 'ratio' else 'gap'}\n"
                              + ", ".join(titles), fontsize=9)
@@ -354,5 +406,5 @@ def write_bound_figures(db, out_dir, study: str | None = None, dpi: int = 120) -
     return paths
 
 
-__all__ = ["BOUND_TERMS", "bound_correlations", "load_bounds", "render_bounds_section",
-           "write_bound_figures"]
+__all__ = ["BOUND_TERMS", "bound_correlations", "cell_means", "load_bounds",
+           "render_bounds_section", "write_bound_figures"]
