@@ -281,7 +281,7 @@ def cmd_report(args) -> int:
     text = render_report(frame, fmt="markdown" if html else args.format, metric=args.metric,
                          alpha=args.alpha, pvalue=args.pvalue,
                          include_diverged=not args.exclude_diverged,
-                         confidence=args.confidence, n_resamples=args.resamples)
+                         confidence=args.confidence, permutations=args.permutations)
     if args.bounds:
         from kerasgen.report.bounds import render_bounds_section
 
@@ -528,10 +528,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto: asymptotic (the paper's) for groups of 10+ cells, exact "
                              "below (the t-approximation gives p=0 to 3 perfectly ranked cells)")
     report.add_argument("--confidence", type=_fraction, default=0.95,
-                        help="level of the bootstrap intervals (over cells and over seeds)")
-    report.add_argument("--resamples", type=_number(int, 99, "a number of resamples"),
-                        default=999, help="bootstrap resamples per interval (more: slower, "
-                                          "steadier interval ends)")
+                        help="level of the intervals (the jackknife over seeds, from 3 seeds)")
+    report.add_argument("--permutations", type=_number(int, 99, "a number of permutations"),
+                        default=9999, help="Monte Carlo permutations per p-value of the "
+                                           "verdicts (more: slower, smaller p reachable)")
     report.add_argument("--exclude-diverged", action="store_true",
                         help="leave diverged cells out of the tests (default: counted with "
                              "the accuracy reached before diverging)")

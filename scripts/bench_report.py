@@ -1,5 +1,6 @@
 """How long ``kerasgen report`` takes on a paper-size study, now that every coefficient
-has bootstrap intervals, adjusted p-values and a Theil-Sen slope.
+has permutation p-values, intervals over seeds, adjusted p-values, a Theil-Sen slope
+and a ratio model per grid.
 
 Builds a results frame in the shape of ``kerasgen.store.load_results`` for the paper's
 grid (2 models x 2 data sets x 20 batch sizes x 20 learning rates = 1,600 cells: 164
@@ -7,7 +8,7 @@ tests per metric, 4 metrics), with ``--seeds`` seeds per cell (1: the paper), an
 ``render_report`` in each format (the best of ``--repeats``, wall and CPU seconds).
 scipy is imported before timing (the CLI pays it once either way).
 
-Usage: python scripts/bench_report.py [--seeds N] [--repeats N] [--resamples N]
+Usage: python scripts/bench_report.py [--seeds N] [--repeats N] [--permutations N]
 Target: the Markdown report under ~10 s on 2 cores.
 """
 
@@ -63,18 +64,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--resamples", type=int, default=999)
+    parser.add_argument("--permutations", type=int, default=9999)
     args = parser.parse_args(argv)
     import scipy.stats  # noqa: F401  (imported once by the CLI too; not what is timed)
 
     frame = paper_frame(args.seeds)
     print(f"paper-size frame: {len(frame)} runs ({len(frame) // args.seeds} cells x "
-          f"{args.seeds} seed(s)), bootstrap resamples {args.resamples}")
+          f"{args.seeds} seed(s)), {args.permutations} permutations per Monte Carlo p")
     for fmt in ("markdown", "csv", "latex"):
         walls, cpus = [], []
         for _ in range(args.repeats):
             wall, cpu = time.perf_counter(), time.process_time()
-            render_report(frame, fmt=fmt, n_resamples=args.resamples)
+            render_report(frame, fmt=fmt, permutations=args.permutations)
             walls.append(time.perf_counter() - wall)
             cpus.append(time.process_time() - cpu)
         print(f"  {fmt:8s} best of {args.repeats}: {min(walls):5.2f} s wall, "

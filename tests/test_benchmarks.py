@@ -32,7 +32,7 @@ def test_bench_tui_builds_a_paper_store_and_times_every_refresh(tmp_path):
 
 @pytest.mark.slow
 def test_bench_report_renders_the_paper_frame_in_every_format():
-    out = run_script("bench_report.py", "--repeats", "1", "--resamples", "99")
+    out = run_script("bench_report.py", "--repeats", "1", "--permutations", "99")
     assert "paper-size frame: 1600 runs (1600 cells x 1 seed(s))" in out
     for fmt in ("markdown", "csv", "latex"):
         assert re.search(rf"^\s+{fmt}\s+best of 1:\s+[\d.]+ s wall", out, re.M), (fmt, out)

@@ -37,7 +37,8 @@ def test_the_onednn_flag_becomes_the_option(flag, expected):
     (["bound", "--max-examples", "1"], "--max-examples: '1': must be an integer >= 2"),
     (["report", "--metric", "accuracy"], "invalid choice: 'accuracy'"),
     (["report", "--confidence", "95"], "--confidence: '95': must be a number between 0 and 1"),
-    (["report", "--resamples", "10"], "--resamples: '10': must be a number of resamples >= 99"),
+    (["report", "--permutations", "10"],
+     "--permutations: '10': must be a number of permutations >= 99"),
 ])
 def test_a_bad_option_value_exits_2_naming_it(argv, words, capsys):
     with pytest.raises(SystemExit) as caught:
