@@ -1442,9 +1442,10 @@ def premise_check(
 # --------------------------------------------------------------------------- the ratio
 
 
-RATIO_MODEL_ONE_SEED = "ols"
-"""How :func:`ratio_model` fits a grid of one seed (``"ols"`` or ``"mixed"``; see
-:func:`kerasgen.inference.fit_ratio_model`)."""
+RATIO_MODEL_ONE_SEED = "mixed"
+"""How :func:`ratio_model` fits a grid of one seed: ``"mixed"`` (the seed's row and
+column effects as variance components) or ``"ols"`` (cells independent, miscalibrated
+when a seed lifts rows or columns); see :func:`kerasgen.inference.fit_ratio_model`."""
 
 
 def ratio_model(
@@ -1457,8 +1458,9 @@ def ratio_model(
     """Does only the ratio matter? Per (study, model, dataset), ``metric ~ log2(batch
     size) + log2(learning rate)`` over the grid's finished runs
     (:func:`kerasgen.inference.fit_ratio_model`: statsmodels MixedLM with a random
-    intercept per seed and seed x batch-size and seed x learning-rate variance
-    components; OLS with one seed). If the metric depended on batch size / learning rate
+    intercept per seed (with two or more) and seed x batch-size and seed x learning-rate
+    variance components, t on containment degrees of freedom). If the metric depended on
+    batch size / learning rate
     alone, log2(BS) and log2(LR) would act with opposite coefficients: beta_BS =
     -beta_LR. Columns :data:`RATIO_MODEL_COLUMNS`: ``beta_bs``, ``beta_lr`` (change of
     the metric per doubling) and their sum with ``confidence`` intervals, ``p_ratio``

@@ -679,10 +679,11 @@ def ratio_markdown(models: pd.DataFrame, several: bool) -> str:
             f"`{metric} ~ log2(batch size) + log2(learning rate)`. The model is fitted "
             "to every run (statsmodels MixedLM, REML: a random intercept per seed and, "
             "within each seed, variance components for batch size and for learning rate, "
-            "since a seed may lift a whole row or column of the grid; OLS with one seed), "
-            f"and the test of β_BS + β_LR = 0 is its Wald test (rejected below p = {alpha:g}"
-            "). Not rejecting it is no proof: the interval of the sum says how far from "
-            "\"only the ratio\" the grid can be.\n\n")
+            "since a seed may lift a whole row or column of the grid; with one seed those "
+            "components are its rows' and columns'), and the test of β_BS + β_LR = 0 is its "
+            "Wald test with t quantiles on k (rows - 1) - 1 and k (columns - 1) - 1 degrees "
+            f"of freedom (rejected below p = {alpha:g}). Not rejecting it is no proof: the "
+            "interval of the sum says how far from \"only the ratio\" the grid can be.\n\n")
     text += _markdown_frame(table) + "\n"
     text += "\n".join(f"- **{column_label((r.study, r.model, r.dataset), several)}**: "
                       f"{r.summary}" for r in models.itertuples()) + "\n"
