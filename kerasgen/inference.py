@@ -1,21 +1,36 @@
-"""Intervals, effect sizes and multiple-testing corrections for Spearman coefficients, on
+"""Intervals, p-values, effect sizes, multiple-testing corrections and the ratio model, on
 plain arrays: what :mod:`kerasgen.analysis` applies to every test of Tables 1-3.
 
-numpy at import; scipy inside the functions (the dashboard imports this module live).
+numpy at import; scipy and statsmodels inside the functions (the dashboard imports this
+module live).
 
-- ``cells_interval(x, y, ...)``: a bootstrap interval of Spearman's rho over cells
-  (``scipy.stats.bootstrap``, BCa): the (x, y) pairs are resampled with replacement;
-- ``seeds_interval(x, values, ...)``: a bootstrap interval over seeds: whole seeds are
-  resampled with replacement, every cell's mean is recomputed over the drawn seeds (a
-  seed drawn twice counts twice), and rho is computed on those means (percentile);
-- ``holm(p)``, ``benjamini_hochberg(p)``: adjusted p-values (NaN ignored);
-- ``theil_sen(x, y, confidence)``: the Theil-Sen slope and its interval.
+What the report prints (each measured by ``scripts/bench_calibration.py``):
 
-Every resampled coefficient is computed without re-ranking raw values: a bootstrap
-resample is a vector of counts (how often each original point was drawn), and the
-average rank of a tie group in the resample follows from the counts of the groups below
-it, so one resample costs O(n) (``rankcounts``). The tests check each resampled
-coefficient against ``scipy.stats.spearmanr`` of the explicit resample.
+- ``seeds_jackknife(x, values, ...)``: the interval of Spearman's rho over seeds, rho
+  +- t(k - 1) x the jackknife standard error of the coefficients that leave one seed
+  out (``seeds_jackknife_of`` for any statistic of the cells' seed means: the
+  Theil-Sen slope);
+- ``permutation_pvalue(x, y, ...)``, ``smallest_pvalue(x, ...)``: the verdict's p-value
+  of a group (its cells permuted; exact up to 8 cells) and the smallest it can reach;
+- ``grid_permutation_pvalue(x, y, ...)``, ``grid_smallest_pvalue``: the whole grid's
+  (Table 3), the grid's rows and columns permuted;
+- ``holm(p)``, ``benjamini_hochberg(p)``, ``benjamini_yekutieli(p)``: adjusted p-values
+  (NaN ignored);
+- ``theil_sen(x, y, confidence)``: the Theil-Sen slope (and Sen's interval);
+- ``partial_spearman(x, y, z)``: rho of y with x, z held fixed (the premise check);
+- ``fit_ratio_model(y, log2_bs, log2_lr, seed, ...)``: does only the ratio matter?
+
+Kept, not printed (the harness measures them beside the others, to show why):
+
+- ``cells_interval(x, y, ...)``: a BCa bootstrap over cells (``scipy.stats.bootstrap``);
+- ``seeds_interval(x, values, ...)``: a percentile bootstrap over whole seeds;
+- ``grid_interval(x, y, ...)``: a bootstrap of the grid's rows and columns.
+
+Every resampled coefficient of the cell bootstrap is computed without re-ranking raw
+values: a bootstrap resample is a vector of counts (how often each original point was
+drawn), and the average rank of a tie group in the resample follows from the counts of
+the groups below it, so one resample costs O(n) (``rankcounts``). The tests check each
+resampled coefficient against ``scipy.stats.spearmanr`` of the explicit resample.
 """
 
 from __future__ import annotations

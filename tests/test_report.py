@@ -508,8 +508,8 @@ def test_figure_1_colours_cells_by_learning_rate_and_states_each_grids_scc(frame
     assert len(fig1["panels"]) == len(table3) == 4
     for panel, row in zip(fig1["panels"], table3.itertuples()):
         (text,) = [t for t in panel["texts"] if t.startswith("SCC")]
-        assert f"SCC {row.scc:+.2f}, p = {R.format_p(row.p_value)}" in text
-        assert f"(n={row.n})" in text
+        assert f"SCC {row.scc:+.2f}, p perm. = {R.format_p(row.p_perm)}" in text
+        assert f"(paper p = {R.format_p(row.p_value)}, n={row.n})" in text
         # One colour per learning rate of the grid (and red for diverged cells).
         assert len(panel["colours"] - {(1.0, 0.0, 0.0, 1.0)}) == frame[(frame["model"] == row.model)
                                               & (frame["dataset"] == row.dataset)

@@ -12,12 +12,15 @@ Public API (stable; what ``kerasgen report`` wires to)
 - ``render_report(frame, fmt="markdown", metric="test_accuracy", alpha=0.005,
   pvalue="auto", include_diverged=True, min_cells=3, permutations=9999,
   seed=0, train_accuracy_threshold=0.99, confidence=0.95, n_resamples=999) -> str``
-    markdown: settings, cell counts, Tables 1-3 (each SCC with its bootstrap
-    intervals, p-values marked where they survive Holm / Benjamini-Hochberg),
-    direction summary, the statistics section (seeds, multiple testing, the whole
-    grid's intervals and Theil-Sen slopes, noise floor, each seed alone), beyond-paper
-    metrics, premise check; csv: the tidy tests table (all metrics, ``metric`` first);
-    latex: the three tables (booktabs) and the whole grid's intervals and slopes.
+    markdown: settings, cell counts, Tables 1-3 (each SCC with its interval over seeds
+    or the range of two seeds, the paper's p and the permutation p of the verdict,
+    marked where it survives Holm / Benjamini-Hochberg / Benjamini-Yekutieli), direction
+    summary, the statistics section (seeds, intervals, verdicts, multiple testing, the
+    whole grid's intervals and Theil-Sen slopes, noise floor, each seed alone), "Does
+    only the ratio matter?", the selection of the kept epoch, beyond-paper metrics,
+    premise check; csv: the tidy tests table (all metrics, ``metric`` first; Table 3
+    rows carry the grid's ratio model); latex: the three tables (booktabs), the whole
+    grid's intervals and slopes, and the ratio model.
 - ``format_interval(low, high) -> str``   ``[-0.91, -0.72]``, ``n/a``
 - ``table_markdown(tests, table) -> str`` / ``table_latex(tests, table) -> str``
     one of Tables 1-3 from a tests frame of a single metric.
@@ -32,7 +35,7 @@ Public API (stable; what ``kerasgen report`` wires to)
     <dataset>.png`` when the frame holds several studies).
 
 The CLI maps ``--format`` to ``fmt``, ``--alpha``, ``--pvalue``, ``--metric``,
-``--confidence`` to the same-named arguments, ``--resamples`` to ``n_resamples``,
+``--confidence``, ``--permutations`` to the same-named arguments,
 ``--exclude-diverged`` to ``include_diverged=False`` and ``--figures DIR`` to
 ``write_figures(frame, DIR, metric=...)``.
 """

@@ -128,7 +128,8 @@ def _scc_text(test) -> str:
         reason = getattr(test, "reason", "") if test is not None else ""
         return "SCC n/a" + (f" ({reason})" if isinstance(reason, str) and reason else "")
     mark = f" < {test.alpha:g}" if bool(test.significant) else ""
-    return f"SCC {test.scc:+.2f}, p = {format_p(test.p_value)}{mark} (n={int(test.n)})"
+    return (f"SCC {test.scc:+.2f}, p perm. = {format_p(test.p_perm)}{mark} (paper p = "
+            f"{format_p(test.p_value)}, n={int(test.n)})")
 
 
 def _annotate_scc(ax, test, alpha: float) -> None:
