@@ -223,6 +223,7 @@ def test_latex_renders_three_booktabs_tables_laid_out_like_the_paper(frame):
     # model (tab:ratio-model).
     assert text.count(r"\begin{tabular}") == 5 and text.count(r"\label{tab:scc-statistics}") == 1
     assert text.count(r"\label{tab:ratio-model}") == 1
+    assert r"\subsection*{Does only the ratio matter?}" in text
     text = text.split(r"\begin{table}[ht]" + "\n" + r"\centering" + "\n" + r"\caption{Batch size")[0]
     assert text.count(r"\begin{tabular}") == 3
     assert text.count(r"\toprule") == text.count(r"\midrule") == text.count(r"\bottomrule") == 3

@@ -982,7 +982,8 @@ def ratio_latex(models: pd.DataFrame) -> str:
         r"$\sim \beta_{BS} \log_2(\mathrm{BS}) + \beta_{LR} \log_2(\mathrm{LR})$ over every "
         f"run ({methods}); coefficients per doubling, in {unit}, with {level} intervals. If "
         r"only the ratio mattered, $\beta_{BS} + \beta_{LR} = 0$; $p$ is its Wald test.")
-    lines = [r"\begin{table}[ht]", r"\centering", rf"\caption{{{caption}}}",
+    lines = [r"\subsection*{Does only the ratio matter?}",
+             r"\begin{table}[ht]", r"\centering", rf"\caption{{{caption}}}",
              r"\label{tab:ratio-model}", r"\begin{tabular}{lrrrrrrr}", r"\toprule",
              rf" & $\beta_{{BS}}$ & {level} CI & $\beta_{{LR}}$ & {level} CI & "
              rf"$\beta_{{BS}} + \beta_{{LR}}$ & {level} CI & $p$ \\", r"\midrule"]
