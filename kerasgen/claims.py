@@ -33,6 +33,7 @@ import traceback
 
 from kerasgen.checkpoints import DiskFull
 from kerasgen.options import RunOptions
+from kerasgen.settings import SettingsMismatch
 from kerasgen.store import ClaimLost, Store
 from kerasgen.vocabulary import FAILED, RUNNING
 
@@ -82,6 +83,10 @@ def settle(store: Store, claim, outcome, options: RunOptions, final: bool = Fals
     first = claim.cells[0]
     where = f"pack {claim.pack_id} ({first['model']}, batch {first['batch_size']})"
     paused = outcome.get("paused") if isinstance(outcome, dict) else None
+    refused = outcome.get("refused") if isinstance(outcome, dict) else None
+    if refused:
+        store.release(claim, f"refused: {refused}", count_failure=False)
+        raise SettingsMismatch(refused)
     if isinstance(outcome, DiskFull) or paused:
         store.release(claim, f"paused: {paused or outcome}", count_failure=False)
         print(f"kerasgen: {paused or outcome}. {where[0].upper()}{where[1:]} is paused, not "

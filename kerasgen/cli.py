@@ -470,8 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep each finished cell's final weights (kerasgen bound needs "
                           "them) or none")
     run.add_argument("--force", action="store_true",
-                     help="run a grid of more than 100,000 cells, or with less free disk "
-                          "than the projected use")
+                     help="run a grid of more than 100,000 cells, with less free disk "
+                          "than the projected use, or with other kernel settings (backend, "
+                          "oneDNN, XLA, device) than the study's earlier runs")
     run.add_argument("--progress", choices=("auto", "live", "plain"), default="auto",
                      help="the progress display: auto = live on a terminal, plain lines "
                           "otherwise")
@@ -594,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     from kerasgen.data import DataError
     from kerasgen.export import ExportError
     from kerasgen.options import OptionsError
+    from kerasgen.settings import SettingsMismatch
     from kerasgen.spec import SpecError
     from kerasgen.store import StoreError
     from kerasgen.worker import StudyError
@@ -611,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kerasgen {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (CLIError, SpecError, StoreError, DataError, OptionsError, StudyError,
-            DiskFull, ExportError) as exc:
+            DiskFull, ExportError, SettingsMismatch) as exc:
         print(f"kerasgen {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:

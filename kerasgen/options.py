@@ -15,6 +15,7 @@ from dataclasses import dataclass
 ONEDNN_CHOICES = ("auto", "default", "on", "off")
 LAYOUT_CHOICES = ("auto", "branches", "fused")
 KEEP_WEIGHTS_CHOICES = ("final", "none")
+PROCESS_CHOICES = ("auto", "new", "this")
 HEARTBEATS_PER_STALE = 4
 """A claim is refreshed this many times within the stale limit: a live worker whose
 heartbeat is late once or twice (a busy machine, a garbage collection) never looks dead."""
@@ -51,6 +52,15 @@ class RunOptions:
     onednn: bool | str | None = "auto"
     keep_weights: str = "final"  # each finished cell's final weights ("none": not kept)
     verbose: int = 0
+    # Where a one-worker study trains: "auto" = in this process, unless a setting read
+    # once per process (oneDNN, the Keras backend) was fixed here before with another
+    # value (TensorFlow imported earlier): then in one fresh worker process, so the run
+    # gets the settings it asked for; "new" = always a fresh worker process; "this" =
+    # this process, and such a setting is an error naming both values.
+    process: str = "auto"
+    # Let runs trained under different kernel settings (backend, oneDNN, XLA, device;
+    # settings.KERNEL_SETTINGS) into one study; without it the second kind is refused.
+    allow_mixed_settings: bool = False
 
     def __post_init__(self):
         check_options(self)
@@ -91,6 +101,9 @@ def check_options(options: "RunOptions") -> None:
     if options.keep_weights not in KEEP_WEIGHTS_CHOICES:
         raise OptionsError(f"keep_weights must be one of {KEEP_WEIGHTS_CHOICES}. Received: "
                            f"keep_weights={options.keep_weights!r}")
+    if options.process not in PROCESS_CHOICES:
+        raise OptionsError(f"process must be one of {PROCESS_CHOICES}. Received: "
+                           f"process={options.process!r}")
     if options.onednn not in ("auto", True, False, None):
         raise OptionsError("onednn must be 'auto', True, False or None. Received: "
                            f"onednn={options.onednn!r}")
@@ -104,7 +117,7 @@ def onednn_option(choice: str) -> bool | str | None:
 __all__ = ["DEFAULT_DB", "HEARTBEATS_PER_STALE", "HelpFormatter", "KEEP_WEIGHTS_CHOICES",
            "add_store_arguments",
            "store_path", "LAYOUT_CHOICES", "MIN_STALE_SECONDS", "ONEDNN_CHOICES",
-           "OptionsError", "RunOptions", "check_options", "onednn_option"]
+           "OptionsError", "PROCESS_CHOICES", "RunOptions", "check_options", "onednn_option"]
 
 
 # ---------------------------------------------------------------- the command lines

@@ -54,17 +54,23 @@ from kerasgen.vocabulary import DIVERGED, DONE, RUNNING
 
 # ---------------------------------------------------------------- determinism and init
 
-def configure_determinism(seed: int) -> None:
-    """Seed Python, numpy and the backend, and ask for deterministic kernels.
+def configure_backend() -> None:
+    """Ask the backend for deterministic kernels (TensorFlow's op determinism; JAX is
+    deterministic on one device for one program). Process-wide, and idempotent.
 
     Determinism costs some speed on GPU (no non-deterministic cuDNN algorithms); it is
     what makes a resumed or repeated cell give the same numbers on the same machine.
     """
-    keras.utils.set_random_seed(int(seed))
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+
+
+def configure_determinism(seed: int) -> None:
+    """Seed Python, numpy and the backend, and ask for deterministic kernels."""
+    keras.utils.set_random_seed(int(seed))
+    configure_backend()
 
 
 def initial_weights(model: str, ds: data_lib.Dataset, seed: int, checkpoint_dir: Path) -> list:
@@ -385,5 +391,5 @@ def prepare_dataset(name: str, options: RunOptions, dtype: str = "float32") -> d
     return ds
 
 
-__all__ = ["PackLogger", "checkpoint_root", "configure_determinism", "initial_weights",
-           "prepare_dataset", "study_dir_of", "train_pack"]
+__all__ = ["PackLogger", "checkpoint_root", "configure_backend", "configure_determinism",
+           "initial_weights", "prepare_dataset", "study_dir_of", "train_pack"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.kernels import assert_same_kernels
 
 from kerasgen.options import RunOptions
 from kerasgen.store import Store, load_epochs, load_results
@@ -91,6 +92,7 @@ def test_a_study_killed_with_sigkill_resumes_to_identical_results(tmp_path):
     assert "resuming pack" in err and "from epoch 0" not in err, err
 
     final = comparable(db)
+    assert_same_kernels(db, reference)
     assert final.equals(comparable(reference))
     # No row was duplicated (the key forbids it) and none is missing.
     assert not final.duplicated(["batch_size", "learning_rate", "epoch"]).any()
@@ -345,6 +347,7 @@ def test_a_stalled_owner_and_a_second_worker_at_the_smallest_stale_limit_train_e
     for err in (owner_err, second_err):
         assert "FileNotFoundError" not in err and "Traceback" not in err, err
     final = comparable(db)
+    assert_same_kernels(db, reference)
     assert final.equals(comparable(reference))  # each epoch once, as if uninterrupted
     assert not final.duplicated(["batch_size", "learning_rate", "epoch"]).any()
     assert set(s for _, s, _, _ in _cells(db)) == {"done"}

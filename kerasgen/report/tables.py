@@ -19,6 +19,7 @@ from kerasgen.report.format import (
     format_p_latex,
     format_value,
     latex_escape,
+    md_text,
 )
 from kerasgen.vocabulary import DIVERGED, DONE, FAILED, PENDING, RUNNING
 
@@ -507,6 +508,21 @@ def statistics_markdown(frame: pd.DataFrame, all_tests: pd.DataFrame, metric: st
     return "\n".join(parts)
 
 
+def _trained_under(frame: pd.DataFrame) -> list[str]:
+    """The kernel settings the runs were trained under (backend, oneDNN, XLA, device), as
+    their workers recorded them: one line, or one per kind when a study mixed them."""
+    if "trained_under" not in frame.columns:
+        return []
+    counts = frame["trained_under"].dropna().value_counts()
+    if counts.empty:
+        return []
+    if len(counts) == 1:
+        return [f"Trained under: {md_text(counts.index[0])}.\n"]
+    kinds = "; ".join(f"{md_text(k)} ({n} runs)" for k, n in counts.items())
+    return [f"Trained under **{len(counts)} different kernel settings** (their numbers are "
+            f"not comparable bit for bit): {kinds}.\n"]
+
+
 def _as_markdown(
     frame: pd.DataFrame,
     all_tests: pd.DataFrame,
@@ -530,6 +546,7 @@ def _as_markdown(
         + (f" ({V.KEPT_EPOCH_RULES[best]})" if best in V.KEPT_EPOCH_RULES else "")
         + "; clean train metrics are measured on a fixed training subset exactly as the "
         "test set (no augmentation, batch norm in inference mode).\n",
+        *_trained_under(frame),
         "## Cells\n",
         _markdown_frame(status_counts(frame)),
     ]

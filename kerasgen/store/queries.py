@@ -5,6 +5,7 @@ Paths are opened read-only; an open connection (or Store) may be passed instead.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Sequence
 
@@ -20,7 +21,7 @@ RESULT_COLUMNS = [
     "best_epoch", "final_train_accuracy", "final_train_loss", "final_test_accuracy",
     "final_test_loss", "final_train_eval_accuracy", "final_train_eval_loss", "epochs_done",
     "diverged_epoch", "last_batch", "error", "worker", "pack_id", "attempts", "failures",
-    "heartbeat_at", "started_at", "finished_at", "updated_at", "hparams",
+    "heartbeat_at", "started_at", "finished_at", "updated_at", "hparams", "trained_under",
 ]
 
 _OPERATIONAL = ("c.error, c.worker, c.pack_id, c.attempts, c.failures, c.heartbeat_at, "
@@ -70,7 +71,11 @@ def read_cell_rows(conn: sqlite3.Connection, study: str | None = None,
     (study, model, dataset, seed, cell id: the dashboard's grids)."""
     sql = _RESULTS_SQL if has_clean_metrics(conn) else _LEGACY_RESULTS_SQL
     hparams = "c.hparams_json" if _has_column(conn, "cells", "hparams_json") else "NULL"
-    sql = (f"SELECT r.*, {hparams} AS hparams FROM ({sql}) r "
+    # The kernel settings its (last) worker recorded: runtime.describe_kernels of the
+    # study's "worker <name>" entry.
+    worker_env = ("json_extract(st.environment_json, '$.\"worker ' || c.worker || '\"')"
+                  if _has_column(conn, "studies", "environment_json") else "NULL")
+    sql = (f"SELECT r.*, {hparams} AS hparams, {worker_env} AS trained_under FROM ({sql}) r "
            "JOIN studies st ON st.name = r.study JOIN cells c ON c.cell_id = r.cell_id")
     params: tuple = ()
     if study is not None:
@@ -104,6 +109,7 @@ def load_results(db, study: str | None = None) -> pd.DataFrame:
         if owned:
             conn.close()
     frame = pd.DataFrame(rows, columns=columns)
+    frame["trained_under"] = [_kernels(text) for text in frame["trained_under"]]
     for col in ("best_epoch", "kept_epoch", "diverged_epoch"):
         frame[col] = frame[col].astype(float)
     for col in ("ratio", "test_accuracy", "test_loss", "train_eval_accuracy", "train_eval_loss",
@@ -112,6 +118,18 @@ def load_results(db, study: str | None = None) -> pd.DataFrame:
                 "final_train_eval_accuracy", "final_train_eval_loss"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
     return frame[RESULT_COLUMNS]
+
+
+def _kernels(text) -> str | None:
+    if not text:
+        return None
+    from kerasgen.settings import describe_kernels
+
+    try:
+        env = json.loads(text)
+    except ValueError:
+        return None
+    return describe_kernels(env) if isinstance(env, dict) else None
 
 
 def load_epochs(db, study: str | None = None, cell_ids: Sequence[int] | None = None,

@@ -235,6 +235,16 @@ class Store:
         row = self.conn.execute("SELECT * FROM studies WHERE name = ?", (name,)).fetchone()
         return _row_dict(self.conn, row, "studies") if row else None
 
+    def study_environment(self, study_id: int) -> dict:
+        """The study's recorded environment (``environment_json``): the facts at its
+        creation and one ``"worker <name>"`` entry per worker that trained it."""
+        row = self.conn.execute("SELECT environment_json FROM studies WHERE study_id = ?",
+                                (study_id,)).fetchone()
+        try:
+            return json.loads(row[0] or "{}") if row else {}
+        except ValueError:
+            return {}
+
     def update_study_environment(self, study_id: int, **fields: Any) -> None:
         """Merge runtime facts (e.g. the compile mode a worker chose) into the study."""
         with self.transaction() as conn:
