@@ -257,7 +257,58 @@ class PackCheckpoint:
                 variable.assign(saved[f"o{i}"])
 
 
+# ---------------------------------------------------------------- cleaning up
+
+_PACK_FILE = re.compile(r"^(state(-[A-Za-z0-9]+)?(-\d+)?\.(json|npz)|\.state[^/]*\.tmp)$")
+"""The files a pack checkpoint directory holds when kerasgen alone wrote it: states,
+their arrays, and temporary files of an interrupted atomic write."""
+
+
+def foreign_entries(directory: Path) -> list[Path]:
+    """What in a pack checkpoint directory kerasgen did not write (a user's file, a
+    folder, a link): a directory holding any is never removed."""
+    found = []
+    for entry in Path(directory).iterdir():
+        if entry.is_symlink() or not entry.is_file() or not _PACK_FILE.match(entry.name):
+            found.append(entry)
+    return found
+
+
+def clean_finished_packs(store, root: Path) -> tuple[list[tuple[Path, int]], list[str]]:
+    """Remove the checkpoint directories of the store's finished packs under ``root``:
+    those whose cells are all done or diverged (a failed pack keeps its checkpoints for a
+    retry and the post-mortem; a running or pending one resumes from them). A kill
+    between a pack's last result and the removal of its directory, or a former owner that
+    wrote after its pack was finished, leaves one behind (up to 1.6 GB at paper size).
+
+    Only ``pack-<id>`` directories of the store's own studies (``<slug>-<uid>``) are
+    looked at, and only those holding nothing but kerasgen's own checkpoint files are
+    removed. Returns ``(removed, kept)``: each removed directory with the bytes it freed,
+    and a sentence for each finished pack's directory left because it holds something
+    else."""
+    removed: list[tuple[Path, int]] = []
+    kept: list[str] = []
+    root = Path(root)
+    if not root.is_dir():
+        return removed, kept
+    for name, uid, packs in store.finished_packs():
+        directory = study_directory(root, name, uid)
+        for pack_id in packs:
+            path = directory / f"pack-{pack_id}"
+            if path.is_symlink() or not path.is_dir():
+                continue
+            foreign = foreign_entries(path)
+            if foreign:
+                kept.append(f"{path} is kept: it holds {foreign[0].name!r}, which kerasgen "
+                            "did not write")
+                continue
+            size = sum(f.stat().st_size for f in path.iterdir())
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append((path, size))
+    return removed, kept
+
+
 __all__ = ["DiskFull", "PackCheckpoint", "atomic_savez", "atomic_write_text",
-           "cell_weights_path", "check_directory", "default_root", "group_weights_path",
-           "load_arrays", "load_cell_weights", "save_cell_weights", "slug", "study_directory",
-           "study_files"]
+           "cell_weights_path", "check_directory", "clean_finished_packs", "default_root",
+           "foreign_entries", "group_weights_path", "load_arrays", "load_cell_weights",
+           "save_cell_weights", "slug", "study_directory", "study_files"]

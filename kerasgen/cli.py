@@ -29,6 +29,8 @@ EXIT_STATUS = """exit status:
   2    the input cannot be used: a bad option or specification, a store that is
        missing, empty (no study, no cells), foreign, corrupt, newer, or read-only
        for run; the message names it and what to do
+  3    an internal error: kerasgen's own bookkeeping of a pack failed; the message
+       names the pack (please report it); running the command again resumes it
   130  interrupted (run the same command again to resume)"""
 
 
@@ -592,6 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from kerasgen.checkpoints import DiskFull
+    from kerasgen.claims import ClaimError
     from kerasgen.data import DataError
     from kerasgen.export import ExportError
     from kerasgen.options import OptionsError
@@ -616,6 +619,9 @@ def main(argv: list[str] | None = None) -> int:
             DiskFull, ExportError, SettingsMismatch) as exc:
         print(f"kerasgen {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except ClaimError as exc:
+        print(f"kerasgen {args.command}: internal error: {exc}", file=sys.stderr)
+        return 3
     except BrokenPipeError:
         # The reader of our output went away (`kerasgen report | head`): end quietly.
         devnull = os.open(os.devnull, os.O_WRONLY)

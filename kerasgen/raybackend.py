@@ -240,7 +240,8 @@ def run_study_ray(spec: Spec, db, options: RunOptions | None = None, address: st
     ray = _import_ray()
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from kerasgen.worker import check_before_claiming, check_disk, register_study
+    from kerasgen.checkpoints import clean_finished_packs
+    from kerasgen.worker import check_before_claiming, check_disk, register_study, report_cleaning
 
     options = options or RunOptions()
     if force and not options.allow_mixed_settings:
@@ -281,6 +282,7 @@ def run_study_ray(spec: Spec, db, options: RunOptions | None = None, address: st
             monitor.start()
         driver = f"ray-driver:{runtime.worker_name()}"
         store = Store(db)
+        report_cleaning(*clean_finished_packs(store, Path(options.checkpoint_dir)))
         options_dict = asdict(options)
         runner = RayRunner(ray, lambda claim: task.remote(writer, str(db), spec.to_dict(), claim,
                                                           options_dict, study_id),

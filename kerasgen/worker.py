@@ -18,7 +18,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from kerasgen import runtime
-from kerasgen.checkpoints import check_directory, default_root
+from kerasgen.checkpoints import check_directory, clean_finished_packs, default_root
 from kerasgen.claims import LocalRunner, run_claims
 from kerasgen.footprint import DiskProjection, human_bytes, project_disk
 from kerasgen.options import RunOptions
@@ -65,6 +65,8 @@ def worker_loop(db_path: str | Path, study: str, options: RunOptions,
     store = Store(db_path)
     try:
         study_id, spec = _spec_of(store, study)
+        report_cleaning(*clean_finished_packs(store, default_root(db_path,
+                                                                  options.checkpoint_dir)))
         worker = runtime.worker_name()
         env = worker_environment(options)
         record_worker(store, study_id, worker, env, options)
@@ -80,6 +82,16 @@ def worker_loop(db_path: str | Path, study: str, options: RunOptions,
                           device=env["device"], on_pack=on_pack)
     finally:
         store.close()
+
+
+def report_cleaning(removed: list, kept: list[str]) -> None:
+    """Say what the cleaning of finished packs' checkpoints did (stderr)."""
+    if removed:
+        freed = human_bytes(sum(size for _, size in removed))
+        print(f"kerasgen: removed the checkpoints of {len(removed)} finished pack(s) "
+              f"({freed}) left by an interrupted run", file=sys.stderr, flush=True)
+    for sentence in kept:
+        print(f"kerasgen: {sentence}", file=sys.stderr, flush=True)
 
 
 def worker_environment(options: RunOptions) -> dict:

@@ -121,7 +121,7 @@ def load_results(db, study: str | None = None) -> pd.DataFrame:
 
 
 def _kernels(text) -> str | None:
-    if not text:
+    if not isinstance(text, str) or not text:
         return None
     from kerasgen.settings import describe_kernels
 

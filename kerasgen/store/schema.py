@@ -245,6 +245,16 @@ def _migration_6(conn: sqlite3.Connection) -> None:
     """)
 
 
+def _migration_7(conn: sqlite3.Connection) -> None:
+    # The claim that owns a running cell, by its token (kerasgen.store.Claim.token): a
+    # worker checks ownership against its own claim, so one that stalled past the stale
+    # limit and woke up after its pack was taken over (and maybe finished) writes nothing,
+    # even when the new owner runs under the same worker name.
+    run_script(conn, """
+        ALTER TABLE cells ADD COLUMN claim_token TEXT;
+    """)
+
+
 # Numbered migrations: MIGRATIONS[i] takes the schema from version i to i + 1.
 MIGRATIONS: list[tuple[str, Any]] = [
     ("studies, cells, epochs; views best and progress", _migration_1),
@@ -253,6 +263,7 @@ MIGRATIONS: list[tuple[str, Any]] = [
     ("clean training metrics, the kept epoch; view best with gap and loss_gap", _migration_4),
     ("studies.uid: the key of a study's files beside the store", _migration_5),
     ("view epochs_long; cells.hparams_json; epochs.pack_cells", _migration_6),
+    ("cells.claim_token: ownership checked against the claim itself", _migration_7),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
