@@ -150,20 +150,36 @@ def load_cell_weights(study_dir: Path, cell_id: int) -> list:
     return load_arrays(path)
 
 
+def existing_ancestor(path: Path) -> Path:
+    """``path`` itself if it exists, else its nearest existing parent directory."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def check_directory(root: Path, min_free_bytes: int = 0) -> None:
     """Refuse a checkpoint root that cannot be written, or whose disk has less than
-    ``min_free_bytes`` free; raises OSError naming the directory and what to do."""
+    ``min_free_bytes`` free; raises OSError naming the directory and what to do. Creates
+    nothing: a root that does not exist yet is judged by its nearest existing parent (a
+    refused run leaves nothing behind; the root is made when the first file is written)."""
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise OSError(f"the checkpoint directory {root} is not a directory; choose another "
+                      "with --checkpoint-dir")
+    probe_dir = existing_ancestor(root)
+    if not probe_dir.is_dir():
+        raise OSError(f"the checkpoint directory {root} cannot be created ({probe_dir} is "
+                      "not a directory); choose another with --checkpoint-dir")
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / f".kerasgen-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        probe = probe_dir / f".kerasgen-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         atomic_write_text(probe, "probe")
         probe.unlink()
     except OSError as exc:
         raise OSError(exc.errno, f"the checkpoint directory {root} cannot be written "
                                  f"({exc.strerror or exc}); choose another with "
                                  "--checkpoint-dir") from exc
-    free = shutil.disk_usage(root).free
+    free = shutil.disk_usage(probe_dir).free
     if free < min_free_bytes:
         raise DiskFull(errno.ENOSPC, f"the checkpoint directory {root} has {free / 1e6:,.0f} MB "
                                      f"free, less than the {min_free_bytes / 1e6:,.0f} MB the "
@@ -310,5 +326,6 @@ def clean_finished_packs(store, root: Path) -> tuple[list[tuple[Path, int]], lis
 
 __all__ = ["DiskFull", "PackCheckpoint", "atomic_savez", "atomic_write_text",
            "cell_weights_path", "check_directory", "clean_finished_packs", "default_root",
-           "foreign_entries", "group_weights_path", "load_arrays", "load_cell_weights",
-           "save_cell_weights", "slug", "study_directory", "study_files"]
+           "existing_ancestor", "foreign_entries", "group_weights_path", "load_arrays",
+           "load_cell_weights", "save_cell_weights", "slug", "study_directory",
+           "study_files"]

@@ -18,7 +18,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from kerasgen import runtime
-from kerasgen.checkpoints import check_directory, clean_finished_packs, default_root
+from kerasgen.checkpoints import (
+    check_directory,
+    clean_finished_packs,
+    default_root,
+    existing_ancestor,
+)
 from kerasgen.claims import LocalRunner, run_claims
 from kerasgen.footprint import DiskProjection, human_bytes, project_disk
 from kerasgen.options import RunOptions
@@ -253,7 +258,7 @@ def check_disk(spec: Spec, db: str | Path, options: RunOptions, workers: int = 1
     projection = project_disk(spec, options.pack_size, workers, options.keep_weights,
                               finished_cells=finished)
     root = default_root(db, options.checkpoint_dir)
-    free = shutil.disk_usage(root).free
+    free = shutil.disk_usage(existing_ancestor(root)).free
     print(f"kerasgen: {projection.describe()}; {human_bytes(free)} free in {root}",
           file=sys.stderr, flush=True)
     if projection.needed > free and not force:
