@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import socket
 import time
 import uuid
@@ -32,8 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from kerasgen.checkpoints import slug
-from kerasgen.outputs import OutputError, protected_paths, staged_directory
+from kerasgen.naming import file_stem
+from kerasgen.outputs import OutputError, protected_paths, spreadsheet_safe, staged_directory
 from kerasgen.store import load_epochs, load_results, load_studies
 
 TABLE_FORMATS = ("csv", "parquet")
@@ -90,7 +89,7 @@ def export_tables(db, out, fmt: str = "csv", study: str | None = None,
         for name, frame in tables.items():
             path = stage / f"{name}.{fmt}"
             if fmt == "csv":
-                frame.to_csv(path, index=False)
+                spreadsheet_safe(frame).to_csv(path, index=False)
             else:
                 frame.to_parquet(path, index=False, engine="pyarrow")
             written.append(Path(out) / path.name)
@@ -148,6 +147,10 @@ def _finite(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
+RUN_NAME_LENGTH = 120
+"""The longest run directory name (then cut, with a hash of the whole, ``file_stem``)."""
+
+
 def run_name(cell, width: int = 1) -> str:
     """The run directory of a cell:
     ``<study slug>/cell-<id>-<model>-<dataset>-bs<b>-lr<lr>-s<seed>`` (names made
@@ -155,7 +158,7 @@ def run_name(cell, width: int = 1) -> str:
     hyper-parameters themselves are in the HParams data)."""
     label = (f"cell-{int(cell.cell_id):0{width}d}-{cell.model}-{cell.dataset}"
              f"-bs{int(cell.batch_size)}-lr{float(cell.learning_rate):g}-s{int(cell.seed)}")
-    return f"{slug(cell.study)}/{re.sub(r'[^A-Za-z0-9._-]+', '-', label)}"
+    return f"{file_stem(cell.study)}/{file_stem(label, RUN_NAME_LENGTH)}"
 
 
 def cell_hparams(cell) -> dict:

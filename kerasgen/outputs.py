@@ -328,7 +328,29 @@ def place_files(sources: list[Path], into: Path, command: str,
     return written
 
 
-__all__ = ["MANIFEST", "OutputError", "check_directory_output", "check_file_output",
-           "check_not_an_input", "check_replaceable_directory", "describe_files",
-           "file_manifest", "place_files", "protected_paths", "staged_directory",
-           "write_file_output"]
+# ---------------------------------------------------------------- text for spreadsheets
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What makes a spreadsheet run a CSV cell as a formula (OWASP, "CSV injection")."""
+
+
+def spreadsheet_safe(frame):
+    """A copy of ``frame`` whose text cells that begin like a formula (``= + - @``, a tab
+    or a carriage return) start with ``'``, as OWASP advises: a study named
+    ``=HYPERLINK(...)`` is shown, never run. Numbers (negative ones included) are left
+    alone."""
+    import pandas as pd
+
+    out = frame.copy()
+    for column in out.columns:
+        if not pd.api.types.is_numeric_dtype(out[column]):
+            out[column] = out[column].map(
+                lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_STARTS)
+                else v)
+    return out
+
+
+__all__ = ["FORMULA_STARTS", "MANIFEST", "OutputError", "check_directory_output",
+           "check_file_output", "check_not_an_input", "check_replaceable_directory",
+           "describe_files", "file_manifest", "place_files", "protected_paths",
+           "spreadsheet_safe", "staged_directory", "write_file_output"]

@@ -81,10 +81,17 @@ def md_text(text: object) -> str:
 
 
 def column_label(key: tuple[str, str, str], several_studies: bool) -> str:
+    """A grid's label as plain text (escape it for its target: ``md_label``,
+    ``latex_escape``)."""
     study, model, dataset = key
     label = f"{display_name(model)} on {display_name(dataset)}"
     return f"{study}: {label}" if several_studies else label
 
 
+def md_label(key: tuple[str, str, str], several_studies: bool) -> str:
+    """A grid's label as Markdown text (``md_text`` of ``column_label``)."""
+    return md_text(column_label(key, several_studies))
+
+
 __all__ = ["column_label", "decimals", "format_p", "format_p_latex", "format_value",
-           "latex_escape", "md_text"]
+           "latex_escape", "md_label", "md_text"]

@@ -12,6 +12,7 @@ import pandas as pd
 
 from kerasgen import analysis as A
 from kerasgen import vocabulary as V
+from kerasgen.outputs import spreadsheet_safe
 from kerasgen.report.format import (
     column_label,
     decimals,
@@ -19,6 +20,7 @@ from kerasgen.report.format import (
     format_p_latex,
     format_value,
     latex_escape,
+    md_label,
     md_text,
 )
 from kerasgen.vocabulary import DIVERGED, DONE, FAILED, PENDING, RUNNING
@@ -140,7 +142,7 @@ def table_markdown(tests: pd.DataFrame, table: int, best_metric: str | None = No
     level = f"{confidence_of(sub):.0%} CI"
     header: list[str] = [] if group_by is None else [_ROW_LABEL[table]]
     for key in keys:
-        label = column_label(key, several)
+        label = md_label(key, several)
         header += ([f"{label} SCC", level] + ([f"{level} seeds"] if seeds else [])
                    + ["p"] + ([] if uniform_n else ["n"]))
     width = 3 + int(seeds) + int(not uniform_n)
@@ -230,6 +232,12 @@ def status_counts(frame: pd.DataFrame) -> pd.DataFrame:
     return counts.reset_index()
 
 
+def _names_as_text(df: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its name columns (study, model, data set) escaped for Markdown."""
+    names = [c for c in ("study", "model", "dataset") if c in df.columns]
+    return df.assign(**{c: df[c].map(md_text) for c in names})
+
+
 def _markdown_frame(df: pd.DataFrame) -> str:
     lines = [_md_row([str(c) for c in df.columns]), _md_row(["---"] * len(df.columns))]
     for row in df.itertuples(index=False):
@@ -240,7 +248,7 @@ def _markdown_frame(df: pd.DataFrame) -> str:
 def _direction_markdown(directions: pd.DataFrame, several: bool) -> str:
     out = []
     for key, grp in directions.groupby(["study", "model", "dataset"], sort=False):
-        label = column_label(tuple(map(str, key)), several)  # type: ignore[arg-type]
+        label = md_label(tuple(map(str, key)), several)  # type: ignore[arg-type]
         out.append(f"- **{label}**")
         for summary in grp["summary"]:
             out.append(f"  - {summary}")
@@ -254,7 +262,7 @@ def _premise_markdown(premise: pd.DataFrame, several: bool) -> str:
     table = pd.DataFrame(
         {
             "grid": [
-                column_label((r.study, r.model, r.dataset), several)
+                md_label((r.study, r.model, r.dataset), several)
                 for r in premise.itertuples()
             ],
             "n": premise["n"],
@@ -292,7 +300,7 @@ def _premise_markdown(premise: pd.DataFrame, several: bool) -> str:
     text = _markdown_frame(table) + "\n"
     lines = []
     for r in premise.itertuples():
-        label = column_label((r.study, r.model, r.dataset), several)
+        label = md_label((r.study, r.model, r.dataset), several)
         for w in r.warnings:
             lines.append(f"- **Warning ({label})**: {w}.")
         for note in r.notes:
@@ -405,7 +413,7 @@ def whole_grid_markdown(tests: pd.DataFrame, several: bool) -> str:
         return f"n/a ({row[f'{prefix}ci_reason']})" if text == "n/a" else text
 
     for _, row in whole.iterrows():
-        label = column_label((row["study"], row["model"], row["dataset"]), several)
+        label = md_label((row["study"], row["model"], row["dataset"]), several)
         if isinstance(row["reason"], str):
             rows.append([label, f"n/a ({row['reason']})"] + ["n/a"] * (3 + 2 * seeds))
             continue
@@ -443,7 +451,7 @@ def seeds_alone_markdown(frame: pd.DataFrame, tests: pd.DataFrame, metric: str,
     per_seed = A.seed_tests(frame, metric=metric, **kwargs)
     rows = []
     for key, part in per_seed.groupby(["study", "model", "dataset", "seed"], sort=True):
-        label = column_label(tuple(map(str, key[:3])), several)  # type: ignore[arg-type]
+        label = md_label(tuple(map(str, key[:3])), several)  # type: ignore[arg-type]
 
         def counts(table: int, part: pd.DataFrame = part) -> str:
             sub = part[part["table"] == table]
@@ -463,7 +471,7 @@ def seeds_alone_markdown(frame: pd.DataFrame, tests: pd.DataFrame, metric: str,
         worst = groups.loc[groups["seed_scc_sd"].idxmax()]
         what = (f"{_ROW_LABEL[int(worst['table'])]} "
                 f"{format_value(worst['group_value'], worst['group_by'])}")
-        label = column_label((worst["study"], worst["model"], worst["dataset"]), several)
+        label = md_label((worst["study"], worst["model"], worst["dataset"]), several)
         text += (
             f"\nFrom seed to seed the coefficients of Tables 1-2 move with a median SD of "
             f"{groups['seed_scc_sd'].median():.2f} (largest {worst['seed_scc_sd']:.2f}: "
@@ -499,7 +507,7 @@ def statistics_markdown(frame: pd.DataFrame, all_tests: pd.DataFrame, metric: st
     ]
     noise = A.noise_floor(frame, metric=metric, include_diverged=include_diverged)
     parts.append("\n".join(
-        f"- **{column_label((r.study, r.model, r.dataset), several)}**: {r.summary}"
+        f"- **{md_label((r.study, r.model, r.dataset), several)}**: {r.summary}"
         for r in noise.itertuples()) + "\n")
     if several_seeds(tests):
         parts.append("### Each seed alone\n")
@@ -548,7 +556,7 @@ def _as_markdown(
         "test set (no augmentation, batch norm in inference mode).\n",
         *_trained_under(frame),
         "## Cells\n",
-        _markdown_frame(status_counts(frame)),
+        _markdown_frame(_names_as_text(status_counts(frame))),
     ]
     tests = all_tests[all_tests["metric"] == metric]
     if tests.empty:
@@ -718,8 +726,10 @@ def statistics_latex(tests: pd.DataFrame, best_metric: str | None = None) -> str
 
 
 def tests_csv(tests: pd.DataFrame) -> str:
-    """The tidy tests frame as CSV (columns :data:`kerasgen.analysis.TEST_COLUMNS`)."""
-    return tests.reindex(columns=A.TEST_COLUMNS).to_csv(index=False, lineterminator="\n")
+    """The tidy tests frame as CSV (columns :data:`kerasgen.analysis.TEST_COLUMNS`); text
+    that a spreadsheet would run as a formula starts with ``'`` (``spreadsheet_safe``)."""
+    return spreadsheet_safe(tests.reindex(columns=A.TEST_COLUMNS)).to_csv(
+        index=False, lineterminator="\n")
 
 
 # --------------------------------------------------------------------------- entry point
