@@ -165,11 +165,11 @@ def check_directory(root: Path, min_free_bytes: int = 0) -> None:
     refused run leaves nothing behind; the root is made when the first file is written)."""
     root = Path(root)
     if root.exists() and not root.is_dir():
-        raise OSError(f"the checkpoint directory {root} is not a directory; choose another "
-                      "with --checkpoint-dir")
+        raise OSError(f"the checkpoint directory {root} cannot be written (it is not a "
+                      "directory); choose another with --checkpoint-dir")
     probe_dir = existing_ancestor(root)
     if not probe_dir.is_dir():
-        raise OSError(f"the checkpoint directory {root} cannot be created ({probe_dir} is "
+        raise OSError(f"the checkpoint directory {root} cannot be written ({probe_dir} is "
                       "not a directory); choose another with --checkpoint-dir")
     try:
         probe = probe_dir / f".kerasgen-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"

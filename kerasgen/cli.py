@@ -41,9 +41,9 @@ EXIT_STATUS = """exit status:
   130  interrupted (run the same command again to resume)"""
 
 
-def _number(kind, minimum, what):
-    """An argparse type: a finite number of ``kind`` >= ``minimum`` (the error names
-    the value, and argparse exits 2 with the usage)."""
+def _number(kind, minimum, what, maximum=None):
+    """An argparse type: a finite number of ``kind`` >= ``minimum`` (and <= ``maximum``
+    where given; the error names the value, and argparse exits 2 with the usage)."""
     def parse(text: str):
         try:
             value = kind(text)
@@ -51,6 +51,8 @@ def _number(kind, minimum, what):
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
         if not math.isfinite(value) or value < minimum:
             raise argparse.ArgumentTypeError(f"{text!r}: must be {what} >= {minimum:g}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {what} <= {maximum:g}")
         return value
     parse.__name__ = what
     return parse
@@ -62,9 +64,12 @@ positive_float = _number(float, 1e-9, "a positive number")
 
 
 def _fraction(text: str) -> float:
-    """An argparse type: a number strictly between 0 and 1 (a confidence level)."""
-    value = _number(float, 1e-9, "a number between 0 and 1")(text)
-    if value >= 1.0:
+    """An argparse type: a number strictly between 0 and 1 (a level, a confidence)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"{text!r}: must be a number between 0 and 1")
     return value
 
@@ -381,7 +386,7 @@ def cmd_bound(args) -> int:
     runtime.quiet_tensorflow()
     from kerasgen.curvature import compute_bounds_for_store
 
-    cells = [int(c) for c in args.cells.split(",")] if args.cells else None
+    cells = _cell_ids(args.cells) if args.cells else None
     with runtime.native_output_to(None if args.verbose else _log_path(args.db)):
         rows = compute_bounds_for_store(args.db, study=args.study, cells=cells,
                                         params=args.params, delta=args.delta,
@@ -392,6 +397,18 @@ def cmd_bound(args) -> int:
     print(f"computed bounds for {len(rows)} cells into {args.db} (table bounds); "
           f"see `kerasgen report --db {args.db} --bounds`")
     return 0
+
+
+def _cell_ids(text: str) -> list[int]:
+    """``--cells 1,2,5`` as ids; anything else is a usage error naming the bad entry."""
+    ids = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) < 1:
+            raise UsageError(f"--cells takes cell ids (integers >= 1) separated by commas; "
+                             f"{part!r} in {text!r} is not one")
+        ids.append(int(part))
+    return ids
 
 
 def cmd_export(args) -> int:
@@ -471,7 +488,7 @@ def _db_clean(args) -> int:
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    from kerasgen.options import DEFAULT_DB, HelpFormatter, add_store_arguments
+    from kerasgen.options import DEFAULT_DB, MAX_STALE_SECONDS, HelpFormatter, add_store_arguments
     from kerasgen.spec import PRESET_HELP
     from tui.app import add_arguments as add_dashboard_arguments
 
@@ -520,7 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="training steps per call into the compiled function")
     run.add_argument("--mirrored", action="store_true",
                      help="train each cell on all local GPUs (MirroredStrategy, sync BN)")
-    run.add_argument("--stale-seconds", type=_number(float, 1.0, "a number of seconds"),
+    run.add_argument("--stale-seconds", type=_number(float, 1.0, "a number of seconds",
+                                                      MAX_STALE_SECONDS),
                      default=600.0,
                      help="a claim without heartbeat for this long is reclaimed (at least 1; "
                           "workers beat 4 times within it)")
@@ -584,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="test_accuracy: at each cell's kept epoch (the paper's best "
                              "test accuracy under the default best_metric); gap / loss_gap: "
                              "clean train vs test at the kept epoch")
-    report.add_argument("--alpha", type=positive_float, default=0.005,
+    report.add_argument("--alpha", type=_fraction, default=0.005,
                         help="significance level of each test (the paper's)")
     report.add_argument("--pvalue", choices=("auto", "asymptotic", "exact", "permutation"),
                         default="auto",

@@ -134,6 +134,17 @@ def synthetic_args(name: str) -> dict:
         ) from None
     if min(size, channels, n_train) < 1 or classes < 2:
         raise ValueError(f"Unknown data set {name!r}: sizes must be positive, classes >= 2.")
+    # The images are made in memory (float32, training and test sets): refused here, before
+    # anything is registered or created, rather than as a MemoryError after.
+    nbytes = 4 * size * size * channels * (n_train + max(n_train // 4, 64))
+    if nbytes > MAX_SYNTHETIC_BYTES:
+        raise ValueError(f"The synthetic data set {name!r} would take {nbytes / 2**30:,.1f} GiB "
+                         f"of memory, more than the {MAX_SYNTHETIC_BYTES / 2**30:g} GiB a "
+                         "generated data set may take; use fewer or smaller images.")
     return {"size": size, "channels": channels, "num_classes": classes, "n_train": n_train}
+
+
+MAX_SYNTHETIC_BYTES = 8 * 2**30
+"""The most memory a generated (synthetic) data set may take."""
 
 

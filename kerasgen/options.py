@@ -19,6 +19,9 @@ PROCESS_CHOICES = ("auto", "new", "this")
 HEARTBEATS_PER_STALE = 4
 """A claim is refreshed this many times within the stale limit: a live worker whose
 heartbeat is late once or twice (a busy machine, a garbage collection) never looks dead."""
+MAX_STALE_SECONDS = 30 * 24 * 3600.0
+"""The longest stale limit: a month (a longer one would never reclaim a dead worker's
+pack; near 1e308 the clock arithmetic overflows)."""
 MIN_STALE_SECONDS = 1.0
 """The shortest stale limit accepted (a heartbeat every 0.25 s): below it a busy machine
 could delay heartbeats past the limit and workers would take packs from each other."""
@@ -85,6 +88,9 @@ def check_options(options: "RunOptions") -> None:
     _number("max_attempts", options.max_attempts, True, 1)
     _number("steps_per_execution", options.steps_per_execution, True, 1)
     _number("stale_seconds", options.stale_seconds, False, MIN_STALE_SECONDS)
+    if options.stale_seconds > MAX_STALE_SECONDS:
+        raise OptionsError(f"stale_seconds must be at most {MAX_STALE_SECONDS:g} (30 days). "
+                           f"Received: stale_seconds={options.stale_seconds!r}")
     if options.heartbeat_seconds is not None:
         _number("heartbeat_seconds", options.heartbeat_seconds, False, 0.01)
         if options.heartbeat_seconds * 3 > options.stale_seconds:
@@ -115,6 +121,7 @@ def onednn_option(choice: str) -> bool | str | None:
 
 
 __all__ = ["DEFAULT_DB", "HEARTBEATS_PER_STALE", "HelpFormatter", "KEEP_WEIGHTS_CHOICES",
+           "MAX_STALE_SECONDS",
            "add_store_arguments",
            "store_path", "LAYOUT_CHOICES", "MIN_STALE_SECONDS", "ONEDNN_CHOICES",
            "OptionsError", "PROCESS_CHOICES", "RunOptions", "check_options", "onednn_option"]

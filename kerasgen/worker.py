@@ -47,7 +47,12 @@ def _spec_of(store: Store, name: str) -> tuple[int, Spec]:
     study = store.study(name)
     if study is None:
         raise StoreError(f"No study named {name!r} in {store.path}.")
-    return study["study_id"], from_dict(json.loads(study["spec_json"]))
+    try:
+        return study["study_id"], from_dict(json.loads(study["spec_json"]))
+    except (ValueError, TypeError) as exc:  # JSONDecodeError and SpecError are ValueErrors
+        raise StoreError(f"The specification of study {name!r} in {store.path} is damaged "
+                         f"({exc}); it cannot be resumed. Run the study under another name "
+                         "or into another store.") from None
 
 
 def check_datasets(spec: Spec, options: RunOptions) -> None:

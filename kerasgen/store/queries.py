@@ -11,6 +11,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from kerasgen.store.common import StoreError
 from kerasgen.store.files import connect_readonly
 from kerasgen.store.writer import Store
 
@@ -83,9 +84,28 @@ def read_cell_rows(conn: sqlite3.Connection, study: str | None = None,
         params = (study,)
     sql += {"cell_id": " ORDER BY r.cell_id",
             "grid": " ORDER BY st.study_id, r.model, r.dataset, r.seed, r.cell_id"}[order]
-    cursor = conn.execute(sql, params)
+    try:
+        cursor = conn.execute(sql, params)
+    except sqlite3.OperationalError as exc:
+        raise (damaged_specifications(conn) or exc) from None
     columns = [d[0] for d in cursor.description]
-    return columns, cursor.fetchall()
+    try:
+        return columns, cursor.fetchall()
+    except sqlite3.OperationalError as exc:
+        raise (damaged_specifications(conn) or exc) from None
+
+
+def damaged_specifications(conn: sqlite3.Connection) -> StoreError | None:
+    """A StoreError naming the studies whose stored specification is not JSON (the views
+    read it), or None when every one is."""
+    bad = [r[0] for r in conn.execute("SELECT name FROM studies WHERE NOT json_valid(spec_json)")]
+    if not bad:
+        return None
+    return StoreError(f"The specification of study {', '.join(map(repr, bad))} in this store "
+                      "is damaged (not JSON): its results cannot be read. Restore the store "
+                      "from a copy.")
+
+
 
 
 def load_results(db, study: str | None = None) -> pd.DataFrame:

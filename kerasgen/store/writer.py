@@ -171,7 +171,12 @@ class Store:
                                (name,)).fetchone()
             if row is not None:
                 study_id, existing = row
-                stored = json.loads(existing)
+                try:
+                    stored = json.loads(existing)
+                except ValueError:
+                    raise StoreError(f"The specification of study {name!r} in {self.path} is "
+                                     "damaged (not JSON); it cannot be resumed. Run the study "
+                                     "under another name or into another store.") from None
                 if existing != spec_json and (normalize is None or normalize(stored) != spec):
                     diff = describe_difference(stored, spec)
                     raise StudyMismatch(
