@@ -300,6 +300,11 @@ def register_study(spec: Spec, db: str | Path, options: RunOptions | None = None
                                       normalize=_normalized)
         if retry_failed:
             store.reset_failed(study_id)
+            logged = store.logged_failures(study_id)
+            if logged:
+                print(f"kerasgen: --retry-failed leaves cells {logged} failed: a SQLiteLogger "
+                      "recorded their epochs, and a run would append to another training's "
+                      "rows.", file=sys.stderr, flush=True)
     return study_id
 
 
