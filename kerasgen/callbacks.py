@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import math
 import re
+import sys
+import threading
 import time
 
 import keras
 
-from kerasgen.store import Claim, Store
+from kerasgen.runtime import worker_name
+from kerasgen.store import DEFAULT_STALE_SECONDS, CellBusy, Claim, ClaimLost, Store
 from kerasgen.vocabulary import DIVERGED, DONE, PENDING, RUNNING
 
 ACCURACY_ALIASES = ("accuracy", "acc", "sparse_categorical_accuracy",
@@ -153,6 +156,73 @@ def _name_error(name: str) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------- heartbeat
+
+class Heartbeat(threading.Thread):
+    """Refreshes a claim from a thread of its own (an epoch can outlast the stale limit);
+    sets ``lost`` when another worker has taken the pack over. Any other error (the store
+    briefly unwritable, the Ray actor slow) is reported and the next beat tries again:
+    the thread never dies while training goes on.
+
+    ``store`` is the trainer's store-like object; its ``heartbeat_sender(claim)`` gives a
+    callable safe to use from this thread (a connection of its own for a local store, a
+    message to the store's owner for the Ray backend) and a closer.
+    """
+
+    def __init__(self, store, claim: Claim, interval: float, alive=None):
+        super().__init__(daemon=True, name=f"heartbeat-{claim.pack_id}")
+        self.store, self.claim, self.interval = store, claim, interval
+        self.alive = alive  # None, or a callable: beat only while it says training goes on
+        self.lost = threading.Event()
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        beat, close = None, None
+        reported = 0.0
+        try:
+            while not self._halt.wait(self.interval):
+                if self.alive is not None and not self.alive():
+                    continue  # no progress: let the claim go stale (a fit that raised)
+                try:
+                    if beat is None:
+                        beat, close = self.store.heartbeat_sender(self.claim)
+                    beat()
+                except ClaimLost:
+                    self.lost.set()
+                    return
+                except Exception as exc:  # noqa: BLE001 - reported; the next beat retries
+                    if time.monotonic() - reported > 60.0:
+                        reported = time.monotonic()
+                        print(f"kerasgen: the heartbeat of pack {self.claim.pack_id} failed "
+                              f"({type(exc).__name__}: {exc}); retrying every "
+                              f"{self.interval:g} s while training goes on",
+                              file=sys.stderr, flush=True)
+        finally:
+            if close is not None:
+                close()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=10)
+
+
+# ---------------------------------------------------------------- the logger
+
+_CLAIMS: dict[str, int] = {}
+"""Tokens of the claims this process's loggers hold -> the thread whose fit holds each.
+A claim still listed for the calling thread belongs to a fit that raised (a thread runs
+one fit at a time): the next logger on that cell in this process fails it at once."""
+
+
+def _abandoned(owner: str | None, token: str | None) -> bool:
+    """Whether a cell's running claim belongs to this process and no fit of it can still
+    be running: not listed (its logger never ended it), or listed for this very thread."""
+    if owner != worker_name():
+        return False
+    holder = _CLAIMS.get(token or "")
+    return holder is None or holder == threading.get_ident()
+
+
 class SQLiteLogger(keras.callbacks.Callback):
     """Stream each epoch's logs into a kerasgen store.
 
@@ -166,10 +236,25 @@ class SQLiteLogger(keras.callbacks.Callback):
             output order.
         accuracy_name: the metric that fills the ``*_accuracy`` columns, if not one of
             the usual names.
-        finish: mark the cells ``done`` when training ends (default True).
+        finish: mark the cells ``done`` when training ends (default True). With
+            ``finish=False`` they go back to pending and a later fit (this logger or
+            another) logs on, numbering its epochs after the last recorded one.
         loss_weight: for a single-output model compiled with ``loss_weights=[w]``,
             the weight to divide out of the logged loss.
-        claim: a worker's claim; writes are refused once the claim is lost.
+        claim: a worker's claim (the study runner's); writes are refused once the claim
+            is lost. Without one the logger claims its cells itself when the fit starts,
+            as a worker claims a pack: one writer per cell.
+        heartbeat_seconds: how often the logger's claim is refreshed while the fit makes
+            progress (a run's claim loop fails a logger's cells once its heartbeat is
+            older than the run's stale limit, and never waits for them forever).
+
+    One writer per cell: the logger refuses (``CellBusy``) a cell that another live owner
+    trains (another process's logger, or a ``kerasgen run`` pack). A fit that raises
+    leaves its cells claimed without heartbeat: they are marked ``failed`` (rows kept) by
+    the next logger of this process on them, by ``kerasgen run``'s claim loop, or once the
+    claim goes stale. A second fit (``finish=False``) numbers its epochs on after the
+    last recorded one; an epoch already recorded is never dropped silently
+    (``DuplicateEpoch``).
 
     What it refuses, each naming the value and before anything is written: a cell whose
     keys, types or values are wrong (at once, in ``__init__``); a cell of a study created
@@ -180,7 +265,9 @@ class SQLiteLogger(keras.callbacks.Callback):
     """
 
     def __init__(self, db, cell, accuracy_name: str | None = None, finish: bool = True,
-                 claim: Claim | None = None, loss_weight: float = 1.0):
+                 claim: Claim | None = None, loss_weight: float = 1.0,
+                 heartbeat_seconds: float = 5.0,
+                 stale_seconds: float = DEFAULT_STALE_SECONDS):
         super().__init__()
         self.db = db
         entries = list(cell) if isinstance(cell, (list, tuple)) else [cell]
@@ -190,6 +277,8 @@ class SQLiteLogger(keras.callbacks.Callback):
         self.finish = finish
         self.claim = claim
         self.loss_weight = loss_weight
+        self.heartbeat_seconds = float(heartbeat_seconds)
+        self.stale_seconds = float(stale_seconds)
         self.store: Store | None = None
         self.cell_ids: list[int] = []
         self.active: list[bool] = []
@@ -197,6 +286,11 @@ class SQLiteLogger(keras.callbacks.Callback):
         self._started = False
         self._epoch_started = 0.0
         self.wall = 0.0
+        self._own_claim: Claim | None = None  # the claim this logger took itself
+        self._heartbeat: Heartbeat | None = None
+        self._progress = 0.0  # monotonic time of the last callback of the fit
+        self._first_epoch: int | None = None  # Keras's first epoch in this fit
+        self._offset: list[int] = []  # added to Keras's epoch: numbering on after a fit
 
     # -- hooks for subclasses (the study runner checkpoints before rows are written)
     def add_metrics(self, epoch: int, rows: list[dict]) -> None:
@@ -213,6 +307,8 @@ class SQLiteLogger(keras.callbacks.Callback):
 
     # -- Keras callbacks
     def on_train_begin(self, logs=None):
+        self._first_epoch = None
+        self._progress = time.monotonic()
         if isinstance(self.db, Store) or hasattr(self.db, "record_epoch"):
             self.store = self.db  # a Store, or a store-like proxy (the Ray backend's)
         else:
@@ -227,11 +323,21 @@ class SQLiteLogger(keras.callbacks.Callback):
             raise
 
     def on_train_batch_end(self, batch, logs=None):
+        self._progress = time.monotonic()
         if not self._started:
             self._check_batch_size(batch)
             self._start()
+        if self._heartbeat is not None and self._heartbeat.lost.is_set():
+            raise ClaimLost(f"the claim of this SQLiteLogger on cells {self.cell_ids} was "
+                            "taken over (its heartbeat went stale); stopping")
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._progress = time.monotonic()
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._progress = time.monotonic()
+        if self._first_epoch is None:
+            self._first_epoch = int(epoch)
         self._epoch_started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -251,8 +357,9 @@ class SQLiteLogger(keras.callbacks.Callback):
                 self.store.finish_cell(cell_id, DIVERGED, diverged_epoch=epoch,
                                        claim=self.claim)
                 continue
-            self.store.record_epoch(cell_id, epoch, rows[k], wall, claim=self.claim,
-                                    pack_cells=len(self.cell_ids))
+            self.store.record_epoch(cell_id, epoch + self._offset_of(k), rows[k], wall,
+                                    claim=self.claim, pack_cells=len(self.cell_ids),
+                                    replay=self._own_claim is None)
             if self.copy_finished(k, epoch, rows[k]):
                 self.active[k] = False
                 self.store.finish_cell(cell_id, DONE, claim=self.claim)
@@ -262,12 +369,22 @@ class SQLiteLogger(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.store is None:
             return
-        if self.finish and self._started:
-            for k, cell_id in enumerate(self.cell_ids):
-                if self.active[k]:
-                    self.store.finish_cell(cell_id, DONE, claim=self.claim)
-                    self.active[k] = False
-        self._close()
+        try:
+            if self.finish and self._started:
+                for k, cell_id in enumerate(self.cell_ids):
+                    if self.active[k]:
+                        self.store.finish_cell(cell_id, DONE, claim=self.claim)
+                        self.active[k] = False
+            if self._own_claim is not None:
+                # finish=False, or a fit stopped early: what is still running is given back
+                # for a later fit to log on.
+                self.store.release_cells(self._own_claim, PENDING)
+        finally:
+            self._end_claim()
+            self._close()
+
+    def _offset_of(self, k: int) -> int:
+        return self._offset[k] if k < len(self._offset) else 0
 
     # -- checks (read only: nothing is written before they pass)
     def _check_cells(self) -> None:
@@ -370,11 +487,57 @@ class SQLiteLogger(keras.callbacks.Callback):
             self.store.ensure_cell(**key, environment=environment_facts(), hparams=hparams)
             ids.append(self.store.cell_id(**key))
         self.cell_ids = ids
+        if self.claim is None:
+            self._take_claim()
         if not self.active:
             statuses = [self.store.cell(i)["status"] for i in self.cell_ids]
             self.active = [s in (PENDING, RUNNING) for s in statuses]
-        if self.claim is None:
-            self.store.mark_running([i for i, a in zip(self.cell_ids, self.active) if a])
+
+    def _take_claim(self) -> None:
+        """Claim this fit's cells (one writer per cell), start the heartbeat, and number
+        this fit's epochs after those already recorded (a later fit logs on)."""
+        assert self.store is not None
+        claim = self.store.claim_cells(self.cell_ids, worker_name(), self.stale_seconds,
+                                       abandoned=_abandoned)
+        self._own_claim = claim
+        _CLAIMS[claim.token] = threading.get_ident()
+        missing = sorted(set(self.cell_ids) - set(claim.cell_ids))
+        if missing:
+            self._end_claim(release=True)
+            states = ", ".join(f"cell {i} is {self.store.cell(i)['status']}" for i in missing)
+            raise CellBusy(
+                f"SQLiteLogger cannot log into {states} in {self.store.path}: an earlier fit "
+                "of this process on it stopped without finishing (its rows are kept, the cell "
+                "failed). Log the new training as another cell (another seed or study name).")
+        self.claim = claim
+        first = self._first_epoch if self._first_epoch is not None else 0
+        self._offset = []
+        for cell_id in self.cell_ids:
+            done = self.store.epochs_of(cell_id)
+            last = max((int(r["epoch"]) for r in done), default=-1)
+            self._offset.append(max(0, last + 1 - first))
+        if any(self._offset):
+            print(f"kerasgen: SQLiteLogger: cells {self.cell_ids} already hold epochs; this "
+                  f"fit's epochs are numbered on from epoch {first + max(self._offset)}.",
+                  file=sys.stderr, flush=True)
+        if hasattr(self.store, "heartbeat_sender"):
+            self._heartbeat = Heartbeat(self.store, claim, self.heartbeat_seconds,
+                                        alive=self._making_progress)
+            self._heartbeat.start()
+
+    def _making_progress(self) -> bool:
+        return time.monotonic() - self._progress < max(4 * self.heartbeat_seconds, 60.0)
+
+    def _end_claim(self, release: bool = False) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
+        if self._own_claim is not None:
+            if release and self.store is not None:
+                self.store.release_cells(self._own_claim, PENDING)
+            _CLAIMS.pop(self._own_claim.token, None)
+            self._own_claim = None
+            self.claim = None
 
     def _close(self) -> None:
         if self._owns_store and self.store is not None:

@@ -150,20 +150,36 @@ def load_cell_weights(study_dir: Path, cell_id: int) -> list:
     return load_arrays(path)
 
 
+def existing_ancestor(path: Path) -> Path:
+    """``path`` itself if it exists, else its nearest existing parent directory."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def check_directory(root: Path, min_free_bytes: int = 0) -> None:
     """Refuse a checkpoint root that cannot be written, or whose disk has less than
-    ``min_free_bytes`` free; raises OSError naming the directory and what to do."""
+    ``min_free_bytes`` free; raises OSError naming the directory and what to do. Creates
+    nothing: a root that does not exist yet is judged by its nearest existing parent (a
+    refused run leaves nothing behind; the root is made when the first file is written)."""
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise OSError(f"the checkpoint directory {root} cannot be written (it is not a "
+                      "directory); choose another with --checkpoint-dir")
+    probe_dir = existing_ancestor(root)
+    if not probe_dir.is_dir():
+        raise OSError(f"the checkpoint directory {root} cannot be written ({probe_dir} is "
+                      "not a directory); choose another with --checkpoint-dir")
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / f".kerasgen-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        probe = probe_dir / f".kerasgen-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         atomic_write_text(probe, "probe")
         probe.unlink()
     except OSError as exc:
         raise OSError(exc.errno, f"the checkpoint directory {root} cannot be written "
                                  f"({exc.strerror or exc}); choose another with "
                                  "--checkpoint-dir") from exc
-    free = shutil.disk_usage(root).free
+    free = shutil.disk_usage(probe_dir).free
     if free < min_free_bytes:
         raise DiskFull(errno.ENOSPC, f"the checkpoint directory {root} has {free / 1e6:,.0f} MB "
                                      f"free, less than the {min_free_bytes / 1e6:,.0f} MB the "
@@ -257,7 +273,59 @@ class PackCheckpoint:
                 variable.assign(saved[f"o{i}"])
 
 
+# ---------------------------------------------------------------- cleaning up
+
+_PACK_FILE = re.compile(r"^(state(-[A-Za-z0-9]+)?(-\d+)?\.(json|npz)|\.state[^/]*\.tmp)$")
+"""The files a pack checkpoint directory holds when kerasgen alone wrote it: states,
+their arrays, and temporary files of an interrupted atomic write."""
+
+
+def foreign_entries(directory: Path) -> list[Path]:
+    """What in a pack checkpoint directory kerasgen did not write (a user's file, a
+    folder, a link): a directory holding any is never removed."""
+    found = []
+    for entry in Path(directory).iterdir():
+        if entry.is_symlink() or not entry.is_file() or not _PACK_FILE.match(entry.name):
+            found.append(entry)
+    return found
+
+
+def clean_finished_packs(store, root: Path) -> tuple[list[tuple[Path, int]], list[str]]:
+    """Remove the checkpoint directories of the store's finished packs under ``root``:
+    those whose cells are all done or diverged (a failed pack keeps its checkpoints for a
+    retry and the post-mortem; a running or pending one resumes from them). A kill
+    between a pack's last result and the removal of its directory, or a former owner that
+    wrote after its pack was finished, leaves one behind (up to 1.6 GB at paper size).
+
+    Only ``pack-<id>`` directories of the store's own studies (``<slug>-<uid>``) are
+    looked at, and only those holding nothing but kerasgen's own checkpoint files are
+    removed. Returns ``(removed, kept)``: each removed directory with the bytes it freed,
+    and a sentence for each finished pack's directory left because it holds something
+    else."""
+    removed: list[tuple[Path, int]] = []
+    kept: list[str] = []
+    root = Path(root)
+    if not root.is_dir():
+        return removed, kept
+    for name, uid, packs in store.finished_packs():
+        directory = study_directory(root, name, uid)
+        for pack_id in packs:
+            path = directory / f"pack-{pack_id}"
+            if path.is_symlink() or not path.is_dir():
+                continue
+            foreign = foreign_entries(path)
+            if foreign:
+                kept.append(f"{path} is kept: it holds {foreign[0].name!r}, which kerasgen "
+                            "did not write")
+                continue
+            size = sum(f.stat().st_size for f in path.iterdir())
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append((path, size))
+    return removed, kept
+
+
 __all__ = ["DiskFull", "PackCheckpoint", "atomic_savez", "atomic_write_text",
-           "cell_weights_path", "check_directory", "default_root", "group_weights_path",
-           "load_arrays", "load_cell_weights", "save_cell_weights", "slug", "study_directory",
+           "cell_weights_path", "check_directory", "clean_finished_packs", "default_root",
+           "existing_ancestor", "foreign_entries", "group_weights_path", "load_arrays",
+           "load_cell_weights", "save_cell_weights", "slug", "study_directory",
            "study_files"]

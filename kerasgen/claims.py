@@ -17,7 +17,9 @@ A *runner* starts the training of a claim and later reports how it ended:
 How an outcome is settled (``settle``):
 
 - a summary: trained;
-- ``ClaimLost``: another worker owns the pack now; nothing of ours to release;
+- ``ClaimLost``: another worker owns the pack now; nothing of ours to release. When the
+  claim's own token still holds its cells, the loss came from this worker's own logic: a
+  bug, surfaced as ``ClaimError`` (the cells are given back first), never a silent wait;
 - ``DiskFull`` (or a summary saying ``paused``): released without counting a failure; the
   loop waits ``DISK_FULL_WAIT_SECONDS`` and goes on;
 - ``KeyboardInterrupt``: released without counting a failure, then raised;
@@ -33,8 +35,15 @@ import traceback
 
 from kerasgen.checkpoints import DiskFull
 from kerasgen.options import RunOptions
+from kerasgen.settings import SettingsMismatch
 from kerasgen.store import ClaimLost, Store
 from kerasgen.vocabulary import FAILED, RUNNING
+
+
+class ClaimError(RuntimeError):
+    """A worker's own bookkeeping of a claim went wrong (a bug, not another worker taking
+    the pack): the run stops, naming the pack, instead of waiting for it forever."""
+
 
 DISK_FULL_WAIT_SECONDS = 60.0
 """How long the loop waits after a full disk before it claims again."""
@@ -66,6 +75,11 @@ def run_claims(store: Store, study_id: int, worker: str, options: RunOptions, ru
         if not runner.in_flight():
             if store.counts(study_id)[RUNNING] == 0:
                 return trained
+            # Cells recorded as running under this very loop's name that it is not
+            # training (a bug, or a SQLiteLogger fit of this process that raised) would be
+            # waited for forever: give them back at once.
+            if store.release_orphans(study_id, worker):
+                continue
             # Others are training; wait, in case one dies and its pack needs us.
             time.sleep(min(5.0, options.heartbeat_interval))
             continue
@@ -82,6 +96,10 @@ def settle(store: Store, claim, outcome, options: RunOptions, final: bool = Fals
     first = claim.cells[0]
     where = f"pack {claim.pack_id} ({first['model']}, batch {first['batch_size']})"
     paused = outcome.get("paused") if isinstance(outcome, dict) else None
+    refused = outcome.get("refused") if isinstance(outcome, dict) else None
+    if refused:
+        store.release(claim, f"refused: {refused}", count_failure=False)
+        raise SettingsMismatch(refused)
     if isinstance(outcome, DiskFull) or paused:
         store.release(claim, f"paused: {paused or outcome}", count_failure=False)
         print(f"kerasgen: {paused or outcome}. {where[0].upper()}{where[1:]} is paused, not "
@@ -90,7 +108,14 @@ def settle(store: Store, claim, outcome, options: RunOptions, final: bool = Fals
         time.sleep(DISK_FULL_WAIT_SECONDS)
         return False
     if isinstance(outcome, ClaimLost):
-        return False
+        if claim.token not in store.pack_owners(claim):
+            return False  # another worker owns the pack now: nothing of ours to release
+        # Our own claim still holds cells that our own training called lost: a bug in
+        # the resume logic. Give them back (they resume from the checkpoint) and stop.
+        store.release(claim, f"internal error: {outcome}", count_failure=False)
+        raise ClaimError(f"{where} lost its own claim ({outcome}); its cells were given "
+                         "back and resume from their checkpoint on the next run. This is a "
+                         "bug in kerasgen: please report it with this message.") from outcome
     if isinstance(outcome, KeyboardInterrupt):
         store.release(claim, "interrupted (KeyboardInterrupt)", count_failure=False)
         raise outcome
@@ -135,4 +160,4 @@ class LocalRunner:
         return done
 
 
-__all__ = ["DISK_FULL_WAIT_SECONDS", "LocalRunner", "run_claims", "settle"]
+__all__ = ["ClaimError", "DISK_FULL_WAIT_SECONDS", "LocalRunner", "run_claims", "settle"]

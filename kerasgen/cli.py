@@ -12,6 +12,13 @@ import time
 from pathlib import Path
 
 from kerasgen import __version__
+from kerasgen.outputs import (
+    check_file_output,
+    check_not_an_input,
+    place_files,
+    protected_paths,
+    write_file_output,
+)
 from kerasgen.vocabulary import DIVERGED, DONE, FAILED
 
 
@@ -29,12 +36,14 @@ EXIT_STATUS = """exit status:
   2    the input cannot be used: a bad option or specification, a store that is
        missing, empty (no study, no cells), foreign, corrupt, newer, or read-only
        for run; the message names it and what to do
+  3    an internal error: kerasgen's own bookkeeping of a pack failed; the message
+       names the pack (please report it); running the command again resumes it
   130  interrupted (run the same command again to resume)"""
 
 
-def _number(kind, minimum, what):
-    """An argparse type: a finite number of ``kind`` >= ``minimum`` (the error names
-    the value, and argparse exits 2 with the usage)."""
+def _number(kind, minimum, what, maximum=None):
+    """An argparse type: a finite number of ``kind`` >= ``minimum`` (and <= ``maximum``
+    where given; the error names the value, and argparse exits 2 with the usage)."""
     def parse(text: str):
         try:
             value = kind(text)
@@ -42,6 +51,8 @@ def _number(kind, minimum, what):
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
         if not math.isfinite(value) or value < minimum:
             raise argparse.ArgumentTypeError(f"{text!r}: must be {what} >= {minimum:g}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {what} <= {maximum:g}")
         return value
     parse.__name__ = what
     return parse
@@ -53,9 +64,12 @@ positive_float = _number(float, 1e-9, "a positive number")
 
 
 def _fraction(text: str) -> float:
-    """An argparse type: a number strictly between 0 and 1 (a confidence level)."""
-    value = _number(float, 1e-9, "a number between 0 and 1")(text)
-    if value >= 1.0:
+    """An argparse type: a number strictly between 0 and 1 (a level, a confidence)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"{text!r}: must be a number between 0 and 1")
     return value
 
@@ -102,8 +116,17 @@ def cmd_run(args) -> int:
     runtime.set_onednn(options.onednn)
     runtime.quiet_tensorflow()
     spec = _spec_from_args(args)
-    with runtime.native_output_to(None if args.verbose else _log_path(args.db)):
-        return _train(args, spec, options)
+    log, db = _log_path(args.db), Path(args.db)
+    fresh = not log.exists() and not db.exists()
+    try:
+        with runtime.native_output_to(None if args.verbose else log):
+            return _train(args, spec, options)
+    except BaseException:
+        if fresh and not db.exists():
+            # Refused before anything was registered: leave nothing behind (the log held
+            # only TensorFlow's start-up lines, if anything).
+            log.unlink(missing_ok=True)
+        raise
 
 
 def _log_path(db) -> Path:
@@ -145,6 +168,7 @@ def cmd_demo(args) -> int:
 
     db = Path(args.db)
     figures = Path(args.figures or db.with_name(db.stem + "-figures"))
+    check_figures_directory(figures, protected_paths(db))
     spec = preset("demo")
     live = args.dashboard == "on" or (args.dashboard == "auto" and sys.stdout.isatty()
                                       and sys.stdin.isatty())
@@ -170,9 +194,12 @@ def cmd_demo(args) -> int:
     frame = load_results(db, study=spec.name)
     report = render_report(frame)
     print(report)
-    paths = write_figures(frame, figures, epochs=load_epochs(db, study=spec.name))
-    page = figures / "report.html"
-    _write_output(page, render_html(report, paths, subtitle=f"{db}: {spec.name}"))
+    with tempfile.TemporaryDirectory(prefix="kerasgen-figures-") as scratch:
+        drawn = write_figures(frame, scratch, epochs=load_epochs(db, study=spec.name))
+        page = Path(scratch) / "report.html"
+        page.write_text(render_html(report, drawn, subtitle=f"{db}: {spec.name}"))
+        placed = place_files([*drawn, page], figures, "kerasgen demo", protected_paths(db))
+    paths, page = placed[:-1], placed[-1]
     print(f"\nDemo finished in {minutes:.1f} min. Results: {db}  Figures: {figures}/ "
           f"({len(paths)} PNG files)")
     print(f"  the report as one page (open it in a browser): {page}")
@@ -275,8 +302,12 @@ def cmd_report(args) -> int:
         which = f" of study {args.study!r}" if args.study else ""
         raise CLIError(f"{args.db} holds no cells{which}.")
     output = Path(args.output) if args.output else None
+    protected = protected_paths(args.db)
     if output is not None:
-        _check_output(output, args.force)
+        check_file_output(output, REPORT_COMMAND, args.force, protected)
+    figures_dir = Path(args.figures) if args.figures else None
+    if figures_dir is not None:
+        check_figures_directory(figures_dir, protected)
     html = args.format == "html"
     text = render_report(frame, fmt="markdown" if html else args.format, metric=args.metric,
                          alpha=args.alpha, pvalue=args.pvalue,
@@ -287,26 +318,27 @@ def cmd_report(args) -> int:
 
         text += "\n" + render_bounds_section(args.db, study=args.study)
     paths: list[Path] = []
-    figures_dir = args.figures
     with tempfile.TemporaryDirectory(prefix="kerasgen-figures-") as scratch:
         if figures_dir or html:
-            # An HTML page embeds every figure: drawn into --figures, else a scratch dir.
-            where = figures_dir or scratch
-            paths = write_figures(frame, where, metric=args.metric,
+            # Drawn in a scratch directory, then placed into --figures (never over a file
+            # the command did not write); an HTML page embeds them.
+            paths = write_figures(frame, scratch, metric=args.metric,
                                   include_diverged=not args.exclude_diverged,
                                   epochs=load_epochs(args.db, study=args.study),
                                   alpha=args.alpha, pvalue=args.pvalue)
             if args.bounds:
                 from kerasgen.report.bounds import write_bound_figures
 
-                paths += write_bound_figures(args.db, where, study=args.study)
+                paths += write_bound_figures(args.db, scratch, study=args.study)
         if html:
             from kerasgen.report.html import render_html
 
             studies = ", ".join(sorted(map(str, frame["study"].unique())))
             text = render_html(text, paths, subtitle=f"{args.db}: {studies}")
+        if figures_dir is not None:
+            paths = place_files(paths, figures_dir, REPORT_COMMAND, protected)
         if output is not None:
-            _write_output(output, text)
+            _write_output(output, text, REPORT_COMMAND)
             print(f"wrote {output} ({_size(output)})")
         else:
             print(text)
@@ -316,21 +348,27 @@ def cmd_report(args) -> int:
     return 0
 
 
-def _check_output(path: Path, force: bool) -> None:
-    """Refuse an output file that exists (unless ``force``) or a directory."""
-    if path.is_dir():
-        raise CLIError(f"{path} is a directory; give a file name to --output.")
-    if path.exists() and not force:
-        raise CLIError(f"{path} exists; pass --force to replace it, or choose another "
-                       "--output.")
+REPORT_COMMAND = "kerasgen report"
 
 
-def _write_output(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (a reader sees the old file or the new one)."""
-    from kerasgen.checkpoints import atomic_write_text
+def check_figures_directory(path: Path, protected) -> None:
+    """A --figures directory that cannot hold the figures, refused before any work."""
+    check_not_an_input(path, protected, "--figures")
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise CLIError(f"--figures {path} is not a directory; choose another --figures.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise CLIError(f"--figures {path} cannot be written by this user ({probe} is "
+                       "read-only); choose another --figures.")
 
+
+def _write_output(path: Path, text: str, command: str) -> None:
+    """Write ``text`` to ``path`` atomically (a reader sees the old file or the new one),
+    with its manifest (``kerasgen.outputs``)."""
     try:
-        atomic_write_text(path, text)
+        write_file_output(path, text, command)
     except OSError as exc:
         raise CLIError(f"cannot write {path} ({exc.strerror or exc}); choose another "
                        "--output.") from None
@@ -348,7 +386,7 @@ def cmd_bound(args) -> int:
     runtime.quiet_tensorflow()
     from kerasgen.curvature import compute_bounds_for_store
 
-    cells = [int(c) for c in args.cells.split(",")] if args.cells else None
+    cells = _cell_ids(args.cells) if args.cells else None
     with runtime.native_output_to(None if args.verbose else _log_path(args.db)):
         rows = compute_bounds_for_store(args.db, study=args.study, cells=cells,
                                         params=args.params, delta=args.delta,
@@ -359,6 +397,18 @@ def cmd_bound(args) -> int:
     print(f"computed bounds for {len(rows)} cells into {args.db} (table bounds); "
           f"see `kerasgen report --db {args.db} --bounds`")
     return 0
+
+
+def _cell_ids(text: str) -> list[int]:
+    """``--cells 1,2,5`` as ids; anything else is a usage error naming the bad entry."""
+    ids = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) < 1:
+            raise UsageError(f"--cells takes cell ids (integers >= 1) separated by commas; "
+                             f"{part!r} in {text!r} is not one")
+        ids.append(int(part))
+    return ids
 
 
 def cmd_export(args) -> int:
@@ -387,6 +437,8 @@ def _size(path) -> str:
 def cmd_db(args) -> int:
     from kerasgen.store import SCHEMA_VERSION, inspect_store, load_studies
 
+    if args.action == "clean":
+        return _db_clean(args)
     info = inspect_store(args.db)
     if not info["exists"]:
         raise CLIError(f"{args.db} does not exist: no study has been run into it yet.")
@@ -406,10 +458,37 @@ def cmd_db(args) -> int:
     return 0
 
 
+DB_ACTIONS = ("info", "clean")
+
+
+def _db_clean(args) -> int:
+    """``kerasgen db clean``: remove the checkpoint directories of finished packs (left by
+    a kill between a pack's last result and their removal), saying what was removed."""
+    from kerasgen.checkpoints import clean_finished_packs, default_root
+    from kerasgen.footprint import human_bytes
+    from kerasgen.store import Store, inspect_store
+
+    info = inspect_store(args.db)
+    if not info["exists"] or info["empty"]:
+        raise CLIError(f"{args.db} is not a kerasgen store with studies: nothing to clean.")
+    root = default_root(args.db, args.checkpoint_dir)
+    with Store(args.db, create=False) as store:
+        removed, kept = clean_finished_packs(store, root)
+    for path, size in removed:
+        print(f"removed {path} ({human_bytes(size)})")
+    for sentence in kept:
+        print(sentence)
+    total = human_bytes(sum(size for _, size in removed))
+    print(f"{len(removed)} finished pack checkpoint director{'y' if len(removed) == 1 else 'ies'}"
+          f" removed from {root} ({total} freed)"
+          + (f"; {len(kept)} left (see above)" if kept else ""))
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    from kerasgen.options import DEFAULT_DB, HelpFormatter, add_store_arguments
+    from kerasgen.options import DEFAULT_DB, MAX_STALE_SECONDS, HelpFormatter, add_store_arguments
     from kerasgen.spec import PRESET_HELP
     from tui.app import add_arguments as add_dashboard_arguments
 
@@ -458,7 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="training steps per call into the compiled function")
     run.add_argument("--mirrored", action="store_true",
                      help="train each cell on all local GPUs (MirroredStrategy, sync BN)")
-    run.add_argument("--stale-seconds", type=_number(float, 1.0, "a number of seconds"),
+    run.add_argument("--stale-seconds", type=_number(float, 1.0, "a number of seconds",
+                                                      MAX_STALE_SECONDS),
                      default=600.0,
                      help="a claim without heartbeat for this long is reclaimed (at least 1; "
                           "workers beat 4 times within it)")
@@ -470,8 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep each finished cell's final weights (kerasgen bound needs "
                           "them) or none")
     run.add_argument("--force", action="store_true",
-                     help="run a grid of more than 100,000 cells, or with less free disk "
-                          "than the projected use")
+                     help="run a grid of more than 100,000 cells, with less free disk "
+                          "than the projected use, or with other kernel settings (backend, "
+                          "oneDNN, XLA, device) than the study's earlier runs")
     run.add_argument("--progress", choices=("auto", "live", "plain"), default="auto",
                      help="the progress display: auto = live on a terminal, plain lines "
                           "otherwise")
@@ -521,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="test_accuracy: at each cell's kept epoch (the paper's best "
                              "test accuracy under the default best_metric); gap / loss_gap: "
                              "clean train vs test at the kept epoch")
-    report.add_argument("--alpha", type=positive_float, default=0.005,
+    report.add_argument("--alpha", type=_fraction, default=0.005,
                         help="significance level of each test (the paper's)")
     report.add_argument("--pvalue", choices=("auto", "asymptotic", "exact", "permutation"),
                         default="auto",
@@ -583,23 +664,38 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replace an --out directory that already holds files")
     export.set_defaults(func=cmd_export)
 
-    db = command("db", "what a store file is: schema version, studies")
+    db = command("db", "what a store file is (schema version, studies); db clean: remove "
+                       "finished packs' leftover checkpoints")
+    db.add_argument("action", nargs="?", default="info", metavar="{info,clean}",
+                    help="info: the store's schema and studies; clean: remove the checkpoint "
+                         "directories of finished packs, saying what was removed")
     add_store_arguments(db)
+    db.add_argument("--checkpoint-dir", default=None,
+                    help="the store's checkpoint directory (default: <db>.checkpoints)")
     db.set_defaults(func=cmd_db)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from kerasgen.checkpoints import DiskFull
+    from kerasgen.claims import ClaimError
     from kerasgen.data import DataError
     from kerasgen.export import ExportError
     from kerasgen.options import OptionsError
+    from kerasgen.outputs import OutputError
+    from kerasgen.settings import SettingsMismatch
     from kerasgen.spec import SpecError
     from kerasgen.store import StoreError
     from kerasgen.worker import StudyError
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "db" and args.action not in DB_ACTIONS:
+        # `kerasgen db STORE`: the one positional is the store, not an action.
+        if args.db_path is not None:
+            args.parser.error(f"argument action: invalid choice: {args.action!r} (choose "
+                              f"from {', '.join(DB_ACTIONS)})")
+        args.db_path, args.action = args.action, "info"
     if hasattr(args, "db_path"):
         from kerasgen.options import store_path
 
@@ -611,9 +707,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kerasgen {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (CLIError, SpecError, StoreError, DataError, OptionsError, StudyError,
-            DiskFull, ExportError) as exc:
+            DiskFull, ExportError, SettingsMismatch, OutputError) as exc:
         print(f"kerasgen {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except ClaimError as exc:
+        print(f"kerasgen {args.command}: internal error: {exc}", file=sys.stderr)
+        return 3
     except BrokenPipeError:
         # The reader of our output went away (`kerasgen report | head`): end quietly.
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -460,6 +460,10 @@ def read_cifar_archive(path: Path, name: str):
                 raise DataError(f"{path}: {f} is truncated or corrupt ({len(found[f])} "
                                 f"bytes is not a multiple of the record size {record}).")
         blob = b"".join(found[f] for f in files)
+        if not blob:
+            raise DataError(f"{path}: {', '.join(files)} hold no records: the archive is "
+                            f"empty or damaged. Download it again from "
+                            f"{CIFAR_ARCHIVES[name][1]}.")
         raw = np.frombuffer(blob, np.uint8).reshape(-1, record)
         # Every label byte in range (coarse 0-19 and fine 0-99 for CIFAR-100, 0-9 for
         # CIFAR-10): a damaged archive is refused here, not as a TensorFlow error in

@@ -13,26 +13,26 @@
   ``pip install 'kerasgen[parquet]'``).
 
 Every export is written into a temporary directory beside ``out`` and renamed into place
-when complete: an interrupted or failed export leaves nothing half-written, and an existing
-``out`` is replaced only with ``force`` (and only once the new one is complete).
+when complete: an interrupted or failed export leaves nothing half-written. An existing
+``out`` is replaced only with ``force``, only once the new one is complete, and only when
+it is an earlier export of the same kind, unchanged (``kerasgen.outputs``): a store, its
+checkpoints or anyone else's files under ``out`` are never deleted.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
-import shutil
 import socket
 import time
 import uuid
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 
-from kerasgen.checkpoints import slug
+from kerasgen.naming import file_stem
+from kerasgen.outputs import OutputError, protected_paths, spreadsheet_safe, staged_directory
 from kerasgen.store import load_epochs, load_results, load_studies
 
 TABLE_FORMATS = ("csv", "parquet")
@@ -51,43 +51,8 @@ CELL_METRICS = {
 """The HParams metrics, as ``metrics/<name>``, written at the kept epoch."""
 
 
-class ExportError(ValueError):
+class ExportError(OutputError):
     """An export that cannot be made as asked; the message names the problem and the fix."""
-
-
-# ---------------------------------------------------------------- writing safely
-
-@contextmanager
-def staged_directory(out: str | os.PathLike, force: bool = False):
-    """Yield a temporary directory beside ``out``; on success it becomes ``out``.
-
-    ``out`` may not exist yet or be an empty directory; an existing one with files is
-    replaced only with ``force``. Nothing is left behind on failure."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} exists and is not a directory; choose another --out.")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise ExportError(f"{out} already holds files; pass --force to replace them, or "
-                          "choose another --out.")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        stage = out.parent / f".{out.name}.export-{uuid.uuid4().hex[:8]}"
-        stage.mkdir()
-    except OSError as exc:
-        raise ExportError(f"cannot write in {out.parent} ({exc.strerror or exc}); choose "
-                          "another --out.") from None
-    try:
-        yield stage
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            out.rename(old)
-        stage.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
 
 
 def _frames(db, study: str | None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -119,11 +84,12 @@ def export_tables(db, out, fmt: str = "csv", study: str | None = None,
                               "(or export csv).") from None
     tables = dict(zip(("cells", "epochs", "studies"), _frames(db, study)))
     written = []
-    with staged_directory(out, force) as stage:
+    with staged_directory(out, f"kerasgen export {fmt}", force, protected_paths(db),
+                          error=ExportError) as stage:
         for name, frame in tables.items():
             path = stage / f"{name}.{fmt}"
             if fmt == "csv":
-                frame.to_csv(path, index=False)
+                spreadsheet_safe(frame).to_csv(path, index=False)
             else:
                 frame.to_parquet(path, index=False, engine="pyarrow")
             written.append(Path(out) / path.name)
@@ -181,6 +147,10 @@ def _finite(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
+RUN_NAME_LENGTH = 120
+"""The longest run directory name (then cut, with a hash of the whole, ``file_stem``)."""
+
+
 def run_name(cell, width: int = 1) -> str:
     """The run directory of a cell:
     ``<study slug>/cell-<id>-<model>-<dataset>-bs<b>-lr<lr>-s<seed>`` (names made
@@ -188,7 +158,7 @@ def run_name(cell, width: int = 1) -> str:
     hyper-parameters themselves are in the HParams data)."""
     label = (f"cell-{int(cell.cell_id):0{width}d}-{cell.model}-{cell.dataset}"
              f"-bs{int(cell.batch_size)}-lr{float(cell.learning_rate):g}-s{int(cell.seed)}")
-    return f"{slug(cell.study)}/{re.sub(r'[^A-Za-z0-9._-]+', '-', label)}"
+    return f"{file_stem(cell.study)}/{file_stem(label, RUN_NAME_LENGTH)}"
 
 
 def cell_hparams(cell) -> dict:
@@ -233,7 +203,8 @@ def export_tensorboard(db, out, study: str | None = None, force: bool = False) -
                for name, text in CELL_METRICS.items()]
     by_cell = {cell_id: rows for cell_id, rows in epochs.groupby("cell_id")}
     written = 0
-    with staged_directory(out, force) as stage:
+    with staged_directory(out, "kerasgen export tensorboard", force, protected_paths(db),
+                          error=ExportError) as stage:
         root = EventFile(str(stage))
         root.add_event(event_pb2.Event(wall_time=_now(), summary=hp.hparams_config_pb(
             hparams=hparams, metrics=metrics)))

@@ -5,7 +5,24 @@ network's batch norm)."""
 
 from __future__ import annotations
 
+import hashlib
 import re
+
+FILE_STEM_LENGTH = 60
+"""The longest file-name stem made from a name (a study's, a model's): ``file_stem``."""
+
+
+def file_stem(name: object, length: int = FILE_STEM_LENGTH) -> str:
+    """A name as a file-name stem: letters, digits, ``.``, ``_`` and ``-`` only, at most
+    ``length`` characters, never empty, never hidden (no leading ``.``). A name that had
+    to change (other characters, or too long) ends in ``-`` and 8 hex digits of its
+    SHA-1, so two different names never share a file: ``a b`` and ``a/b`` stay apart."""
+    text = str(name)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip(".-") or "x"
+    if stem == text and len(stem) <= length:
+        return stem
+    digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{stem[:max(length - 9, 1)].rstrip('.-')}-{digest}"
 
 VGG_DEPTHS = (11, 13, 16, 19)
 # Filters per conv layer, "M" = max pool (configurations A, B, D, E of Simonyan & Zisserman).
@@ -117,6 +134,17 @@ def synthetic_args(name: str) -> dict:
         ) from None
     if min(size, channels, n_train) < 1 or classes < 2:
         raise ValueError(f"Unknown data set {name!r}: sizes must be positive, classes >= 2.")
+    # The images are made in memory (float32, training and test sets): refused here, before
+    # anything is registered or created, rather than as a MemoryError after.
+    nbytes = 4 * size * size * channels * (n_train + max(n_train // 4, 64))
+    if nbytes > MAX_SYNTHETIC_BYTES:
+        raise ValueError(f"The synthetic data set {name!r} would take {nbytes / 2**30:,.1f} GiB "
+                         f"of memory, more than the {MAX_SYNTHETIC_BYTES / 2**30:g} GiB a "
+                         "generated data set may take; use fewer or smaller images.")
     return {"size": size, "channels": channels, "num_classes": classes, "n_train": n_train}
+
+
+MAX_SYNTHETIC_BYTES = 8 * 2**30
+"""The most memory a generated (synthetic) data set may take."""
 
 

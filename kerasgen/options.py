@@ -15,9 +15,13 @@ from dataclasses import dataclass
 ONEDNN_CHOICES = ("auto", "default", "on", "off")
 LAYOUT_CHOICES = ("auto", "branches", "fused")
 KEEP_WEIGHTS_CHOICES = ("final", "none")
+PROCESS_CHOICES = ("auto", "new", "this")
 HEARTBEATS_PER_STALE = 4
 """A claim is refreshed this many times within the stale limit: a live worker whose
 heartbeat is late once or twice (a busy machine, a garbage collection) never looks dead."""
+MAX_STALE_SECONDS = 30 * 24 * 3600.0
+"""The longest stale limit: a month (a longer one would never reclaim a dead worker's
+pack; near 1e308 the clock arithmetic overflows)."""
 MIN_STALE_SECONDS = 1.0
 """The shortest stale limit accepted (a heartbeat every 0.25 s): below it a busy machine
 could delay heartbeats past the limit and workers would take packs from each other."""
@@ -51,6 +55,15 @@ class RunOptions:
     onednn: bool | str | None = "auto"
     keep_weights: str = "final"  # each finished cell's final weights ("none": not kept)
     verbose: int = 0
+    # Where a one-worker study trains: "auto" = in this process, unless a setting read
+    # once per process (oneDNN, the Keras backend) was fixed here before with another
+    # value (TensorFlow imported earlier): then in one fresh worker process, so the run
+    # gets the settings it asked for; "new" = always a fresh worker process; "this" =
+    # this process, and such a setting is an error naming both values.
+    process: str = "auto"
+    # Let runs trained under different kernel settings (backend, oneDNN, XLA, device;
+    # settings.KERNEL_SETTINGS) into one study; without it the second kind is refused.
+    allow_mixed_settings: bool = False
 
     def __post_init__(self):
         check_options(self)
@@ -75,6 +88,9 @@ def check_options(options: "RunOptions") -> None:
     _number("max_attempts", options.max_attempts, True, 1)
     _number("steps_per_execution", options.steps_per_execution, True, 1)
     _number("stale_seconds", options.stale_seconds, False, MIN_STALE_SECONDS)
+    if options.stale_seconds > MAX_STALE_SECONDS:
+        raise OptionsError(f"stale_seconds must be at most {MAX_STALE_SECONDS:g} (30 days). "
+                           f"Received: stale_seconds={options.stale_seconds!r}")
     if options.heartbeat_seconds is not None:
         _number("heartbeat_seconds", options.heartbeat_seconds, False, 0.01)
         if options.heartbeat_seconds * 3 > options.stale_seconds:
@@ -91,6 +107,9 @@ def check_options(options: "RunOptions") -> None:
     if options.keep_weights not in KEEP_WEIGHTS_CHOICES:
         raise OptionsError(f"keep_weights must be one of {KEEP_WEIGHTS_CHOICES}. Received: "
                            f"keep_weights={options.keep_weights!r}")
+    if options.process not in PROCESS_CHOICES:
+        raise OptionsError(f"process must be one of {PROCESS_CHOICES}. Received: "
+                           f"process={options.process!r}")
     if options.onednn not in ("auto", True, False, None):
         raise OptionsError("onednn must be 'auto', True, False or None. Received: "
                            f"onednn={options.onednn!r}")
@@ -102,9 +121,10 @@ def onednn_option(choice: str) -> bool | str | None:
 
 
 __all__ = ["DEFAULT_DB", "HEARTBEATS_PER_STALE", "HelpFormatter", "KEEP_WEIGHTS_CHOICES",
+           "MAX_STALE_SECONDS",
            "add_store_arguments",
            "store_path", "LAYOUT_CHOICES", "MIN_STALE_SECONDS", "ONEDNN_CHOICES",
-           "OptionsError", "RunOptions", "check_options", "onednn_option"]
+           "OptionsError", "PROCESS_CHOICES", "RunOptions", "check_options", "onednn_option"]
 
 
 # ---------------------------------------------------------------- the command lines

@@ -21,7 +21,7 @@ Ray is optional: ``pip install 'kerasgen[ray]'``.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from kerasgen import runtime
@@ -74,6 +74,12 @@ class StoreWriter:
     def heartbeat(self, claim: Claim) -> None:
         self.store.heartbeat(claim)
 
+    def study_environment(self, study_id: int) -> dict:
+        return self.store.study_environment(study_id)
+
+    def update_study_environment(self, study_id: int, **fields) -> None:
+        self.store.update_study_environment(study_id, **fields)
+
     def check_claim(self, claim: Claim) -> None:
         self.store.check_claim(claim)
 
@@ -120,24 +126,49 @@ class RemoteStore:
     def check_claim(self, claim: Claim) -> None:
         return self._call("check_claim", claim)
 
+    def study_environment(self, study_id: int) -> dict:
+        return self._call("study_environment", study_id)
+
+    def update_study_environment(self, study_id: int, **fields) -> None:
+        return self._call("update_study_environment", study_id, **fields)
+
     def heartbeat_sender(self, claim: Claim):
         return (lambda: self._call("heartbeat", claim)), (lambda: None)
 
 
-def _train_pack_task(writer, db_path: str, spec_dict: dict, claim: Claim, options_dict: dict):
-    """A Ray task: train (or resume) one pack, talking to the store through ``writer``."""
+_RECORDED: set = set()
+"""(store, study) pairs whose environment this Ray worker process has recorded."""
+
+
+def _train_pack_task(writer, db_path: str, spec_dict: dict, claim: Claim, options_dict: dict,
+                     study_id: int):
+    """A Ray task: train (or resume) one pack, talking to the store through ``writer``.
+
+    The first task of each Ray worker process records how the process trains (the same
+    ``worker_environment`` a local worker records, under ``ray:<host>:<pid>``) and is
+    refused, returning ``{"refused": ...}``, when those kernel settings differ from the
+    study's earlier runs (see ``kerasgen.worker.record_worker``)."""
     runtime.set_onednn(options_dict.get("onednn"))
     runtime.quiet_tensorflow()
     import ray
 
     from kerasgen.train import prepare_dataset, train_pack
+    from kerasgen.worker import SettingsMismatch, record_worker, worker_environment
 
     spec = from_dict(spec_dict)
     options = RunOptions(**options_dict)
+    store = RemoteStore(writer, db_path)
+    if (db_path, study_id) not in _RECORDED:
+        try:
+            record_worker(store, study_id, f"ray:{runtime.worker_name()}",
+                          worker_environment(options), options)
+        except SettingsMismatch as exc:  # the driver stops the study: no retry, no failure
+            return {"pack_id": claim.pack_id, "refused": str(exc)}
+        _RECORDED.add((db_path, study_id))
     ray.get(writer.report_pid.remote(claim.pack_id, os.getpid()))
     ds = prepare_dataset(claim.cells[0]["dataset"], options, spec.training.dtype)
     try:
-        return train_pack(RemoteStore(writer, db_path), claim, spec, ds, options)
+        return train_pack(store, claim, spec, ds, options)
     except DiskFull as exc:  # not the pack's fault: no Ray retry, no failure counted
         return {"pack_id": claim.pack_id, "paused": str(exc)}
 
@@ -209,9 +240,12 @@ def run_study_ray(spec: Spec, db, options: RunOptions | None = None, address: st
     ray = _import_ray()
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from kerasgen.worker import check_before_claiming, check_disk, register_study
+    from kerasgen.checkpoints import clean_finished_packs
+    from kerasgen.worker import check_before_claiming, check_disk, register_study, report_cleaning
 
     options = options or RunOptions()
+    if force and not options.allow_mixed_settings:
+        options = replace(options, allow_mixed_settings=True)
     db = Path(db).resolve()
     if options.checkpoint_dir is None:
         options.checkpoint_dir = str(Path(str(db) + ".checkpoints"))
@@ -248,9 +282,10 @@ def run_study_ray(spec: Spec, db, options: RunOptions | None = None, address: st
             monitor.start()
         driver = f"ray-driver:{runtime.worker_name()}"
         store = Store(db)
+        report_cleaning(*clean_finished_packs(store, Path(options.checkpoint_dir)))
         options_dict = asdict(options)
         runner = RayRunner(ray, lambda claim: task.remote(writer, str(db), spec.to_dict(), claim,
-                                                          options_dict),
+                                                          options_dict, study_id),
                            _task_slots(ray.cluster_resources(), cpus_per_pack, gpus_per_pack))
         on_round = None if on_submitted is None else (
             lambda: on_submitted(writer, dict(runner.pending)))

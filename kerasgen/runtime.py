@@ -70,6 +70,104 @@ def onednn_in_effect() -> bool | None:
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
+def _onednn_from_variable() -> bool | None:
+    """What an exported ``TF_ENABLE_ONEDNN_OPTS`` asks for (TensorFlow's own reading: a
+    number, or true/false); None when it is not exported."""
+    text = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    if text is None:
+        return None
+    text = text.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    return None
+
+
+def onednn_wanted(enabled: bool | str | None) -> bool | None:
+    """Whether a fresh process given ``--onednn enabled`` runs with oneDNN (None: it is
+    TensorFlow's own per-CPU choice, which cannot be known before TensorFlow loads)."""
+    if enabled in (True, False):
+        return bool(enabled)
+    if enabled == "auto":
+        resolved = resolve_onednn_auto()
+        if resolved is not None:
+            return resolved
+    return _onednn_from_variable()
+
+
+def unhonoured_settings(onednn: bool | str | None = "auto",
+                        keras_backend: str | None = None) -> list[str]:
+    """The settings read once per process (at TensorFlow's or Keras's import) that this
+    process can no longer give a run, each as a sentence naming what was asked and what
+    is in effect. Empty when nothing is loaded yet, or everything loaded agrees: then a
+    run in this process trains exactly as a fresh worker process would.
+
+    - oneDNN (``TF_ENABLE_ONEDNN_OPTS``): read when TensorFlow is imported.
+    - the Keras backend (``KERAS_BACKEND``): read when Keras is imported.
+
+    Thread counts are not set by kerasgen (TensorFlow's defaults from the CPU count, in
+    every process alike) and op determinism is switched on per pack at any time, so
+    neither can differ; both are recorded with each worker (``worker_environment``).
+    """
+    problems = []
+    wanted = onednn_wanted(onednn)
+    in_effect = onednn_in_effect()
+    if wanted is not None and in_effect is not None and wanted != in_effect:
+        asked = {True: "on", False: "off"}.get(onednn, onednn)  # type: ignore[arg-type]
+        problems.append(
+            f"oneDNN: --onednn {asked} means {'on' if wanted else 'off'} for a fresh "
+            f"process, but TensorFlow was already imported in this process with oneDNN "
+            f"{'on' if in_effect else 'off'} (TF_ENABLE_ONEDNN_OPTS is read once, at import)")
+    backend = keras_backend or os.environ.get("KERAS_BACKEND", "tensorflow")
+    loaded = loaded_keras_backend()
+    if loaded is not None and loaded != backend:
+        problems.append(f"Keras backend: {backend} was asked for, but Keras was already "
+                        f"imported in this process with the {loaded} backend "
+                        "(KERAS_BACKEND is read once, at import)")
+    return problems
+
+
+def loaded_keras_backend() -> str | None:
+    """The backend of the Keras already imported in this process (None: not imported)."""
+    if "keras" not in sys.modules:
+        return None
+    import keras
+
+    return keras.backend.backend()
+
+
+def threads_in_effect() -> dict:
+    """TensorFlow's thread pools as configured in this process (0: TensorFlow's default,
+    from the CPU count) and the variables that set them; {} when TensorFlow is not
+    loaded."""
+    if "tensorflow" not in sys.modules:
+        return {}
+    import tensorflow as tf
+
+    return {
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }
+
+
+def op_determinism_in_effect() -> bool | None:
+    """Whether TensorFlow's op determinism is on in this process (None: not loaded)."""
+    if "tensorflow" not in sys.modules:
+        return None
+    try:
+        from tensorflow.python.framework import config
+    except ImportError:
+        return None
+    return bool(config.is_op_determinism_enabled())
+
+
+def backend_version(backend: str) -> str | None:
+    return package_version("jax" if backend == "jax" else
+                           "torch" if backend == "torch" else "tensorflow")
+
+
 def package_version(name: str) -> str | None:
     try:
         return metadata.version(name)

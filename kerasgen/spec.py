@@ -187,8 +187,18 @@ def load_spec(path: str | Path) -> Spec:
     path = Path(path)
     if not path.exists():
         raise SpecError(f"Specification file {path} does not exist.")
+    if path.is_dir():
+        raise SpecError(f"Specification file {path} is a directory; give a TOML file.")
     try:
-        data = tomllib.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise SpecError(f"Specification file {path} cannot be read ({exc.strerror or exc}).") \
+            from None
+    except UnicodeDecodeError:
+        raise SpecError(f"Specification file {path} is not text (not UTF-8): give a TOML "
+                        "file.") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path} is not valid TOML: {exc}") from exc
     return from_dict(data, source=str(path))
@@ -242,6 +252,10 @@ def _expand_range(value, key: str):
 # ---------------------------------------------------------------- validation
 
 MAX_NAME_LENGTH = 128
+MIN_LEARNING_RATE = 1e-30
+MAX_LEARNING_RATE = 1e30
+"""Learning rates a float32 network can train with: below, an update underflows (1e-310
+is zero in float32, and far below float32's smallest normal number); above, it overflows."""
 MAX_SEED = 2**32 - 1  # numpy's and Keras's seeding take 32-bit seeds
 
 # What each list holds: (test, what to say).
@@ -314,6 +328,12 @@ def validate(spec: Spec) -> None:
             raise SpecError(f"learning_rates must be numbers. Received: {lr!r}")
         if lr <= 0:
             raise SpecError(f"learning_rates must be positive. Received: {lr!r}")
+        if not MIN_LEARNING_RATE <= lr <= MAX_LEARNING_RATE:
+            raise SpecError(
+                f"learning_rates must be between {MIN_LEARNING_RATE:g} and "
+                f"{MAX_LEARNING_RATE:g}: the networks train in float32, where {lr!r} "
+                f"{'rounds to zero or loses its precision' if lr < 1 else 'overflows every update'}"
+                f". Received: {lr!r}")
     for s in spec.seeds:
         if not 0 <= s <= MAX_SEED:
             raise SpecError(f"seeds must be integers from 0 to {MAX_SEED} (2**32 - 1). "
@@ -322,8 +342,18 @@ def validate(spec: Spec) -> None:
         raise SpecError(f"epochs must be an integer. Received: epochs={spec.epochs!r}")
     if spec.epochs < 1:
         raise SpecError(f"epochs must be >= 1. Received: epochs={spec.epochs!r}")
+    if not isinstance(spec.stop, Stop):
+        raise SpecError(f"stop must be a table (rule, threshold). Received: stop={spec.stop!r}")
+    if not isinstance(spec.training, Training):
+        raise SpecError("training must be a table of training settings (momentum, "
+                        f"weight_decay, ...). Received: training={spec.training!r}")
     _validate_stop(spec.stop)
     _validate_training(spec.training)
+    if spec.training.test_every > spec.epochs:
+        raise SpecError(
+            f"training.test_every = {spec.training.test_every} is more than the "
+            f"{spec.epochs} epochs: no epoch would be tested, and every cell would end with "
+            f"no test metric. Use test_every <= epochs.")
     size = spec.training.train_eval_size
     held = spec.training.validation_size
     for d in spec.datasets:

@@ -27,7 +27,7 @@ from pathlib import Path
 import keras
 
 from kerasgen import data as data_lib
-from kerasgen.callbacks import SQLiteLogger, split_logs
+from kerasgen.callbacks import Heartbeat, SQLiteLogger, split_logs
 from kerasgen.checkpoints import (
     PackCheckpoint,
     atomic_savez,
@@ -54,17 +54,23 @@ from kerasgen.vocabulary import DIVERGED, DONE, RUNNING
 
 # ---------------------------------------------------------------- determinism and init
 
-def configure_determinism(seed: int) -> None:
-    """Seed Python, numpy and the backend, and ask for deterministic kernels.
+def configure_backend() -> None:
+    """Ask the backend for deterministic kernels (TensorFlow's op determinism; JAX is
+    deterministic on one device for one program). Process-wide, and idempotent.
 
     Determinism costs some speed on GPU (no non-deterministic cuDNN algorithms); it is
     what makes a resumed or repeated cell give the same numbers on the same machine.
     """
-    keras.utils.set_random_seed(int(seed))
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+
+
+def configure_determinism(seed: int) -> None:
+    """Seed Python, numpy and the backend, and ask for deterministic kernels."""
+    keras.utils.set_random_seed(int(seed))
+    configure_backend()
 
 
 def initial_weights(model: str, ds: data_lib.Dataset, seed: int, checkpoint_dir: Path) -> list:
@@ -186,53 +192,6 @@ class PackLogger(SQLiteLogger):
         return self._finishing[index]
 
 
-# ---------------------------------------------------------------- heartbeat
-
-class Heartbeat(threading.Thread):
-    """Refreshes a claim from a thread of its own (an epoch can outlast the stale limit);
-    sets ``lost`` when another worker has taken the pack over. Any other error (the store
-    briefly unwritable, the Ray actor slow) is reported and the next beat tries again:
-    the thread never dies while training goes on.
-
-    ``store`` is the trainer's store-like object; its ``heartbeat_sender(claim)`` gives a
-    callable safe to use from this thread (a connection of its own for a local store, a
-    message to the store's owner for the Ray backend) and a closer.
-    """
-
-    def __init__(self, store, claim: Claim, interval: float):
-        super().__init__(daemon=True, name=f"heartbeat-{claim.pack_id}")
-        self.store, self.claim, self.interval = store, claim, interval
-        self.lost = threading.Event()
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        beat, close = None, None
-        reported = 0.0
-        try:
-            while not self._halt.wait(self.interval):
-                try:
-                    if beat is None:
-                        beat, close = self.store.heartbeat_sender(self.claim)
-                    beat()
-                except ClaimLost:
-                    self.lost.set()
-                    return
-                except Exception as exc:  # noqa: BLE001 - reported; the next beat retries
-                    if time.monotonic() - reported > 60.0:
-                        reported = time.monotonic()
-                        print(f"kerasgen: the heartbeat of pack {self.claim.pack_id} failed "
-                              f"({type(exc).__name__}: {exc}); retrying every "
-                              f"{self.interval:g} s while training goes on",
-                              file=sys.stderr, flush=True)
-        finally:
-            if close is not None:
-                close()
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(timeout=10)
-
-
 # ---------------------------------------------------------------- training a pack
 
 def checkpoint_root(db_path: Path, options: RunOptions) -> Path:
@@ -271,7 +230,8 @@ def train_pack(store: Store, claim: Claim, spec: Spec, ds: data_lib.Dataset,
         history = {}
     cells = {c: store.cell(c) for c in cell_ids}
     learning_rates = [float(cells[c]["learning_rate"]) for c in cell_ids]
-    active = [statuses.get(str(c)) is None and cells[c]["status"] == RUNNING for c in cell_ids]
+    active = [statuses.get(str(c)) is None and cells[c]["status"] == RUNNING
+              and c in claim.cell_ids for c in cell_ids]
     if not any(active) or initial_epoch >= spec.epochs:
         _finish_leftovers(store, claim, cell_ids)
         checkpoint.remove()
@@ -370,13 +330,18 @@ def _fit_pack(store, claim, spec, ds, options, checkpoint, meta, cell_ids, learn
 
 def _replay(store: Store, claim: Claim, meta: dict) -> None:
     """Write back what the checkpoint holds and the store lacks (a kill between the
-    checkpoint and the commit), then the statuses the checkpoint decided."""
+    checkpoint and the commit), then the statuses the checkpoint decided: for the cells
+    this claim holds only. A cell of the pack that an earlier owner finished (and
+    committed) before it was killed is not ours to write, and is already complete."""
+    mine = set(claim.cell_ids)
     for cell_id, rows in meta["history"].items():
+        if int(cell_id) not in mine:
+            continue
         for epoch, row, wall in rows:
             store.record_epoch(int(cell_id), int(epoch), row, wall, claim=claim,
                                pack_cells=len(meta["cell_ids"]))
     for cell_id, status in meta["statuses"].items():
-        if status is None:
+        if status is None or int(cell_id) not in mine:
             continue
         current = store.cell(int(cell_id))["status"]
         if current == RUNNING:
@@ -387,7 +352,7 @@ def _replay(store: Store, claim: Claim, meta: dict) -> None:
 
 def _finish_leftovers(store: Store, claim: Claim, cell_ids: list[int]) -> None:
     for cell_id in cell_ids:
-        if store.cell(cell_id)["status"] == RUNNING:
+        if cell_id in claim.cell_ids and store.cell(cell_id)["status"] == RUNNING:
             store.finish_cell(cell_id, DONE, claim=claim)
 
 
@@ -399,5 +364,5 @@ def prepare_dataset(name: str, options: RunOptions, dtype: str = "float32") -> d
     return ds
 
 
-__all__ = ["PackLogger", "checkpoint_root", "configure_determinism", "initial_weights",
-           "prepare_dataset", "study_dir_of", "train_pack"]
+__all__ = ["PackLogger", "checkpoint_root", "configure_backend", "configure_determinism",
+           "initial_weights", "prepare_dataset", "study_dir_of", "train_pack"]

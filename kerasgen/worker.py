@@ -10,19 +10,24 @@ after its heartbeat goes stale) and continues from its last checkpoint.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from kerasgen import runtime
-from kerasgen.checkpoints import check_directory, default_root
+from kerasgen.checkpoints import (
+    check_directory,
+    clean_finished_packs,
+    default_root,
+    existing_ancestor,
+)
 from kerasgen.claims import LocalRunner, run_claims
 from kerasgen.footprint import DiskProjection, human_bytes, project_disk
 from kerasgen.options import RunOptions
+from kerasgen.settings import SettingsMismatch, kernel_differences
 from kerasgen.spec import Spec, from_dict
 from kerasgen.store import Store, StoreError, check_writable, load_results, utc_now
 from kerasgen.vocabulary import DONE
@@ -42,7 +47,12 @@ def _spec_of(store: Store, name: str) -> tuple[int, Spec]:
     study = store.study(name)
     if study is None:
         raise StoreError(f"No study named {name!r} in {store.path}.")
-    return study["study_id"], from_dict(json.loads(study["spec_json"]))
+    try:
+        return study["study_id"], from_dict(json.loads(study["spec_json"]))
+    except (ValueError, TypeError) as exc:  # JSONDecodeError and SpecError are ValueErrors
+        raise StoreError(f"The specification of study {name!r} in {store.path} is damaged "
+                         f"({exc}); it cannot be resumed. Run the study under another name "
+                         "or into another store.") from None
 
 
 def check_datasets(spec: Spec, options: RunOptions) -> None:
@@ -63,41 +73,55 @@ def worker_loop(db_path: str | Path, study: str, options: RunOptions,
     from kerasgen.train import prepare_dataset, train_pack
 
     store = Store(db_path)
-    study_id, spec = _spec_of(store, study)
-    worker = runtime.worker_name()
-    device = runtime.describe_device()
-    record_worker(store, study_id, worker, device, options)
-    datasets: dict = {}
-
-    def train(claim):
-        dataset = claim.cells[0]["dataset"]
-        if dataset not in datasets:
-            datasets[dataset] = prepare_dataset(dataset, options, spec.training.dtype)
-        return train_pack(store, claim, spec, datasets[dataset], options)
-
     try:
-        return run_claims(store, study_id, worker, options, LocalRunner(train), device=device,
-                          on_pack=on_pack)
+        study_id, spec = _spec_of(store, study)
+        report_cleaning(*clean_finished_packs(store, default_root(db_path,
+                                                                  options.checkpoint_dir)))
+        worker = runtime.worker_name()
+        env = worker_environment(options)
+        record_worker(store, study_id, worker, env, options)
+        datasets: dict = {}
+
+        def train(claim):
+            dataset = claim.cells[0]["dataset"]
+            if dataset not in datasets:
+                datasets[dataset] = prepare_dataset(dataset, options, spec.training.dtype)
+            return train_pack(store, claim, spec, datasets[dataset], options)
+
+        return run_claims(store, study_id, worker, options, LocalRunner(train),
+                          device=env["device"], on_pack=on_pack)
     finally:
         store.close()
 
 
-def record_worker(store: Store, study_id: int, worker: str, device: str,
-                  options: RunOptions) -> None:
-    """Record how this worker trains (device, compile mode, packed layout, oneDNN) in the
-    study's environment: everything that could differ between cells is recorded."""
+def report_cleaning(removed: list, kept: list[str]) -> None:
+    """Say what the cleaning of finished packs' checkpoints did (stderr)."""
+    if removed:
+        freed = human_bytes(sum(size for _, size in removed))
+        print(f"kerasgen: removed the checkpoints of {len(removed)} finished pack(s) "
+              f"({freed}) left by an interrupted run", file=sys.stderr, flush=True)
+    for sentence in kept:
+        print(f"kerasgen: {sentence}", file=sys.stderr, flush=True)
+
+
+def worker_environment(options: RunOptions) -> dict:
+    """How this process trains, as it is in effect (not as asked): the Keras backend and
+    its version, the device, the compile mode and packed layout, oneDNN, TensorFlow's
+    thread pools and op determinism, the versions. Everything that could make two runs'
+    numbers differ; ``settings.KERNEL_SETTINGS`` are those that choose the kernels."""
     import keras
 
-    from kerasgen.packing import resolve_jit_compile, resolve_layout, xla_refused
+    from kerasgen.packing import resolve_jit_compile, resolve_layout
+    from kerasgen.train import configure_backend
 
-    if xla_refused(options.jit_compile):
-        print(f"kerasgen: worker {worker}: --jit-compile on has no effect under TensorFlow: "
-              "the runner turns op determinism on (a resumed cell gives the same numbers) "
-              "and Keras then compiles without XLA; recorded as jit_compile false. "
-              "KERAS_BACKEND=jax trains with XLA.", file=sys.stderr, flush=True)
-    store.update_study_environment(study_id, **{f"worker {worker}": {
-        "device": device,
-        "keras_backend": keras.backend.backend(),
+    configure_backend()
+    backend = keras.backend.backend()
+    return {
+        "device": runtime.describe_device(),
+        "keras_backend": backend,
+        "backend_version": runtime.backend_version(backend),
+        "keras_version": runtime.package_version("keras"),
+        "kerasgen_version": runtime.package_version("kerasgen"),
         "jit_compile": resolve_jit_compile(options.jit_compile),
         "layout": resolve_layout(options.layout),
         "pack_size": options.pack_size,
@@ -107,8 +131,44 @@ def record_worker(store: Store, study_id: int, worker: str, device: str,
         "keep_weights": options.keep_weights,
         "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "onednn_in_effect": runtime.onednn_in_effect(),
+        "op_determinism": runtime.op_determinism_in_effect(),
+        **runtime.threads_in_effect(),
+        "pid": os.getpid(),
         "started_at": utc_now(),
-    }})
+    }
+
+
+def record_worker(store, study_id: int, worker: str, env: dict,
+                  options: RunOptions) -> None:
+    """Record how this worker trains in the study's environment (everything that could
+    differ between runs is recorded), after checking that it trains under the same
+    kernel settings as the study's earlier workers: otherwise SettingsMismatch, naming
+    each difference, unless ``options.allow_mixed_settings``. ``store`` is a Store or
+    the Ray backend's proxy."""
+    from kerasgen.packing import xla_refused
+
+    if xla_refused(options.jit_compile):
+        print(f"kerasgen: worker {worker}: --jit-compile on has no effect under TensorFlow: "
+              "the runner turns op determinism on (a resumed cell gives the same numbers) "
+              "and Keras then compiles without XLA; recorded as jit_compile false. "
+              "KERAS_BACKEND=jax trains with XLA.", file=sys.stderr, flush=True)
+    others = {name[len("worker "):]: value
+              for name, value in store.study_environment(study_id).items()
+              if name.startswith("worker ") and isinstance(value, dict)
+              and name != f"worker {worker}"}
+    differences = kernel_differences(env, others)
+    if differences and not options.allow_mixed_settings:
+        raise SettingsMismatch(
+            f"worker {worker} would train under other kernel settings than the study's "
+            f"earlier runs ({'; '.join(differences[:4])}): their numbers would not be "
+            "comparable bit for bit. Run with the earlier settings (--onednn, "
+            "KERAS_BACKEND, --jit-compile, the same device), or pass --force to mix them "
+            "(the report lists the settings of every run).")
+    if differences:
+        print(f"kerasgen: worker {worker} trains under other kernel settings than earlier "
+              f"runs of the study ({'; '.join(differences[:4])}); allowed by --force.",
+              file=sys.stderr, flush=True)
+    store.update_study_environment(study_id, **{f"worker {worker}": env})
 
 
 def _worker_process(db_path: str, study: str, options_dict: dict, gpu: str | None) -> None:
@@ -123,7 +183,16 @@ def _worker_process(db_path: str, study: str, options_dict: dict, gpu: str | Non
 
         for device in tf.config.list_physical_devices("GPU"):
             tf.config.experimental.set_memory_growth(device, True)
-    worker_loop(db_path, study, options)
+    try:
+        worker_loop(db_path, study, options)
+    except SettingsMismatch as exc:
+        print(f"kerasgen: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_REFUSED)
+
+
+EXIT_REFUSED = 2
+"""A worker process's exit status when the study refused it (SettingsMismatch): the
+driver stops instead of finishing the study in its own process."""
 
 
 def local_gpu_ids() -> list[str]:
@@ -194,7 +263,7 @@ def check_disk(spec: Spec, db: str | Path, options: RunOptions, workers: int = 1
     projection = project_disk(spec, options.pack_size, workers, options.keep_weights,
                               finished_cells=finished)
     root = default_root(db, options.checkpoint_dir)
-    free = shutil.disk_usage(root).free
+    free = shutil.disk_usage(existing_ancestor(root)).free
     print(f"kerasgen: {projection.describe()}; {human_bytes(free)} free in {root}",
           file=sys.stderr, flush=True)
     if projection.needed > free and not force:
@@ -231,6 +300,11 @@ def register_study(spec: Spec, db: str | Path, options: RunOptions | None = None
                                       normalize=_normalized)
         if retry_failed:
             store.reset_failed(study_id)
+            logged = store.logged_failures(study_id)
+            if logged:
+                print(f"kerasgen: --retry-failed leaves cells {logged} failed: a SQLiteLogger "
+                      "recorded their epochs, and a run would append to another training's "
+                      "rows.", file=sys.stderr, flush=True)
     return study_id
 
 
@@ -243,6 +317,8 @@ def run_study(spec: Spec, db: str | Path, options: RunOptions | None = None,
     Everything that can be checked before a pack is claimed is (``check_before_claiming``);
     ``force`` lets a grid of more than ``MAX_CELLS`` cells run."""
     options = options or RunOptions()
+    if force and not options.allow_mixed_settings:
+        options = replace(options, allow_mixed_settings=True)
     runtime.set_onednn(options.onednn)
     db = Path(db)
     check_before_claiming(spec, db, options, workers, force)
@@ -254,7 +330,7 @@ def run_study(spec: Spec, db: str | Path, options: RunOptions | None = None,
         monitor = ProgressMonitor(db, spec.name, mode=progress)
         monitor.start()
     try:
-        if workers == 1:
+        if workers == 1 and _train_here(options):
             worker_loop(db, spec.name, options)
         else:
             _run_processes(db, spec.name, options, workers)
@@ -265,32 +341,77 @@ def run_study(spec: Spec, db: str | Path, options: RunOptions | None = None,
         return store.counts(study_id)
 
 
-def _run_processes(db: Path, study: str, options: RunOptions, workers: int) -> None:
+def _train_here(options: RunOptions) -> bool:
+    """Whether a one-worker study trains in this process (``RunOptions.process``): not
+    when a setting read once per process was fixed here with another value than the
+    study asks for (then a fresh worker process trains it, and says why), nor with
+    ``process="new"``. With ``process="this"`` such a setting is a StudyError."""
+    if options.process == "new":
+        return False
+    problems = runtime.unhonoured_settings(options.onednn)
+    if not problems:
+        return True
+    if options.process == "this":
+        raise StudyError("This process cannot train the study as asked: "
+                         + "; ".join(problems) + ". Run it in a fresh process (kerasgen run, "
+                         "or RunOptions(process='auto'/'new')), or ask for the setting in "
+                         "effect here.")
+    print("kerasgen: training in a fresh worker process, because "
+          + "; ".join(problems) + ".", file=sys.stderr, flush=True)
+    return False
+
+
+WORKER_COMMAND = ("import json, sys; from kerasgen.worker import _worker_process; "
+                  "_worker_process(**json.loads(sys.argv[1]))")
+"""What a worker process runs: a fresh interpreter that imports only kerasgen (never the
+caller's ``__main__``, unlike multiprocessing's spawn: a user's script without an
+``if __name__ == "__main__"`` guard would run again in every worker)."""
+
+
+class _WorkerProcess:
+    def __init__(self, name: str, popen: subprocess.Popen):
+        self.name, self.popen = name, popen
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.popen.returncode
+
+
+def _run_processes(db: Path, study: str, options: RunOptions, workers: int,
+                   finish_leftovers: bool = True) -> None:
     gpus = local_gpu_ids()
-    ctx = multiprocessing.get_context("spawn")
     procs = []
     for i in range(workers):
         gpu = gpus[i % len(gpus)] if gpus else None
-        proc = ctx.Process(target=_worker_process, name=f"kerasgen-worker-{i}",
-                           args=(str(db), study, asdict(options), gpu))
-        proc.start()
-        procs.append(proc)
+        arguments = json.dumps({"db_path": str(db), "study": study,
+                                "options_dict": asdict(options), "gpu": gpu})
+        procs.append(_WorkerProcess(f"kerasgen-worker-{i}", subprocess.Popen(
+            [sys.executable, "-c", WORKER_COMMAND, arguments])))
     try:
         for proc in procs:
-            proc.join()
+            proc.popen.wait()
     except KeyboardInterrupt:
         for proc in procs:
-            proc.terminate()
+            proc.popen.terminate()
         for proc in procs:
-            proc.join()
+            proc.popen.wait()
         raise
+    refused = [p.name for p in procs if p.exitcode == EXIT_REFUSED]
+    if refused:
+        raise SettingsMismatch(f"{', '.join(refused)} refused to train the study (its "
+                               "message is above); nothing it would have trained was "
+                               "claimed")
     bad = [p.name for p in procs if p.exitcode not in (0, None)]
-    if bad:
-        # A worker that died mid-pack left it running; finish it here.
-        worker_loop(db, study, options)
+    if bad and finish_leftovers:
+        # A worker that died mid-pack left it running; finish it (here, or in one fresh
+        # process when this one cannot train with the study's settings).
+        if _train_here(replace(options, process="auto")):
+            worker_loop(db, study, options)
+        else:
+            _run_processes(db, study, options, 1, finish_leftovers=False)
 
 
-__all__ = ["MAX_CELLS", "StudyError", "check_before_claiming", "check_datasets", "check_disk",
-           "local_gpu_ids", "mirrored_device_count", "register_study", "run_study",
+__all__ = ["MAX_CELLS", "SettingsMismatch", "StudyError", "check_before_claiming",
+           "check_datasets", "check_disk", "local_gpu_ids", "mirrored_device_count",
+           "record_worker", "register_study", "run_study", "worker_environment",
            "worker_loop"]
-

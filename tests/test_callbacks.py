@@ -304,3 +304,121 @@ def test_a_fit_that_is_not_the_cell_is_refused_before_anything_is_written(tmp_pa
         _fit(db, cell(0.1), lr=fit_lr, batch_size=fit_batch)
     assert words in str(caught.value)
     assert not db.exists() or load_results(db).empty  # no cell, no epoch
+
+
+# ---------------------------------------------------------------- one writer per cell
+
+LOGGER_FIT = os.path.join(os.path.dirname(__file__), "helpers", "logger_fit.py")
+MLP_CELL = {"study": "mine", "model": "mlp", "dataset": "toy", "batch_size": 5,
+            "learning_rate": 0.1, "seed": 0}
+
+
+def _mlp_fit(db, epochs=3, initial_epoch=0, logger=None, raise_at=None):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10, 4)).astype("float32")
+    y = rng.integers(0, 3, size=10)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+
+    class Break(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == raise_at:
+                raise RuntimeError("broken")
+
+    logger = logger or SQLiteLogger(db, MLP_CELL)
+    model.fit(x, y, epochs=epochs, initial_epoch=initial_epoch, batch_size=5, verbose=0,
+              validation_data=(x, y), callbacks=[logger, Break()])
+    return logger
+
+
+def test_a_second_process_logging_a_cell_another_live_logger_trains_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    from kerasgen.store import CellBusy
+
+    db = tmp_path / "two.db"
+    other = subprocess.Popen([sys.executable, LOGGER_FIT, str(db), "mine", "slow"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "training"
+        with pytest.raises(CellBusy, match=rf"cell 1 is being trained by .*:{other.pid}"):
+            _mlp_fit(db)
+        rows = load_epochs(db)
+        assert rows["epoch"].is_unique  # the two fits never interleaved their epochs
+        assert set(load_results(db)["worker"]) == {f"{os.uname().nodename}:{other.pid}"}
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_logger_reused_with_finish_false_numbers_its_second_fit_on_and_drops_nothing(
+        tmp_path, capfd):
+    db = tmp_path / "again.db"
+    logger = SQLiteLogger(db, MLP_CELL, finish=False)
+    _mlp_fit(db, epochs=3, logger=logger)
+    assert load_results(db)["status"].tolist() == ["pending"]  # given back between fits
+    _mlp_fit(db, epochs=2, logger=logger)  # Keras numbers this fit's epochs 0, 1 again
+    assert load_epochs(db)["epoch"].tolist() == [0, 1, 2, 3, 4]
+    assert "numbered on from epoch 3" in capfd.readouterr().err
+    # A fit that continues with initial_epoch is numbered as Keras numbers it.
+    _mlp_fit(db, epochs=7, initial_epoch=5, logger=logger)
+    assert load_epochs(db)["epoch"].tolist() == list(range(7))
+
+
+def test_an_epoch_written_twice_as_new_is_refused_not_dropped(tmp_path):
+    from kerasgen.store import DuplicateEpoch
+
+    with Store(tmp_path / "d.db") as store:
+        store.ensure_cell("s", "m", "d", 16, 0.1, 0)
+        store.record_epoch(1, 0, {"train_loss": 1.0})
+        assert store.record_epoch(1, 0, {"train_loss": 1.0}) is False  # a replay
+        with pytest.raises(DuplicateEpoch, match="epoch 0 of cell 1 is already recorded"):
+            store.record_epoch(1, 0, {"train_loss": 2.0}, replay=False)
+        assert store.epochs_of(1)[0]["train_loss"] == 1.0
+
+
+def test_a_fit_that_raised_leaves_its_cell_failed_for_the_next_logger_of_the_process(tmp_path):
+    from kerasgen.store import CellBusy
+
+    db = tmp_path / "raised.db"
+    with pytest.raises(RuntimeError, match="broken"):
+        _mlp_fit(db, epochs=5, raise_at=1)
+    assert load_results(db)["status"].tolist() == ["running"]
+    with pytest.raises(CellBusy, match="cell 1 is failed"):
+        _mlp_fit(db)
+    cell = load_results(db).iloc[0]
+    assert cell["status"] == "failed" and "stopped after 2 epochs" in cell["error"]
+    assert load_epochs(db)["epoch"].tolist() == [0, 1]  # its rows are kept
+
+
+@pytest.mark.slow
+def test_a_run_after_a_logger_fit_that_raised_ends_instead_of_waiting_for_its_cell(tmp_path):
+    import subprocess
+    import sys
+
+    # A spec study with one cell, logged by a user's fit that raised; then `kerasgen run`
+    # on the study. Before: the cell stayed running with no pack and the run waited for it
+    # forever. Now the logger holds a claim, and the dead logger's cell is failed at once.
+    db = tmp_path / "s.db"
+    spec = tmp_path / "spec.toml"
+    spec.write_text('name = "mine"\nmodels = ["resnet8"]\ndatasets = ["synthetic-8-1-3-10"]\n'
+                    'batch_sizes = [5]\nlearning_rates = [0.1]\nepochs = 3\n')
+    from kerasgen.spec import load_spec
+
+    with Store(db) as store:
+        s = load_spec(spec)
+        store.create_study(s.name, s.to_dict(), s.cells())
+    fit = subprocess.run([sys.executable, LOGGER_FIT, str(db), "mine", "raise", "resnet8",
+                          "synthetic-8-1-3-10"],
+                         capture_output=True, text=True, timeout=300)
+    assert fit.returncode != 0 and "broke in epoch 2" in fit.stderr
+    assert load_results(db)["status"].tolist() == ["running"]
+    run = subprocess.run([sys.executable, "-m", "kerasgen", "run", str(spec), "--db", str(db),
+                          "--data-dir", str(tmp_path), "--progress", "plain"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, run.stderr  # it ended: one cell failed
+    cell = load_results(db).iloc[0]
+    assert cell["status"] == "failed" and "SQLiteLogger" in cell["error"]
+    assert load_epochs(db)["epoch"].tolist() == [0, 1, 2]

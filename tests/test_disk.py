@@ -11,6 +11,7 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
+from helpers.kernels import assert_same_kernels
 
 from kerasgen.footprint import dataset_shape, parameter_count, project_disk
 from kerasgen.options import RunOptions
@@ -227,6 +228,7 @@ def test_checkpoint_every_writes_fewer_checkpoints_and_a_resume_is_still_exact(
     def table(path):
         return load_epochs(path)[cols].sort_values(cols[:3]).reset_index(drop=True)
 
+    assert_same_kernels(db, reference)
     assert table(db).equals(table(reference))
     assert load_results(db)["test_accuracy"].tolist() == \
         load_results(reference)["test_accuracy"].tolist()

@@ -173,16 +173,16 @@ def test_an_export_that_fails_midway_leaves_nothing_behind(db, tmp_path, monkeyp
 
 def test_replacing_with_force_keeps_the_old_export_until_the_new_one_is_complete(tmp_path):
     out = tmp_path / "x"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
+    with staged_directory(out, "cmd") as stage:
+        (stage / "old.txt").write_text("old")
     with pytest.raises(RuntimeError):
-        with staged_directory(out, force=True) as stage:
+        with staged_directory(out, "cmd", force=True) as stage:
             (stage / "new.txt").write_text("new")
             raise RuntimeError("interrupted")
     assert (out / "old.txt").read_text() == "old" and not (out / "new.txt").exists()
-    with staged_directory(out, force=True) as stage:
+    with staged_directory(out, "cmd", force=True) as stage:
         (stage / "new.txt").write_text("new")
-    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [".kerasgen-output.json", "new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x"]
 
 
@@ -232,10 +232,13 @@ def test_kerasgen_report_html_writes_one_page_and_replaces_it_only_with_force(db
     assert text.startswith("<!DOCTYPE html>") and text.count("<img ") >= 4
     assert "curves_resnet8_digits.png" in text  # learning curves from the store's epochs
     assert not list(tmp_path.glob("kerasgen-figures-*"))  # the scratch figures are gone
-    page.write_text("mine")
     again = kerasgen("report", str(db), "--format", "html", "-o", str(page))
     assert again.returncode == 2 and "--force" in again.stderr
-    assert page.read_text() == "mine"
     forced = kerasgen("report", str(db), "--study", "grid", "--format", "html", "-o",
                       str(page), "--force")
     assert forced.returncode == 0 and page.read_text().startswith("<!DOCTYPE html>")
+    # A page the user edited since is theirs: --force no longer replaces it.
+    page.write_text("mine")
+    edited = kerasgen("report", str(db), "--format", "html", "-o", str(page), "--force")
+    assert edited.returncode == 2 and "changed since" in edited.stderr
+    assert page.read_text() == "mine"

@@ -13,6 +13,8 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray extra is not installed")
 
+from helpers.kernels import assert_same_kernels  # noqa: E402
+
 from kerasgen.options import RunOptions  # noqa: E402
 from kerasgen.spec import Spec  # noqa: E402
 from kerasgen.store import Store, load_epochs, load_results  # noqa: E402
@@ -55,6 +57,13 @@ def test_ray_backend_gives_the_same_results_as_the_local_backend(local_ray, tmp_
                            RunOptions(pack_size=2, data_dir=str(tmp_path)), progress=False)
     assert counts["done"] == 4
     run_local(spec, tmp_path / "local.db", tmp_path)
+    # Every Ray worker process recorded what it trained under, as a local worker does.
+    with Store(tmp_path / "ray.db") as store:
+        env = store.study_environment(1)
+    ray_workers = {k: v for k, v in env.items() if k.startswith("worker ray:")}
+    assert ray_workers and all(v["onednn_in_effect"] is not None and v["keras_backend"]
+                               for v in ray_workers.values())
+    assert_same_kernels(tmp_path / "ray.db", tmp_path / "local.db")
     assert rows(tmp_path / "ray.db").equals(rows(tmp_path / "local.db"))
     ray_best = load_results(tmp_path / "ray.db")["best_test_accuracy"].tolist()
     assert ray_best == load_results(tmp_path / "local.db")["best_test_accuracy"].tolist()
@@ -121,6 +130,7 @@ def test_a_ray_worker_killed_mid_pack_is_retried_and_resumes_without_gaps(local_
     assert len(got) == 4 * spec.epochs
     assert not got.duplicated(["batch_size", "learning_rate", "epoch"]).any()
     run_local(spec, tmp_path / "reference.db", tmp_path)
+    assert_same_kernels(db, tmp_path / "reference.db")
     assert got.equals(rows(tmp_path / "reference.db"))
     # The killed pack was resumed by a new process (Ray retried the task).
     assert set(resumed) == set(killed) and resumed[next(iter(killed))] != killed_pid()

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from kerasgen import analysis as A
+from kerasgen.report.format import md_text
 from kerasgen.store import load_bound_rows, load_results
 
 BOUND_TERMS = ("theorem1", "theorem2", "kl", "trace_ca_inv", "logdet_sigma", "d_eff")
@@ -260,8 +261,8 @@ def render_bounds_section(db, study: str | None = None) -> str:
                     key=lambda kv: (kv[0][:3], kv[0][3] != "classifier", kv[0][3:]))
     for key, grid in groups:
         st, model, dataset, params, estimator = key
-        title = f"### {display_name(model)} on {display_name(dataset)}" + (
-            f" (study {st})" if several else "")
+        title = f"### {md_text(display_name(model))} on {md_text(display_name(dataset))}" + (
+            f" (study {md_text(st)})" if several else "")
         lines += [title, ""]
         treatments = ", ".join(sorted({str(t) for t in grid["treatment"].dropna()})) or "—"
         d = sorted({int(v) for v in grid["n_params"].dropna()})
@@ -342,6 +343,12 @@ def render_bounds_section(db, study: str | None = None) -> str:
 
 
 def write_bound_figures(db, out_dir, study: str | None = None, dpi: int = 120) -> list[Path]:
+    from kerasgen.report.figures import literal_text
+
+    return literal_text(_write_bound_figures)(db, out_dir, study, dpi)
+
+
+def _write_bound_figures(db, out_dir, study: str | None = None, dpi: int = 120) -> list[Path]:
     """``bounds_<params>.png`` per parameter set: a row per model x data set, with the
     bound terms of Theorems 1 and 2 against the ratio |S|/eta (log x) and against the
     measured gap; Spearman's rho in each panel's title. Returns the paths written."""
@@ -350,7 +357,7 @@ def write_bound_figures(db, out_dir, study: str | None = None, dpi: int = 120) -
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from kerasgen.report.figures import file_stem
+    from kerasgen.naming import file_stem
     from kerasgen.vocabulary import display_name
 
     frame = load_bounds(db, study=study)

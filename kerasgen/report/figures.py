@@ -7,8 +7,8 @@ study."""
 
 from __future__ import annotations
 
+import functools
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +16,22 @@ import pandas as pd
 
 from kerasgen import analysis as A
 from kerasgen import vocabulary as V
+from kerasgen.naming import file_stem
 from kerasgen.report.format import column_label, decimals, format_p, format_value
 from kerasgen.vocabulary import DIVERGED
 
 
-def file_stem(name: str) -> str:
-    """A name as a file-name stem (letters, digits, ``.``, ``_``, ``-``)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip("-") or "x"
+def literal_text(function):
+    """Draw with mathtext off: a name such as ``$x$`` or ``$\\frac{`` is shown as it is
+    written, never parsed as a formula (an invalid one crashed every figure)."""
+    @functools.wraps(function)
+    def drawing(*args, **kwargs):
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return function(*args, **kwargs)
+
+    return drawing
 
 
 def _panels(n: int) -> tuple[int, int]:
@@ -447,6 +456,7 @@ def _learning_curves(
     return _save(fig, path, dpi)
 
 
+@literal_text
 def write_figures(
     frame: pd.DataFrame,
     out_dir: str | Path,

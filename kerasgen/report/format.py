@@ -54,15 +54,44 @@ def format_value(value: object, group_by: str | None, decimals: int | None = Non
     return f"{v:.{decimals}f}"
 
 
+_LATEX = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "#": r"\#", "$": r"\$",
+          "%": r"\%", "&": r"\&", "_": r"\_", "^": r"\textasciicircum{}",
+          "~": r"\textasciitilde{}"}
+_LATEX_RE = re.compile("|".join(re.escape(k) for k in _LATEX))
+
+
 def latex_escape(text: str) -> str:
-    return re.sub(r"([_&%$#{}])", r"\\\1", str(text))
+    """Text as LaTeX typesets it literally: each of the ten special characters
+    (``\\ { } # $ % & _ ^ ~``) escaped, line breaks and tabs as spaces (a name never
+    starts a paragraph or a command)."""
+    flat = " ".join(str(text).split())
+    return _LATEX_RE.sub(lambda m: _LATEX[m.group(0)], flat)
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#+!|~&])")
+
+
+def md_text(text: object) -> str:
+    """Text as Markdown (CommonMark with tables) renders it literally: every character
+    that can open markup (emphasis, code, link, image, autolink or HTML, heading, list,
+    table cell, entity) backslash-escaped, line breaks and tabs as spaces. Plain words,
+    ``-``, ``.`` and ``/`` stay as they are, so ``ResNet-8 on CIFAR-10`` reads unchanged."""
+    flat = " ".join(str(text).split())
+    return _MD_SPECIAL.sub(r"\\\1", flat)
 
 
 def column_label(key: tuple[str, str, str], several_studies: bool) -> str:
+    """A grid's label as plain text (escape it for its target: ``md_label``,
+    ``latex_escape``)."""
     study, model, dataset = key
     label = f"{display_name(model)} on {display_name(dataset)}"
     return f"{study}: {label}" if several_studies else label
 
 
+def md_label(key: tuple[str, str, str], several_studies: bool) -> str:
+    """A grid's label as Markdown text (``md_text`` of ``column_label``)."""
+    return md_text(column_label(key, several_studies))
+
+
 __all__ = ["column_label", "decimals", "format_p", "format_p_latex", "format_value",
-           "latex_escape"]
+           "latex_escape", "md_label", "md_text"]

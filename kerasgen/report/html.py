@@ -5,7 +5,9 @@ The text is the Markdown report (``render_report``: settings, Tables 1-3, direct
 statistics, premise check, the bound section when asked), converted by ``markdown-it-py``
 (CommonMark with tables; the parser ``rich`` and ``textual`` already use), so the page says
 exactly what ``kerasgen report`` prints. Every figure is embedded as a PNG data URI with a
-caption; the style sheet is inline; nothing is fetched from anywhere.
+caption; the style sheet is inline; nothing is fetched from anywhere: raw HTML is off, and
+an image that is not a ``data:`` URI is rendered as its alt text. Names (studies, models,
+data sets) reach the Markdown escaped (``format.md_text``), so they arrive here as text.
 """
 
 from __future__ import annotations
@@ -77,17 +79,30 @@ def markdown_to_html(text: str) -> tuple[str, list[tuple[str, str]]]:
     from markdown_it import MarkdownIt
 
     md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    md.add_render_rule("image", _local_image)
     tokens = md.parse(text)
     used: set[str] = set()
     toc = []
     for i, token in enumerate(tokens):
         if token.type == "heading_open":
-            title = tokens[i + 1].content
+            title = "".join(child.content for child in tokens[i + 1].children or []
+                            if child.type in ("text", "code_inline"))
             anchor = _slug(title, used)
             token.attrSet("id", anchor)
             if token.tag == "h2":
                 toc.append((anchor, title))
     return md.renderer.render(tokens, md.options, {}), toc
+
+
+def _local_image(self, tokens, idx, options, env) -> str:
+    """An image is embedded only from a ``data:`` URI: the page never fetches anything.
+    Any other becomes its alt text (names are escaped before they reach Markdown, so
+    only a report's own text could ask for one)."""
+    token = tokens[idx]
+    src = str(token.attrGet("src") or "")
+    if src.startswith("data:"):
+        return self.image(tokens, idx, options, env)
+    return html.escape(self.renderInlineAsText(token.children or [], options, env))
 
 
 def figure_html(path: Path) -> str:

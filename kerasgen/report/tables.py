@@ -12,6 +12,7 @@ import pandas as pd
 
 from kerasgen import analysis as A
 from kerasgen import vocabulary as V
+from kerasgen.outputs import spreadsheet_safe
 from kerasgen.report.format import (
     column_label,
     decimals,
@@ -19,6 +20,8 @@ from kerasgen.report.format import (
     format_p_latex,
     format_value,
     latex_escape,
+    md_label,
+    md_text,
 )
 from kerasgen.vocabulary import DIVERGED, DONE, FAILED, PENDING, RUNNING
 
@@ -191,7 +194,7 @@ def table_markdown(tests: pd.DataFrame, table: int, best_metric: str | None = No
     level = f"{confidence_of(sub):.0%} CI"
     header: list[str] = [] if group_by is None else [_ROW_LABEL[table]]
     for key in keys:
-        label = column_label(key, several)
+        label = md_label(key, several)
         header += ([f"{label} SCC"] + ([level] if ci_column else [])
                    + (["range of 2 seeds"] if range_column else []) + ["p", "p perm."]
                    + ([] if uniform_n else ["n"]))
@@ -300,6 +303,12 @@ def status_counts(frame: pd.DataFrame) -> pd.DataFrame:
     return counts.reset_index()
 
 
+def _names_as_text(df: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its name columns (study, model, data set) escaped for Markdown."""
+    names = [c for c in ("study", "model", "dataset") if c in df.columns]
+    return df.assign(**{c: df[c].map(md_text) for c in names})
+
+
 def _markdown_frame(df: pd.DataFrame) -> str:
     lines = [_md_row([str(c) for c in df.columns]), _md_row(["---"] * len(df.columns))]
     for row in df.itertuples(index=False):
@@ -310,7 +319,7 @@ def _markdown_frame(df: pd.DataFrame) -> str:
 def _direction_markdown(directions: pd.DataFrame, several: bool) -> str:
     out = []
     for key, grp in directions.groupby(["study", "model", "dataset"], sort=False):
-        label = column_label(tuple(map(str, key)), several)  # type: ignore[arg-type]
+        label = md_label(tuple(map(str, key)), several)  # type: ignore[arg-type]
         out.append(f"- **{label}**")
         for summary in grp["summary"]:
             out.append(f"  - {summary}")
@@ -330,7 +339,7 @@ def _premise_markdown(premise: pd.DataFrame, several: bool) -> str:
     table = pd.DataFrame(
         {
             "grid": [
-                column_label((r.study, r.model, r.dataset), several)
+                md_label((r.study, r.model, r.dataset), several)
                 for r in premise.itertuples()
             ],
             "cells": premise["n"],
@@ -369,7 +378,7 @@ def _premise_markdown(premise: pd.DataFrame, several: bool) -> str:
         "still predicts once under-training is accounted for.\n\n")
     lines = []
     for r in premise.itertuples():
-        label_ = column_label((r.study, r.model, r.dataset), several)
+        label_ = md_label((r.study, r.model, r.dataset), several)
         for w in r.warnings:
             lines.append(f"- **Warning ({label_})**: {w}.")
         for note in r.notes:
@@ -540,7 +549,7 @@ def whole_grid_markdown(tests: pd.DataFrame, several: bool) -> str:
         return f"n/a ({row['ci_reason']})" if text == "n/a" else text
 
     for _, row in whole.iterrows():
-        label = column_label((row["study"], row["model"], row["dataset"]), several)
+        label = md_label((row["study"], row["model"], row["dataset"]), several)
         if isinstance(row["reason"], str):
             rows.append([label, f"n/a ({row['reason']})"] + ["n/a"] * (5 + seeds))
             continue
@@ -577,7 +586,7 @@ def seeds_alone_markdown(frame: pd.DataFrame, tests: pd.DataFrame, metric: str,
     per_seed = A.seed_tests(frame, metric=metric, **kwargs)
     rows = []
     for key, part in per_seed.groupby(["study", "model", "dataset", "seed"], sort=True):
-        label = column_label(tuple(map(str, key[:3])), several)  # type: ignore[arg-type]
+        label = md_label(tuple(map(str, key[:3])), several)  # type: ignore[arg-type]
 
         def counts(table: int, part: pd.DataFrame = part) -> str:
             sub = part[part["table"] == table]
@@ -597,7 +606,7 @@ def seeds_alone_markdown(frame: pd.DataFrame, tests: pd.DataFrame, metric: str,
         worst = groups.loc[groups["seed_scc_sd"].idxmax()]
         what = (f"{_ROW_LABEL[int(worst['table'])]} "
                 f"{format_value(worst['group_value'], worst['group_by'])}")
-        label = column_label((worst["study"], worst["model"], worst["dataset"]), several)
+        label = md_label((worst["study"], worst["model"], worst["dataset"]), several)
         text += (
             f"\nFrom seed to seed the coefficients of Tables 1-2 move with a median SD of "
             f"{groups['seed_scc_sd'].median():.2f} (largest {worst['seed_scc_sd']:.2f}: "
@@ -632,7 +641,7 @@ def statistics_markdown(frame: pd.DataFrame, all_tests: pd.DataFrame, metric: st
     ]
     noise = A.noise_floor(frame, metric=metric, include_diverged=include_diverged)
     parts.append("\n".join(
-        f"- **{column_label((r.study, r.model, r.dataset), several)}**: {r.summary}"
+        f"- **{md_label((r.study, r.model, r.dataset), several)}**: {r.summary}"
         for r in noise.itertuples()) + "\n")
     if several_seeds(tests):
         parts.append("### Each seed alone\n")
@@ -662,7 +671,7 @@ def ratio_markdown(models: pd.DataFrame, several: bool) -> str:
 
     rows = []
     for r in models.itertuples():
-        grid = column_label((r.study, r.model, r.dataset), several)
+        grid = md_label((r.study, r.model, r.dataset), several)
         if isinstance(r.reason, str):
             rows.append([grid, f"n/a ({r.reason})"] + ["n/a"] * 6)
             continue
@@ -685,9 +694,24 @@ def ratio_markdown(models: pd.DataFrame, several: bool) -> str:
             f"of freedom (rejected below p = {alpha:g}). Not rejecting it is no proof: the "
             "interval of the sum says how far from \"only the ratio\" the grid can be.\n\n")
     text += _markdown_frame(table) + "\n"
-    text += "\n".join(f"- **{column_label((r.study, r.model, r.dataset), several)}**: "
+    text += "\n".join(f"- **{md_label((r.study, r.model, r.dataset), several)}**: "
                       f"{r.summary}" for r in models.itertuples()) + "\n"
     return text
+
+
+def _trained_under(frame: pd.DataFrame) -> list[str]:
+    """The kernel settings the runs were trained under (backend, oneDNN, XLA, device), as
+    their workers recorded them: one line, or one per kind when a study mixed them."""
+    if "trained_under" not in frame.columns:
+        return []
+    counts = frame["trained_under"].dropna().value_counts()
+    if counts.empty:
+        return []
+    if len(counts) == 1:
+        return [f"Trained under: {md_text(counts.index[0])}.\n"]
+    kinds = "; ".join(f"{md_text(k)} ({n} runs)" for k, n in counts.items())
+    return [f"Trained under **{len(counts)} different kernel settings** (their numbers are "
+            f"not comparable bit for bit): {kinds}.\n"]
 
 
 def _as_markdown(
@@ -710,11 +734,15 @@ def _as_markdown(
         f"diverged cells {'included' if include_diverged else 'excluded'}. "
         "Pending, running and failed cells are ignored. Every per-cell number is read at "
         "the cell's kept epoch"
-        + (f" ({V.KEPT_EPOCH_RULES[best]})" if best in V.KEPT_EPOCH_RULES else "")
+        + (f" ({V.KEPT_EPOCH_RULES[best]}"
+           + ("; the paper's rule, chosen on the test set itself: see *Selection of the "
+              "kept epoch*" if best in V.TEST_SELECTED else "") + ")"
+           if best in V.KEPT_EPOCH_RULES else "")
         + "; clean train metrics are measured on a fixed training subset exactly as the "
         "test set (no augmentation, batch norm in inference mode).\n",
+        *_trained_under(frame),
         "## Cells\n",
-        _markdown_frame(status_counts(frame)),
+        _markdown_frame(_names_as_text(status_counts(frame))),
     ]
     tests = all_tests[all_tests["metric"] == metric]
     if tests.empty:
@@ -776,7 +804,7 @@ def inflation_markdown(inflation: pd.DataFrame, several: bool) -> str:
 
     rows = []
     for r in inflation.itertuples():
-        rows.append([column_label((r.study, r.model, r.dataset), several),
+        rows.append([md_label((r.study, r.model, r.dataset), several),
                      V.KEPT_EPOCH_RULES.get(str(r.best_metric), str(r.best_metric)),
                      points(r.kept_minus_final_mean), points(r.kept_minus_final_max),
                      trend(r.kept_minus_final_scc, r.kept_minus_final_p),
@@ -793,7 +821,7 @@ def inflation_markdown(inflation: pd.DataFrame, several: bool) -> str:
             "ratio would bias Table 3 by itself (SCC on the cells' means; p permutes the "
             "grid's rows and columns).\n\n")
     text += _markdown_frame(table) + "\n"
-    text += "\n".join(f"- **{column_label((r.study, r.model, r.dataset), several)}**: "
+    text += "\n".join(f"- **{md_label((r.study, r.model, r.dataset), several)}**: "
                       f"{r.summary}" for r in inflation.itertuples()) + "\n"
     return text
 
@@ -1006,8 +1034,10 @@ def ratio_latex(models: pd.DataFrame) -> str:
 
 
 def tests_csv(tests: pd.DataFrame) -> str:
-    """The tidy tests frame as CSV (columns :data:`kerasgen.analysis.TEST_COLUMNS`)."""
-    return tests.reindex(columns=A.TEST_COLUMNS).to_csv(index=False, lineterminator="\n")
+    """The tidy tests frame as CSV (columns :data:`kerasgen.analysis.TEST_COLUMNS`); text
+    that a spreadsheet would run as a formula starts with ``'`` (``spreadsheet_safe``)."""
+    return spreadsheet_safe(tests.reindex(columns=A.TEST_COLUMNS)).to_csv(
+        index=False, lineterminator="\n")
 
 
 # --------------------------------------------------------------------------- entry point

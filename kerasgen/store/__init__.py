@@ -31,9 +31,13 @@ from kerasgen.store.common import (
     DEFAULT_STALE_SECONDS,
     EPOCH_COLUMNS,
     FINISHED,
+    LOGGER_PACK_PREFIX,
+    MAX_STALE_SECONDS,
     STATUSES,
+    CellBusy,
     ClaimLost,
     Connection,
+    DuplicateEpoch,
     ReadError,
     StoreError,
     StudyMismatch,
@@ -70,7 +74,8 @@ from kerasgen.store.schema import MIGRATIONS, SCHEMA_VERSION, register_migration
 from kerasgen.store.writer import Claim, Store, describe_difference, worker_is_gone
 
 __all__ = [
-    "APPLICATION_ID", "BOUND_COLUMNS", "BUSY_TIMEOUT_MS", "Claim", "ClaimLost", "Connection",
+    "APPLICATION_ID", "BOUND_COLUMNS", "BUSY_TIMEOUT_MS", "CellBusy", "Claim", "ClaimLost",
+    "Connection", "DuplicateEpoch", "LOGGER_PACK_PREFIX", "MAX_STALE_SECONDS",
     "DEFAULT_MAX_ATTEMPTS", "DEFAULT_STALE_SECONDS", "EPOCH_COLUMNS", "FINISHED", "MIGRATIONS",
     "RESULT_COLUMNS", "ReadError", "SCHEMA_VERSION", "STATUSES", "Store", "StoreError",
     "StudyMismatch", "bound_cell_ids", "check_writable", "connect_readonly",

@@ -34,13 +34,33 @@ class ClaimLost(StoreError):
     """This worker's claim on a pack was taken over (its heartbeat went stale)."""
 
 
+class CellBusy(StoreError):
+    """A cell another live owner is training (a worker's pack, or another SQLiteLogger);
+    the message names the cell and its owner."""
+
+
+class DuplicateEpoch(StoreError):
+    """An epoch row that is already recorded for the cell, written as new (a user's fit
+    that numbers its epochs from 0 again): refused, never dropped silently."""
+
+
+LOGGER_PACK_PREFIX = "logger-"
+"""The pack id of a claim taken by a user's ``SQLiteLogger`` (one fit, no checkpoint):
+the claim loop never trains such a pack; a stale one is marked failed, its rows kept."""
+
+
 def utc_now() -> str:
     """ISO-8601 UTC with milliseconds: sortable as text."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+MAX_STALE_SECONDS = 30 * 24 * 3600.0
+"""The longest stale limit: a month (a longer one would never reclaim a dead worker's
+pack, and past about 10^14 s the clock arithmetic overflows)."""
+
+
 def _utc_ago(seconds: float) -> str:
-    moment = datetime.now(timezone.utc) - timedelta(seconds=seconds)
+    moment = datetime.now(timezone.utc) - timedelta(seconds=min(seconds, MAX_STALE_SECONDS))
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -51,6 +71,7 @@ disk error): the dashboard catches it and shows the message instead of crashing.
 Connection = sqlite3.Connection
 """A connection to a store (for type hints outside the store package)."""
 
-__all__ = ["APPLICATION_ID", "ClaimLost", "Connection", "DEFAULT_MAX_ATTEMPTS",
+__all__ = ["APPLICATION_ID", "CellBusy", "ClaimLost", "Connection", "DuplicateEpoch",
+           "LOGGER_PACK_PREFIX", "MAX_STALE_SECONDS", "DEFAULT_MAX_ATTEMPTS",
            "DEFAULT_STALE_SECONDS", "EPOCH_COLUMNS", "FINISHED", "ReadError", "STATUSES",
            "StoreError", "StudyMismatch", "utc_now"]

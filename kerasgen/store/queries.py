@@ -5,11 +5,13 @@ Paths are opened read-only; an open connection (or Store) may be passed instead.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Sequence
 
 import pandas as pd
 
+from kerasgen.store.common import StoreError
 from kerasgen.store.files import connect_readonly
 from kerasgen.store.writer import Store
 
@@ -21,7 +23,7 @@ RESULT_COLUMNS = [
     "best_epoch", "final_train_accuracy", "final_train_loss", "final_test_accuracy",
     "final_test_loss", "final_train_eval_accuracy", "final_train_eval_loss", "epochs_done",
     "diverged_epoch", "last_batch", "error", "worker", "pack_id", "attempts", "failures",
-    "heartbeat_at", "started_at", "finished_at", "updated_at", "hparams",
+    "heartbeat_at", "started_at", "finished_at", "updated_at", "hparams", "trained_under",
 ]
 
 _OPERATIONAL = ("c.error, c.worker, c.pack_id, c.attempts, c.failures, c.heartbeat_at, "
@@ -74,7 +76,12 @@ def read_cell_rows(conn: sqlite3.Connection, study: str | None = None,
     # A store read (never migrated) before its validation columns existed: NULL.
     val = ("" if _has_column(conn, "epochs", "val_accuracy")
            else "NULL AS val_accuracy, NULL AS val_loss, ")
-    sql = (f"SELECT r.*, {val}{hparams} AS hparams FROM ({sql}) r "
+    # The kernel settings its (last) worker recorded: runtime.describe_kernels of the
+    # study's "worker <name>" entry.
+    worker_env = ("json_extract(st.environment_json, '$.\"worker ' || c.worker || '\"')"
+                  if _has_column(conn, "studies", "environment_json") else "NULL")
+    sql = (f"SELECT r.*, {val}{hparams} AS hparams, {worker_env} AS trained_under "
+           f"FROM ({sql}) r "
            "JOIN studies st ON st.name = r.study JOIN cells c ON c.cell_id = r.cell_id")
     params: tuple = ()
     if study is not None:
@@ -82,9 +89,28 @@ def read_cell_rows(conn: sqlite3.Connection, study: str | None = None,
         params = (study,)
     sql += {"cell_id": " ORDER BY r.cell_id",
             "grid": " ORDER BY st.study_id, r.model, r.dataset, r.seed, r.cell_id"}[order]
-    cursor = conn.execute(sql, params)
+    try:
+        cursor = conn.execute(sql, params)
+    except sqlite3.OperationalError as exc:
+        raise (damaged_specifications(conn) or exc) from None
     columns = [d[0] for d in cursor.description]
-    return columns, cursor.fetchall()
+    try:
+        return columns, cursor.fetchall()
+    except sqlite3.OperationalError as exc:
+        raise (damaged_specifications(conn) or exc) from None
+
+
+def damaged_specifications(conn: sqlite3.Connection) -> StoreError | None:
+    """A StoreError naming the studies whose stored specification is not JSON (the views
+    read it), or None when every one is."""
+    bad = [r[0] for r in conn.execute("SELECT name FROM studies WHERE NOT json_valid(spec_json)")]
+    if not bad:
+        return None
+    return StoreError(f"The specification of study {', '.join(map(repr, bad))} in this store "
+                      "is damaged (not JSON): its results cannot be read. Restore the store "
+                      "from a copy.")
+
+
 
 
 def load_results(db, study: str | None = None) -> pd.DataFrame:
@@ -109,6 +135,7 @@ def load_results(db, study: str | None = None) -> pd.DataFrame:
         if owned:
             conn.close()
     frame = pd.DataFrame(rows, columns=columns)
+    frame["trained_under"] = [_kernels(text) for text in frame["trained_under"]]
     for col in ("best_epoch", "kept_epoch", "diverged_epoch"):
         frame[col] = frame[col].astype(float)
     for col in ("ratio", "test_accuracy", "test_loss", "train_eval_accuracy", "train_eval_loss",
@@ -117,6 +144,18 @@ def load_results(db, study: str | None = None) -> pd.DataFrame:
                 "final_test_loss", "final_train_eval_accuracy", "final_train_eval_loss"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
     return frame[RESULT_COLUMNS]
+
+
+def _kernels(text) -> str | None:
+    if not isinstance(text, str) or not text:
+        return None
+    from kerasgen.settings import describe_kernels
+
+    try:
+        env = json.loads(text)
+    except ValueError:
+        return None
+    return describe_kernels(env) if isinstance(env, dict) else None
 
 
 def load_epochs(db, study: str | None = None, cell_ids: Sequence[int] | None = None,

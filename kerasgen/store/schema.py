@@ -245,8 +245,18 @@ def _migration_6(conn: sqlite3.Connection) -> None:
     """)
 
 
-# Schema 7: the view best also carries the validation metrics at the kept epoch.
-BEST_VIEW_SQL_7 = f"""
+def _migration_7(conn: sqlite3.Connection) -> None:
+    # The claim that owns a running cell, by its token (kerasgen.store.Claim.token): a
+    # worker checks ownership against its own claim, so one that stalled past the stale
+    # limit and woke up after its pack was taken over (and maybe finished) writes nothing,
+    # even when the new owner runs under the same worker name.
+    run_script(conn, """
+        ALTER TABLE cells ADD COLUMN claim_token TEXT;
+    """)
+
+
+# Schema 8: the view best also carries the validation metrics at the kept epoch.
+BEST_VIEW_SQL_8 = f"""
     CREATE VIEW best AS
         SELECT s.name AS study, c.cell_id, c.model, c.dataset, c.batch_size,
                c.learning_rate, c.seed, c.batch_size / c.learning_rate AS ratio,
@@ -263,7 +273,7 @@ BEST_VIEW_SQL_7 = f"""
         LEFT JOIN epochs k ON k.cell_id = c.cell_id AND k.epoch = c.kept_epoch;
 """
 
-EPOCHS_LONG_VIEW_SQL_7 = """
+EPOCHS_LONG_VIEW_SQL_8 = """
     CREATE VIEW epochs_long AS
         SELECT s.name AS study, c.model, c.dataset, c.batch_size, c.learning_rate, c.seed,
                c.batch_size / c.learning_rate AS ratio, e.cell_id, e.epoch,
@@ -278,7 +288,7 @@ EPOCHS_LONG_VIEW_SQL_7 = """
 """
 
 
-def _migration_7(conn: sqlite3.Connection) -> None:
+def _migration_8(conn: sqlite3.Connection) -> None:
     # Validation images held out of the training set (training.validation_size), so
     # that the kept epoch can be chosen without the test set (best_metric = val_accuracy
     # or val_loss); the views carry them. Existing rows have none (NULL), and their kept
@@ -287,9 +297,9 @@ def _migration_7(conn: sqlite3.Connection) -> None:
         ALTER TABLE epochs ADD COLUMN val_loss REAL;
         ALTER TABLE epochs ADD COLUMN val_accuracy REAL;
         DROP VIEW best;
-        {BEST_VIEW_SQL_7}
+        {BEST_VIEW_SQL_8}
         DROP VIEW epochs_long;
-        {EPOCHS_LONG_VIEW_SQL_7}
+        {EPOCHS_LONG_VIEW_SQL_8}
     """)
 
 
@@ -301,8 +311,9 @@ MIGRATIONS: list[tuple[str, Any]] = [
     ("clean training metrics, the kept epoch; view best with gap and loss_gap", _migration_4),
     ("studies.uid: the key of a study's files beside the store", _migration_5),
     ("view epochs_long; cells.hparams_json; epochs.pack_cells", _migration_6),
+    ("cells.claim_token: ownership checked against the claim itself", _migration_7),
     ("epochs.val_loss, epochs.val_accuracy (validation images); views with them",
-     _migration_7),
+     _migration_8),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -317,6 +328,6 @@ def register_migration(name: str, step) -> None:
 
 
 
-__all__ = ["BEST_METRIC_SQL", "BEST_VIEW_SQL", "BEST_VIEW_SQL_7", "EPOCHS_LONG_VIEW_SQL",
-           "EPOCHS_LONG_VIEW_SQL_7", "MIGRATIONS",
+__all__ = ["BEST_METRIC_SQL", "BEST_VIEW_SQL", "BEST_VIEW_SQL_8", "EPOCHS_LONG_VIEW_SQL",
+           "EPOCHS_LONG_VIEW_SQL_8", "MIGRATIONS",
            "SCHEMA_VERSION", "register_migration", "run_script"]

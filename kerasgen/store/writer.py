@@ -21,8 +21,11 @@ from kerasgen.store.common import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_STALE_SECONDS,
     EPOCH_COLUMNS,
+    LOGGER_PACK_PREFIX,
     STATUSES,
+    CellBusy,
     ClaimLost,
+    DuplicateEpoch,
     StoreError,
     StudyMismatch,
     _utc_ago,
@@ -168,7 +171,12 @@ class Store:
                                (name,)).fetchone()
             if row is not None:
                 study_id, existing = row
-                stored = json.loads(existing)
+                try:
+                    stored = json.loads(existing)
+                except ValueError:
+                    raise StoreError(f"The specification of study {name!r} in {self.path} is "
+                                     "damaged (not JSON); it cannot be resumed. Run the study "
+                                     "under another name or into another store.") from None
                 if existing != spec_json and (normalize is None or normalize(stored) != spec):
                     diff = describe_difference(stored, spec)
                     raise StudyMismatch(
@@ -235,6 +243,16 @@ class Store:
         row = self.conn.execute("SELECT * FROM studies WHERE name = ?", (name,)).fetchone()
         return _row_dict(self.conn, row, "studies") if row else None
 
+    def study_environment(self, study_id: int) -> dict:
+        """The study's recorded environment (``environment_json``): the facts at its
+        creation and one ``"worker <name>"`` entry per worker that trained it."""
+        row = self.conn.execute("SELECT environment_json FROM studies WHERE study_id = ?",
+                                (study_id,)).fetchone()
+        try:
+            return json.loads(row[0] or "{}") if row else {}
+        except ValueError:
+            return {}
+
     def update_study_environment(self, study_id: int, **fields: Any) -> None:
         """Merge runtime facts (e.g. the compile mode a worker chose) into the study."""
         with self.transaction() as conn:
@@ -251,31 +269,39 @@ class Store:
         """Atomically claim the next pack of a study, or None when nothing is left.
 
         A pack whose heartbeat is older than ``stale_seconds`` (its worker died) is
-        reclaimed first, with exactly its cells, so it resumes from its checkpoint.
-        Otherwise up to ``pack_size`` pending cells of one (model, dataset, seed,
-        batch_size) group form a new pack, in ascending learning rate.
+        reclaimed first, with exactly its cells, so it resumes from its checkpoint; a
+        stale pack of a user's ``SQLiteLogger`` (no checkpoint: nothing can resume it) is
+        marked failed instead, its rows kept. Otherwise up to ``pack_size`` pending cells of
+        one (model, dataset, seed, batch_size) group form a new pack, in ascending learning
+        rate. Every claimed cell carries the claim's token (``cells.claim_token``).
         """
         if pack_size < 1:
             raise ValueError(f"pack_size must be >= 1. Received: pack_size={pack_size!r}")
         now = utc_now()
+        token = uuid.uuid4().hex[:16]
         with self.transaction() as conn:
-            stale = conn.execute(
-                "SELECT pack_id FROM cells WHERE study_id = ? AND status = 'running' "
-                "AND pack_id IS NOT NULL AND heartbeat_at < ? ORDER BY heartbeat_at LIMIT 1",
-                (study_id, _utc_ago(stale_seconds)),
-            ).fetchone() or _dead_local_pack(conn, study_id)
+            while True:
+                stale = conn.execute(
+                    "SELECT pack_id FROM cells WHERE study_id = ? AND status = 'running' "
+                    "AND pack_id IS NOT NULL AND heartbeat_at < ? ORDER BY heartbeat_at "
+                    "LIMIT 1", (study_id, _utc_ago(stale_seconds)),
+                ).fetchone() or _dead_local_pack(conn, study_id)
+                if stale is None or not str(stale[0]).startswith(LOGGER_PACK_PREFIX):
+                    break
+                _fail_logger_pack(conn, stale[0], now)
             if stale is not None:
                 pack_id, resumed = stale[0], True
                 conn.execute(
-                    "UPDATE cells SET worker = ?, device = ?, heartbeat_at = ?, "
-                    "attempts = attempts + 1, updated_at = ? "
+                    "UPDATE cells SET worker = ?, device = ?, heartbeat_at = ?, claim_token = ?,"
+                    " attempts = attempts + 1, updated_at = ? "
                     "WHERE pack_id = ? AND status = 'running'",
-                    (worker, device, now, now, pack_id),
+                    (worker, device, now, token, now, pack_id),
                 )
             else:
                 retry = conn.execute(
                     "SELECT pack_id FROM cells WHERE study_id = ? AND status = 'pending' "
-                    "AND pack_id IS NOT NULL ORDER BY cell_id LIMIT 1", (study_id,),
+                    "AND pack_id IS NOT NULL AND pack_id NOT LIKE ? ORDER BY cell_id LIMIT 1",
+                    (study_id, LOGGER_PACK_PREFIX + "%"),
                 ).fetchone()
                 if retry is not None:
                     # A released pack (its worker failed and gave it back): same cells,
@@ -287,7 +313,7 @@ class Store:
                 else:
                     first = conn.execute(
                         "SELECT model, dataset, seed, batch_size FROM cells "
-                        "WHERE study_id = ? AND status = 'pending' "
+                        "WHERE study_id = ? AND status = 'pending' AND pack_id IS NULL "
                         "ORDER BY model, dataset, seed, batch_size, learning_rate LIMIT 1",
                         (study_id,),
                     ).fetchone()
@@ -295,16 +321,16 @@ class Store:
                         return None
                     ids = [r[0] for r in conn.execute(
                         "SELECT cell_id FROM cells WHERE study_id = ? AND status = 'pending' "
-                        "AND model = ? AND dataset = ? AND seed = ? AND batch_size = ? "
-                        "ORDER BY learning_rate LIMIT ?",
+                        "AND pack_id IS NULL AND model = ? AND dataset = ? AND seed = ? "
+                        "AND batch_size = ? ORDER BY learning_rate LIMIT ?",
                         (study_id, *first, pack_size),
                     )]
                     pack_id, resumed = uuid.uuid4().hex[:16], False
                 conn.executemany(
                     "UPDATE cells SET status = 'running', pack_id = ?, worker = ?, device = ?,"
-                    " heartbeat_at = ?, started_at = COALESCE(started_at, ?), "
+                    " heartbeat_at = ?, claim_token = ?, started_at = COALESCE(started_at, ?), "
                     "attempts = attempts + 1, updated_at = ? WHERE cell_id = ?",
-                    [(pack_id, worker, device, now, now, now, i) for i in ids],
+                    [(pack_id, worker, device, now, token, now, now, i) for i in ids],
                 )
             rows = conn.execute(
                 "SELECT * FROM cells WHERE pack_id = ? AND status = 'running' "
@@ -313,31 +339,102 @@ class Store:
             cells = tuple(_row_dict(conn, r, "cells") for r in rows)
             name, uid = conn.execute("SELECT name, uid FROM studies WHERE study_id = ?",
                                      (study_id,)).fetchone()
-        return Claim(pack_id, worker, cells, resumed, study=name, study_uid=uid)
+        return Claim(pack_id, worker, cells, resumed, study=name, study_uid=uid, token=token)
 
-    def heartbeat(self, claim: Claim) -> None:
-        """Refresh the claim; raise ClaimLost when another worker took the pack over."""
+    def claim_cells(self, cell_ids: Sequence[int], worker: str,
+                    stale_seconds: float = DEFAULT_STALE_SECONDS,
+                    abandoned=None) -> Claim:
+        """A user's ``SQLiteLogger`` claims its cells, as the runner claims a pack (one
+        owner per cell): pending cells, or cells of an earlier logger whose owner is gone
+        (its process dead on this host, its heartbeat older than ``stale_seconds``, or
+        ``abandoned(worker, token)`` true: a fit of this process that raised). Raises
+        CellBusy naming the cell and its owner when another live owner holds one, or when
+        it belongs to a ``kerasgen run`` pack (that pack's checkpoint resumes it; finish it
+        with ``kerasgen run``). A cell whose earlier logger was abandoned mid-fit is marked
+        failed first (its rows kept), and then refused as finished by the logger."""
+        now = utc_now()
+        token = uuid.uuid4().hex[:16]
+        pack_id = f"{LOGGER_PACK_PREFIX}{uuid.uuid4().hex[:12]}"
+        with self.transaction() as conn:
+            rows = {r[0]: r for r in conn.execute(
+                f"SELECT cell_id, status, pack_id, worker, heartbeat_at, claim_token FROM cells "
+                f"WHERE cell_id IN ({', '.join('?' * len(cell_ids))})", list(cell_ids))}
+            ago = _utc_ago(stale_seconds)
+            for cell_id in cell_ids:
+                _, status, pack, owner, beat, owner_token = rows[cell_id]
+                logger_pack = pack is not None and str(pack).startswith(LOGGER_PACK_PREFIX)
+                if pack is not None and not logger_pack and status in (RUNNING, PENDING):
+                    raise CellBusy(
+                        f"cell {cell_id} belongs to pack {pack} of `kerasgen run` (status "
+                        f"{status}, worker {owner}): its checkpoint resumes it; finish it "
+                        "with `kerasgen run`, or log your fit as another cell")
+                if status != RUNNING:
+                    continue
+                gone = (worker_is_gone(owner) or (beat is not None and beat < ago)
+                        or (abandoned is not None and abandoned(owner, owner_token)))
+                if not gone:
+                    raise CellBusy(
+                        f"cell {cell_id} is being trained by {owner} (heartbeat at {beat}): "
+                        "one writer per cell. Wait for it to finish, or log your fit as "
+                        "another cell (another seed or study name)")
+                _fail_logger_pack(conn, pack, now, only=[cell_id])
+            conn.executemany(
+                "UPDATE cells SET status = 'running', pack_id = ?, worker = ?, heartbeat_at = ?,"
+                " claim_token = ?, started_at = COALESCE(started_at, ?), "
+                "attempts = attempts + 1, updated_at = ? WHERE cell_id = ? "
+                "AND status = 'pending'",
+                [(pack_id, worker, now, token, now, now, i) for i in cell_ids])
+            claimed = conn.execute(
+                f"SELECT * FROM cells WHERE claim_token = ? AND cell_id IN "
+                f"({', '.join('?' * len(cell_ids))})", [token, *cell_ids]).fetchall()
+            cells = tuple(_row_dict(conn, r, "cells") for r in claimed)
+        return Claim(pack_id, worker, cells, False, token=token)
+
+    def release_orphans(self, study_id: int, worker: str, keep: Iterable[str] = ()) -> list[str]:
+        """Give back every running pack of the study recorded under ``worker`` (this very
+        process's name) except ``keep`` (the packs it is training now): nothing trains
+        them, so none may wait for its heartbeat to go stale. A worker's pack goes back to
+        pending (it resumes from its checkpoint); a logger's is marked failed (nothing can
+        resume it; its rows are kept). Returns the packs given back."""
+        keep = set(keep)
         now = utc_now()
         with self.transaction() as conn:
-            cur = conn.execute(
-                "UPDATE cells SET heartbeat_at = ? WHERE pack_id = ? AND worker = ? "
-                "AND status = 'running'", (now, claim.pack_id, claim.worker))
-            if cur.rowcount == 0:
-                owner = conn.execute(
-                    "SELECT worker FROM cells WHERE pack_id = ? AND status = 'running'",
-                    (claim.pack_id,)).fetchone()
-                if owner is not None:
-                    raise ClaimLost(f"pack {claim.pack_id} was taken over by {owner[0]}")
+            packs = [r[0] for r in conn.execute(
+                "SELECT DISTINCT pack_id FROM cells WHERE study_id = ? AND status = 'running' "
+                "AND worker = ? AND pack_id IS NOT NULL", (study_id, worker))
+                if r[0] not in keep]
+            for pack_id in packs:
+                if str(pack_id).startswith(LOGGER_PACK_PREFIX):
+                    _fail_logger_pack(conn, pack_id, now)
+                else:
+                    conn.execute(
+                        "UPDATE cells SET status = 'pending', worker = NULL, heartbeat_at = NULL,"
+                        " claim_token = NULL, error = ?, updated_at = ? WHERE pack_id = ? "
+                        "AND status = 'running'",
+                        (f"released: recorded as running under {worker}, which was not "
+                         "training it", now, pack_id))
+        return packs
+
+    def pack_owners(self, claim: Claim) -> set[str]:
+        """The tokens that own the claim's running cells now (empty: none runs)."""
+        return {r[0] for r in self.conn.execute(
+            f"SELECT claim_token FROM cells WHERE status = 'running' AND cell_id IN "
+            f"({', '.join('?' * len(claim.cell_ids))})", claim.cell_ids)}
+
+    def heartbeat(self, claim: Claim) -> None:
+        """Refresh the claim; raise ClaimLost when another claim took its cells over."""
+        now = utc_now()
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE cells SET heartbeat_at = ? WHERE pack_id = ? AND claim_token = ? "
+                "AND status = 'running'", (now, claim.pack_id, claim.token))
+            _check_claim(conn, claim)
 
     def check_claim(self, claim: Claim) -> None:
-        """Raise ClaimLost unless ``claim``'s worker still owns its pack (checked before
-        a checkpoint is written, so a former owner never writes one)."""
-        owners = {r[0] for r in self.conn.execute(
-            "SELECT worker FROM cells WHERE pack_id = ? AND status = 'running'",
-            (claim.pack_id,))}
-        if owners and owners != {claim.worker}:
-            raise ClaimLost(f"pack {claim.pack_id} was taken over by "
-                            f"{', '.join(sorted(str(o) for o in owners))}")
+        """Raise ClaimLost unless every cell of ``claim`` still carries its token (checked
+        before a checkpoint or a weight file is written, so a former owner never writes
+        one: not even after the new owner finished the pack)."""
+        _check_claim(self.conn, claim)
 
     def heartbeat_sender(self, claim: Claim):
         """(beat, close) for a heartbeat thread: a connection of its own, so the thread
@@ -360,10 +457,23 @@ class Store:
             status = FAILED if count_failure and failures >= max_attempts else PENDING
             conn.execute(
                 "UPDATE cells SET status = ?, error = ?, failures = ?, worker = NULL, "
-                "heartbeat_at = NULL, finished_at = CASE WHEN ? = 'failed' THEN ? END, "
-                "updated_at = ? WHERE pack_id = ? AND worker = ? AND status = 'running'",
-                (status, error, failures, status, now, now, claim.pack_id, claim.worker))
+                "heartbeat_at = NULL, claim_token = NULL, "
+                "finished_at = CASE WHEN ? = 'failed' THEN ? END, "
+                "updated_at = ? WHERE pack_id = ? AND claim_token = ? AND status = 'running'",
+                (status, error, failures, status, now, now, claim.pack_id, claim.token))
         return status
+
+    def release_cells(self, claim: Claim, status: str, error: str | None = None) -> None:
+        """A logger's claim given back: its running cells ``pending`` (a later fit may log
+        on, numbering epochs on) or ``failed`` (the fit raised; the rows are kept)."""
+        now = utc_now()
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE cells SET status = ?, error = ?, worker = CASE WHEN ? = 'failed' THEN "
+                "worker END, heartbeat_at = NULL, claim_token = NULL, "
+                "finished_at = CASE WHEN ? = 'failed' THEN ? END, updated_at = ? "
+                "WHERE pack_id = ? AND claim_token = ? AND status = 'running'",
+                (status, error, status, status, now, now, claim.pack_id, claim.token))
 
     def mark_failed(self, cell_ids: Sequence[int], error: str) -> None:
         now = utc_now()
@@ -373,25 +483,37 @@ class Store:
                 "updated_at = ? WHERE cell_id = ?", [(error, now, now, i) for i in cell_ids])
 
     def reset_failed(self, study_id: int) -> int:
-        """Put failed cells back to pending (``kerasgen run --retry-failed``)."""
+        """Put failed cells back to pending (``kerasgen run --retry-failed``); a failed cell
+        that a user's SQLiteLogger recorded epochs into stays failed (a run would append to
+        another training's rows): ``logged_failures`` lists them."""
         with self.transaction() as conn:
             return conn.execute(
                 "UPDATE cells SET status = 'pending', failures = 0, error = NULL, "
-                "updated_at = ? WHERE study_id = ? AND status = 'failed'",
-                (utc_now(), study_id)).rowcount
+                "updated_at = ? WHERE study_id = ? AND status = 'failed' "
+                "AND NOT (COALESCE(pack_id, '') LIKE ? AND epochs_done > 0)",
+                (utc_now(), study_id, LOGGER_PACK_PREFIX + "%")).rowcount
+
+    def logged_failures(self, study_id: int) -> list[int]:
+        """Failed cells whose rows a user's SQLiteLogger wrote (never retried by a run)."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT cell_id FROM cells WHERE study_id = ? AND status = 'failed' "
+            "AND COALESCE(pack_id, '') LIKE ? AND epochs_done > 0",
+            (study_id, LOGGER_PACK_PREFIX + "%"))]
 
     # -- epochs and outcomes
     def record_epoch(self, cell_id: int, epoch: int, logs: dict,
                      wall_seconds: float | None = None,
-                     claim: Claim | None = None, pack_cells: int | None = None) -> bool:
+                     claim: Claim | None = None, pack_cells: int | None = None,
+                     replay: bool = True) -> bool:
         """Write one epoch of one cell and update its summary, in one transaction.
 
         ``logs`` maps metric names to numbers, with ``train_``/``test_`` prefixes for
         the standard ones (``train_loss``, ``test_accuracy``, ...); any other finite
         number is kept in ``metrics_json``. ``wall_seconds`` is the fit's epoch time,
         shared by the ``pack_cells`` cells trained in it. Writing an epoch that is
-        already recorded does nothing and returns False (a resumed pack replays nothing
-        twice).
+        already recorded does nothing and returns False when ``replay`` (a resumed pack
+        redoes epochs since its checkpoint, identically: nothing is written twice); else
+        it raises DuplicateEpoch (a row is never dropped silently).
         """
         fixed = {k: _finite_or_none(logs.get(k)) for k in EPOCH_COLUMNS}
         extra = {k: float(v) for k, v in logs.items()
@@ -409,6 +531,12 @@ class Store:
                  json.dumps(extra, sort_keys=True) if extra else None, now),
             )
             if cur.rowcount == 0:
+                if not replay:
+                    raise DuplicateEpoch(
+                        f"epoch {int(epoch)} of cell {cell_id} is already recorded in "
+                        f"{self.path}: a fit that numbers its epochs from 0 again would mix "
+                        "two trainings. Continue with initial_epoch=<the next epoch>, or log "
+                        "the new training as another cell.")
                 return False
             _refresh_summary(conn, cell_id, now)
             return True
@@ -483,6 +611,19 @@ class Store:
                          f"VALUES ({', '.join('?' * len(BOUND_COLUMNS))})",
                          [values[c] for c in BOUND_COLUMNS])
 
+    def finished_packs(self) -> list[tuple[str, str | None, list[str]]]:
+        """(study name, uid, pack ids) of every study: the packs whose cells are all done
+        or diverged, whose checkpoints nothing will resume from."""
+        rows = self.conn.execute(
+            "SELECT s.name, s.uid, c.pack_id FROM cells c JOIN studies s USING (study_id) "
+            "WHERE c.pack_id IS NOT NULL GROUP BY s.study_id, c.pack_id "
+            "HAVING SUM(c.status NOT IN ('done', 'diverged')) = 0 ORDER BY s.study_id"
+        ).fetchall()
+        found: dict[tuple, list[str]] = {}
+        for name, uid, pack in rows:
+            found.setdefault((name, uid), []).append(pack)
+        return [(name, uid, packs) for (name, uid), packs in found.items()]
+
     def running_packs(self) -> dict[str, int]:
         """Packs in training now: pack id -> the fewest epochs done by one of its cells."""
         return dict(self.conn.execute(
@@ -538,11 +679,41 @@ def _process_alive(pid: int) -> bool:
 
 
 def _check_owner(conn: sqlite3.Connection, claim: Claim, cell_id: int) -> None:
-    row = conn.execute("SELECT worker, status FROM cells WHERE cell_id = ?",
+    row = conn.execute("SELECT worker, status, claim_token FROM cells WHERE cell_id = ?",
                        (cell_id,)).fetchone()
-    if row is None or row[0] != claim.worker or row[1] != RUNNING:
+    if row is None or row[2] != claim.token or row[1] != RUNNING:
         raise ClaimLost(f"cell {cell_id} is no longer claimed by {claim.worker} "
                         f"(worker={row[0] if row else None}, status={row[1] if row else None})")
+
+
+def _check_claim(conn: sqlite3.Connection, claim: Claim) -> None:
+    """ClaimLost unless every cell of ``claim`` still carries its token, whatever its
+    status: a cell finished under another claim is lost too."""
+    taken = conn.execute(
+        f"SELECT cell_id, worker, status FROM cells WHERE cell_id IN "
+        f"({', '.join('?' * len(claim.cell_ids))}) AND COALESCE(claim_token, '') != ?",
+        [*claim.cell_ids, claim.token]).fetchall()
+    if taken:
+        owners = sorted({f"{w} ({s})" for _, w, s in taken})
+        raise ClaimLost(f"pack {claim.pack_id} was taken over: cells "
+                        f"{sorted(c for c, _, _ in taken)} now belong to {', '.join(owners)}")
+
+
+def _fail_logger_pack(conn: sqlite3.Connection, pack_id: str, now: str,
+                      only: Sequence[int] | None = None) -> None:
+    """A user's SQLiteLogger stopped without finishing (its process died, or its fit
+    raised): its running cells are failed, naming what happened; their rows are kept."""
+    where = "pack_id = ? AND status = 'running'"
+    params: list = [pack_id]
+    if only is not None:
+        where += f" AND cell_id IN ({', '.join('?' * len(only))})"
+        params += list(only)
+    conn.execute(
+        "UPDATE cells SET status = 'failed', error = 'the SQLiteLogger of ' || "
+        "COALESCE(worker, '?') || ' stopped after ' || epochs_done || ' epochs without "
+        "finishing (its process died or its fit raised); its rows are kept', "
+        f"heartbeat_at = NULL, claim_token = NULL, finished_at = ?, updated_at = ? WHERE {where}",
+        [now, now, *params])
 
 
 def _refresh_summary(conn: sqlite3.Connection, cell_id: int, now: str) -> None:
