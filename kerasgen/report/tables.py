@@ -466,8 +466,8 @@ def multiple_testing_markdown(all_tests: pd.DataFrame, metric: str) -> str:
         f"{'is' if significant == 1 else 'are'} significant at p < {alpha:g} (permutation "
         f"p), where {row['expected_by_chance']:.2g} would be expected by chance if batch "
         f"size and learning rate had no effect at all"
-        + (f"; {unreachable} of them cannot reach p < {alpha:g} at all, having too few "
-           "cells for their permutation test" if unreachable else "")
+        + (f"; {unreachable} of the {n} cannot reach p < {alpha:g} at all, having too "
+           "few cells for their permutation test" if unreachable else "")
         + f". {holm} {'stays' if holm == 1 else 'stay'} significant after Holm-Bonferroni "
         f"within {'its' if holm == 1 else 'their'} family (family-wise error rate "
         f"{alpha:g}), {int(row['bh_table'])} after Benjamini-Hochberg and "
@@ -529,7 +529,7 @@ def _slope_text(metric: str, row: pd.Series) -> tuple[str, str]:
         return amount(metric, slope, signed=True), "n/a"
     return amount(metric, slope, signed=True), (
         f"[{amount(metric, low, signed=True).removesuffix(unit)}, "
-        f"{amount(metric, high, signed=True)}]")
+        f"{amount(metric, high, signed=True).removesuffix(unit)}]{unit}")
 
 
 def whole_grid_markdown(tests: pd.DataFrame, several: bool) -> str:
@@ -544,6 +544,8 @@ def whole_grid_markdown(tests: pd.DataFrame, several: bool) -> str:
     rows = []
     notes: list[str] = []
 
+    has_ci = bool(pd.to_numeric(whole["ci_low"], errors="coerce").notna().any())
+
     def interval(row: pd.Series) -> str:
         text = format_interval(row["ci_low"], row["ci_high"])
         return f"n/a ({row['ci_reason']})" if text == "n/a" else text
@@ -551,22 +553,27 @@ def whole_grid_markdown(tests: pd.DataFrame, several: bool) -> str:
     for _, row in whole.iterrows():
         label = md_label((row["study"], row["model"], row["dataset"]), several)
         if isinstance(row["reason"], str):
-            rows.append([label, f"n/a ({row['reason']})"] + ["n/a"] * (5 + seeds))
+            rows.append([label, f"n/a ({row['reason']})"] + ["n/a"] * (3 + seeds + 2 * has_ci))
             continue
         per_seed = (["n/a (one seed)" if int(row["seeds_tested"]) < 2 else
                      f"{row['seed_scc_min']:.2f} to {row['seed_scc_max']:.2f} "
                      f"(SD {row['seed_scc_sd']:.2f}, {int(row['seeds_tested'])} seeds)"]
                     if seeds else [])
         slope, slope_ci = _slope_text(metric, row)
-        rows.append([label, f"{row['scc']:.2f}", interval(row), *per_seed,
-                     A.format_p(row["p_value"]), A.format_p(row["p_perm"]), slope, slope_ci])
+        rows.append([label, f"{row['scc']:.2f}", *([interval(row)] if has_ci else []),
+                     *per_seed, A.format_p(row["p_value"]), A.format_p(row["p_perm"]), slope,
+                     *([slope_ci] if has_ci else [])])
     table = pd.DataFrame(rows, columns=[
-        "grid", "SCC", f"{level} CI", *(["SCC of each seed alone"] if seeds else []),
+        "grid", "SCC", *([f"{level} CI"] if has_ci else []),
+        *(["SCC of each seed alone"] if seeds else []),
         "p (paper)", "p perm. (rows x columns)", "slope per doubling of BS/LR",
-        f"{level} CI of the slope"])
+        *([f"{level} CI of the slope"] if has_ci else [])])
     if not seeds:
         notes.append("One seed per cell: no interval and no coefficient per seed (they "
                      "need several seeds).")
+    elif not has_ci:
+        reasons = sorted({str(r) for r in whole["ci_reason"].dropna()})
+        notes.append("No interval: " + "; ".join(reasons) + ".")
     unit = ("percentage points of " if metric in V.POINT_METRICS else "") + \
         V.METRIC_SHORT.get(metric, metric)
     notes.append(
@@ -667,7 +674,7 @@ def ratio_markdown(models: pd.DataFrame, several: bool) -> str:
         unit = " points" if metric in V.POINT_METRICS else ""
         if not (math.isfinite(low) and math.isfinite(high)):
             return "n/a"
-        return f"[{amount(low).removesuffix(unit)}, {amount(high)}]"
+        return f"[{amount(low).removesuffix(unit)}, {amount(high).removesuffix(unit)}]{unit}"
 
     rows = []
     for r in models.itertuples():
