@@ -331,8 +331,8 @@ def seeds_jackknife(
     coefficient this grid gives with k seeds, on average over draws of the seeds; the
     coefficient of the noise-free cell means is not estimable without bias from noisy
     means (noise pulls |rho| towards 0, and a rank statistic's bias does not shrink as
-    a smooth 1/k, so a jackknife bias correction covered it 59 % of the time at k = 10
-    in scripts/bench_calibration.py). Needs ``min_seeds`` seeds: with two, the interval
+    a smooth 1/k, so a jackknife bias correction does not fix it: its coverage fell as
+    seeds were added). Needs ``min_seeds`` seeds: with two, the interval
     would rest on one degree of freedom (the report prints the two seeds' range
     instead)."""
     return seeds_jackknife_of(spearman_of(x), values, confidence, min_seeds, (-1.0, 1.0))
