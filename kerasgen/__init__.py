@@ -14,6 +14,9 @@ Public names (resolved lazily on first use):
 - ``load_epochs(db, ...)``       one row per cell per epoch
 - ``SQLiteLogger``               a Keras callback that streams epochs into a store
 - ``Store``, ``StoreError``      the store itself
+- ``register_model(name, build_fn)``  a network of your own, by name in a spec's models
+- ``Dataset``                    what a data set of your own may return (arrays and how
+                                 to normalise and augment them)
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ _LAZY = {
     "spec_from_dict": "kerasgen.spec",
     "preset": "kerasgen.spec",
     "RunOptions": "kerasgen.options",
+    "register_model": "kerasgen.naming",
+    "Dataset": "kerasgen.data",
 }
 
 __all__ = ["__version__", *_LAZY]

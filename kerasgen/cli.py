@@ -142,13 +142,13 @@ def _train(args, spec, options) -> int:
                                cpus_per_pack=args.cpus_per_pack,
                                gpus_per_pack=args.gpus_per_pack,
                                progress=args.progress, retry_failed=args.retry_failed,
-                               force=args.force)
+                               force=args.force, extend=args.extend)
     else:
         from kerasgen.worker import run_study
 
         counts = run_study(spec, args.db, options, workers=args.workers,
                            progress=args.progress, retry_failed=args.retry_failed,
-                           force=args.force)
+                           force=args.force, extend=args.extend)
     finished = counts[DONE] + counts[DIVERGED]
     print(f"Study {spec.name!r}: {finished} of {sum(counts.values())} cells finished "
           f"({counts[DONE]} done, {counts[DIVERGED]} diverged, {counts[FAILED]} failed). "
@@ -553,6 +553,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run a grid of more than 100,000 cells, with less free disk "
                           "than the projected use, or with other kernel settings (backend, "
                           "oneDNN, XLA, device) than the study's earlier runs")
+    run.add_argument("--extend", action="store_true",
+                     help="grow an existing study: a specification that only adds models, "
+                          "data sets, batch sizes, learning rates or seeds, or raises the "
+                          "epochs under the epochs rule (finished cells continue from their "
+                          "final weights); it prints what is added")
     run.add_argument("--progress", choices=("auto", "live", "plain"), default="auto",
                      help="the progress display: auto = live on a terminal, plain lines "
                           "otherwise")
@@ -681,6 +686,7 @@ def main(argv: list[str] | None = None) -> int:
     from kerasgen.claims import ClaimError
     from kerasgen.data import DataError
     from kerasgen.export import ExportError
+    from kerasgen.naming import ModelError
     from kerasgen.options import OptionsError
     from kerasgen.outputs import OutputError
     from kerasgen.settings import SettingsMismatch
@@ -707,7 +713,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kerasgen {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (CLIError, SpecError, StoreError, DataError, OptionsError, StudyError,
-            DiskFull, ExportError, SettingsMismatch, OutputError) as exc:
+            DiskFull, ExportError, SettingsMismatch, OutputError, ModelError) as exc:
         print(f"kerasgen {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except ClaimError as exc:

@@ -39,6 +39,7 @@ import numpy as np
 
 from kerasgen.models import build_model, copies_of, copy_name, packed
 from kerasgen.models.fused import fused, fused_weights, unfuse_weights
+from kerasgen.naming import ModelRef, file_stem, model_ref
 
 
 @contextlib.contextmanager
@@ -147,11 +148,15 @@ def build_pack(model: str, ds, learning_rates: list[float],
     (for a MirroredStrategy), so they are those of the global batch, as on one device.
     """
     k = len(learning_rates)
+    ref = model if isinstance(model, ModelRef) else model_ref(model)
     if layout == "fused":
-        net = fused(model, k, ds.num_classes, ds.input_shape, initial_weights=weights)
+        if not ref.builtin:
+            raise ValueError(f"the fused layout knows only the built-in networks, not "
+                             f"{ref.name!r}; use layout branches (auto chooses it)")
+        net = fused(ref.name, k, ds.num_classes, ds.input_shape, initial_weights=weights)
     elif layout == "branches":
-        net = packed(lambda: build_model(model, ds.num_classes, ds.input_shape), k,
-                     initial_weights=weights, name=f"pack_{model}")
+        net = packed(lambda: build_model(ref, ds.num_classes, ds.input_shape), k,
+                     initial_weights=weights, name=f"pack_{file_stem(ref.name, 40)}")
     else:
         raise ValueError(f"layout must be one of {LAYOUTS}. Received: layout={layout!r}")
     if synchronized_bn:
@@ -218,6 +223,16 @@ class PackCache:
 PACKS = PackCache()
 
 
+def set_cell_weights(net: keras.Model, layout: str, weights: list[list]) -> None:
+    """Put each copy at its own weights (single-network order, as ``cell_weights`` gives
+    them): a pack that continues finished cells from their final weights."""
+    if layout == "fused":
+        net.set_weights(fused_weights(weights, net))
+    else:
+        for net_i, w in zip(copies_of(net), weights):
+            net_i.set_weights(w)
+
+
 def cell_weights(net: keras.Model, layout: str) -> list[list]:
     """Each copy's weights in the single network's order, whatever the layout."""
     if layout == "fused":
@@ -225,12 +240,16 @@ def cell_weights(net: keras.Model, layout: str) -> list[list]:
     return [c.get_weights() for c in copies_of(net)]
 
 
-def resolve_layout(option: str) -> str:
-    """``"auto"``: what scripts/bench_train.py measured fastest on this kind of device."""
+def resolve_layout(option: str, model=None) -> str:
+    """``"auto"``: what scripts/bench_train.py measured fastest on this kind of device,
+    for a built-in network; always "branches" for a network of your own (``model``, a
+    ModelRef), whose layers the fused layout does not know."""
     if option in LAYOUTS:
         return option
     if option != "auto":
         raise ValueError(f"layout must be auto, branches or fused. Received: {option!r}")
+    if model is not None and not model.builtin:
+        return "branches"
     return "fused" if _has_accelerator() else "branches"
 
 
@@ -286,5 +305,6 @@ def xla_refused(option: bool | str) -> bool:
 
 
 __all__ = ["LAYOUTS", "PACKS", "PackCache", "PackedSGD", "build_pack", "cell_weights",
+           "set_cell_weights",
            "float_type", "mirrored_strategy", "reset_pack", "resolve_jit_compile",
            "resolve_layout", "xla_refused"]

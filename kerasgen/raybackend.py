@@ -138,6 +138,8 @@ class RemoteStore:
 
 _RECORDED: set = set()
 """(store, study) pairs whose environment this Ray worker process has recorded."""
+_VERIFIED: set = set()
+"""Networks of your own this Ray worker process has checked against the study's record."""
 
 
 def _train_pack_task(writer, db_path: str, spec_dict: dict, claim: Claim, options_dict: dict,
@@ -153,7 +155,12 @@ def _train_pack_task(writer, db_path: str, spec_dict: dict, claim: Claim, option
     import ray
 
     from kerasgen.train import prepare_dataset, train_pack
-    from kerasgen.worker import SettingsMismatch, record_worker, worker_environment
+    from kerasgen.worker import (
+        SettingsMismatch,
+        record_worker,
+        verify_network,
+        worker_environment,
+    )
 
     spec = from_dict(spec_dict)
     options = RunOptions(**options_dict)
@@ -167,6 +174,10 @@ def _train_pack_task(writer, db_path: str, spec_dict: dict, claim: Claim, option
         _RECORDED.add((db_path, study_id))
     ray.get(writer.report_pid.remote(claim.pack_id, os.getpid()))
     ds = prepare_dataset(claim.cells[0]["dataset"], options, spec.training.dtype)
+    try:
+        verify_network(store, study_id, spec, claim.cells[0]["model"], ds, _VERIFIED)
+    except SettingsMismatch as exc:
+        return {"pack_id": claim.pack_id, "refused": str(exc)}
     try:
         return train_pack(store, claim, spec, ds, options)
     except DiskFull as exc:  # not the pack's fault: no Ray retry, no failure counted
@@ -229,7 +240,8 @@ def _check_pack_resources(ray, cpus_per_pack: float, gpus_per_pack: float) -> No
 def run_study_ray(spec: Spec, db, options: RunOptions | None = None, address: str | None = None,
                   cpus_per_pack: float = 1.0, gpus_per_pack: float | None = None,
                   progress: bool | str = "auto", retry_failed: bool = False,
-                  num_cpus: int | None = None, on_submitted=None, force: bool = False) -> dict:
+                  num_cpus: int | None = None, on_submitted=None, force: bool = False,
+                  extend: bool = False) -> dict:
     """Train every cell of ``spec`` on a Ray cluster; the store stays at ``db`` here.
 
     ``address``: an existing cluster ("auto", "ray://host:10001", "host:6379"); None
@@ -249,7 +261,15 @@ def run_study_ray(spec: Spec, db, options: RunOptions | None = None, address: st
     db = Path(db).resolve()
     if options.checkpoint_dir is None:
         options.checkpoint_dir = str(Path(str(db) + ".checkpoints"))
-    check_before_claiming(spec, db, options, force=force, disk=False)
+    checked = check_before_claiming(spec, db, options, force=force, disk=False)
+    local = [m for m in spec.models
+             if spec.model(m).kind == "registered" and spec.model(m).target is None]
+    if local:
+        from kerasgen.worker import StudyError
+
+        raise StudyError(f"model {local[0]!r} is registered from a function a Ray worker "
+                         "cannot import (defined in a script's __main__): define it at module "
+                         "level in an importable module.")
 
     started_here = not ray.is_initialized()
     if started_here:
@@ -262,8 +282,8 @@ def run_study_ray(spec: Spec, db, options: RunOptions | None = None, address: st
             gpus_per_pack = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
         _check_pack_resources(ray, cpus_per_pack, gpus_per_pack)
         check_disk(spec, db, options, _task_slots(ray.cluster_resources(), cpus_per_pack,
-                                                  gpus_per_pack), force)
-        study_id = register_study(spec, db, options, retry_failed)
+                                                  gpus_per_pack), force, checked.measured)
+        study_id = register_study(spec, db, options, retry_failed, checked.networks, extend)
         here = ray.get_runtime_context().get_node_id()
         writer = ray.remote(num_cpus=0)(StoreWriter).options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),

@@ -52,8 +52,7 @@ from kerasgen.store import (
     read_snapshot,
     study_overview,
 )
-from kerasgen.vocabulary import display_name
-from tui.view import METRICS
+from kerasgen.vocabulary import METRICS, display_name
 
 ALPHA = 0.005  # the paper's significance level
 TABLES = (1, 2, 3)

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from kerasgen.store.common import StoreError
+from kerasgen.store.common import BOUND_COLUMNS, StoreError
 from kerasgen.store.files import connect_readonly
 from kerasgen.store.writer import Store
 
@@ -298,12 +298,6 @@ def study_uids(db) -> dict[str, str | None]:
     finally:
         if owned:
             conn.close()
-
-
-BOUND_COLUMNS = ["cell_id", "params", "estimator", "n_params", "n_examples", "delta",
-                 "trace_ca_inv", "logdet_sigma", "kl", "theorem1", "theorem1_discrete",
-                 "theorem2", "commutator", "assumption2", "critical_ratio", "report_json",
-                 "computed_at"]
 
 
 def load_bound_rows(db) -> pd.DataFrame:

@@ -255,6 +255,15 @@ def _migration_7(conn: sqlite3.Connection) -> None:
     """)
 
 
+def _migration_8(conn: sqlite3.Connection) -> None:
+    # A study that grows (kerasgen run --extend with more epochs): a finished cell goes
+    # back to pending with the epoch it continues from, its final weights; cells of one
+    # pack share it (a new cell of the same group starts from 0 in a pack of its own).
+    run_script(conn, """
+        ALTER TABLE cells ADD COLUMN continue_from INTEGER;
+    """)
+
+
 # Numbered migrations: MIGRATIONS[i] takes the schema from version i to i + 1.
 MIGRATIONS: list[tuple[str, Any]] = [
     ("studies, cells, epochs; views best and progress", _migration_1),
@@ -264,6 +273,7 @@ MIGRATIONS: list[tuple[str, Any]] = [
     ("studies.uid: the key of a study's files beside the store", _migration_5),
     ("view epochs_long; cells.hparams_json; epochs.pack_cells", _migration_6),
     ("cells.claim_token: ownership checked against the claim itself", _migration_7),
+    ("cells.continue_from: finished cells that continue when a study grows", _migration_8),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
