@@ -275,7 +275,9 @@ def synthetic_args(name: str) -> dict:
         raise ValueError(f"Unknown data set {name!r}: sizes must be positive, classes >= 2.")
     # The images are made in memory (float32, training and test sets): refused here, before
     # anything is registered or created, rather than as a MemoryError after.
-    nbytes = 4 * size * size * channels * (n_train + max(n_train // 4, 64))
+    # float32 images of the training set, the test set (load_synthetic: max(classes,
+    # n_train // 4) images) and one template per class.
+    nbytes = 4 * size * size * channels * (n_train + max(classes, n_train // 4) + classes)
     if nbytes > MAX_SYNTHETIC_BYTES:
         raise ValueError(f"The synthetic data set {name!r} would take {nbytes / 2**30:,.1f} GiB "
                          f"of memory, more than the {MAX_SYNTHETIC_BYTES / 2**30:g} GiB a "

@@ -63,9 +63,9 @@ class StoreWriter:
         return self.store.cell(cell_id)
 
     def record_epoch(self, cell_id, epoch, logs, wall_seconds=None, claim=None,
-                     pack_cells=None) -> bool:
+                     pack_cells=None, replay=True) -> bool:
         return self.store.record_epoch(cell_id, epoch, logs, wall_seconds, claim=claim,
-                                       pack_cells=pack_cells)
+                                       pack_cells=pack_cells, replay=replay)
 
     def finish_cell(self, cell_id, status=DONE, diverged_epoch=None, error=None, claim=None):
         self.store.finish_cell(cell_id, status, diverged_epoch=diverged_epoch, error=error,
@@ -115,9 +115,9 @@ class RemoteStore:
         return self._call("cell", cell_id)
 
     def record_epoch(self, cell_id, epoch, logs, wall_seconds=None, claim=None,
-                     pack_cells=None):
+                     pack_cells=None, replay=True):
         return self._call("record_epoch", cell_id, epoch, logs, wall_seconds, claim=claim,
-                          pack_cells=pack_cells)
+                          pack_cells=pack_cells, replay=replay)
 
     def finish_cell(self, cell_id, status=DONE, diverged_epoch=None, error=None, claim=None):
         return self._call("finish_cell", cell_id, status, diverged_epoch=diverged_epoch,
