@@ -14,6 +14,8 @@ Public names (resolved lazily on first use):
 - ``load_epochs(db, ...)``       one row per cell per epoch
 - ``SQLiteLogger``               a Keras callback that streams epochs into a store
 - ``Store``, ``StoreError``      the store itself
+- ``rank_measures(frame)``       generalization measures ranked as Jiang et al. (2020) do
+  (``kerasgen.measures``: the frame from ``measure_frame(db)``)
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ _LAZY = {
     "spec_from_dict": "kerasgen.spec",
     "preset": "kerasgen.spec",
     "RunOptions": "kerasgen.options",
+    "rank_measures": "kerasgen.measures.rank",
 }
 
 __all__ = ["__version__", *_LAZY]
