@@ -330,3 +330,14 @@ def test_the_report_ranks_the_computed_measures(trained_store, tmp_path):
     assert run.returncode == 0, run.stderr
     assert "## Generalization measures" in run.stdout and "log path norm" in run.stdout
     assert "## Steps and compute" in run.stdout
+
+
+@pytest.mark.slow
+def test_bench_measures_runs_and_prints_its_table(tmp_path):
+    run = subprocess.run([sys.executable, "scripts/bench_measures.py", "--measures", "sum_fro",
+                          "b_simple", "--repeats", "1", "--no-paper-rate",
+                          "--data-dir", str(tmp_path)], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "| sum_fro | " in run.stdout and "| b_simple | " in run.stdout
+    assert "on the demo's 64 runs" in run.stdout

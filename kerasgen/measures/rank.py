@@ -299,10 +299,10 @@ def rank_measures(frame: pd.DataFrame, target: str = "gap", confidence: float = 
     out = pd.DataFrame(rows)
     ranked = []
     for _, grid in out.groupby(GRID, sort=True):
-        order = grid.assign(_psi=grid["psi"].abs().fillna(-1),
+        order = grid.assign(_ranked=grid["tau"].notna(), _psi=grid["psi"].abs().fillna(-1),
                             _tau=grid["tau"].abs().fillna(-1)).sort_values(
-            ["_psi", "_tau", "measure"], ascending=[False, False, True])
-        order = order.drop(columns=["_psi", "_tau"])
+            ["_ranked", "_psi", "_tau", "measure"], ascending=[False, False, False, True])
+        order = order.drop(columns=["_ranked", "_psi", "_tau"])
         has = order["tau"].notna()
         order["rank"] = np.where(has, np.cumsum(has), np.nan)
         ranked.append(order)
@@ -336,8 +336,8 @@ def _rank_one(rec: dict, runs: pd.DataFrame, target: str, confidence: float,
     if math.isfinite(rec["tau"]):
         rec["tau_p"] = kendall_p(cells["value"], cells[target])
     elif cells["value"].nunique() <= 1:
-        rec["reason"] = ("the same value for every cell of a seed (a property of the "
-                         "initialisation, not of the run): not ranked")
+        rec["reason"] = ("the same value for every cell of a seed: a property of the "
+                         "initialisation, not of the run")
     rec["tau_loss"] = kendall_tau(cells["value"], cells["loss_gap"])
     rec.update(granulated_tau(runs, "value", target))
     per_seed = [kendall_tau(*(lambda c: (c["value"], c[target]))(
@@ -419,8 +419,9 @@ def verdict(ranking: pd.DataFrame, study: str, model: str, dataset: str,
         text += (f". Given {best['label']}, the ratio still predicts the {target.replace('_', ' ')}"
                  f" (partial rank correlation {partial:+.2f}, p = {p:.2g} < {alpha:g}).")
     else:
-        text += (f". Given {best['label']}, the ratio adds nothing detectable (partial rank "
-                 f"correlation {partial:+.2f}, p = {p:.2g}, α = {alpha:g}).")
+        text += (f". Given {best['label']}, what the ratio still says about the "
+                 f"{target.replace('_', ' ')} is not significant at α = {alpha:g} (partial "
+                 f"rank correlation {partial:+.2f}, p = {p:.2g}).")
     return text
 
 

@@ -197,7 +197,7 @@ def compute_measures_for_store(db, study: str | None = None, cells: Sequence[int
     dirs = {name: study_directory(root, name, uid) for name, uid in uids.items()}
     keys = {n: settings_key(measure_settings(n, config)) for n in names}
     stored = set() if recompute else measure_keys(db)
-    todo = []
+    todo, complete = [], 0
     for row in frame.itertuples():
         if row.status == DIVERGED:
             print(f"{_describe(row)}: skipped (diverged at epoch {row.diverged_epoch}: no "
@@ -207,6 +207,7 @@ def compute_measures_for_store(db, study: str | None = None, cells: Sequence[int
             continue
         missing = [n for n in names if (int(row.cell_id), n, keys[n]) not in stored]
         if not missing:
+            complete += 1
             continue
         path = cell_weights_path(dirs[row.study], row.cell_id)
         if not path.exists():
@@ -217,13 +218,16 @@ def compute_measures_for_store(db, study: str | None = None, cells: Sequence[int
             print(f"{_describe(row)}: skipped (no final weights at {path})")
             continue
         todo.append((row, missing))
-    done_before = sum(1 for r in frame.itertuples() if r.status == DONE) - len(todo)
-    if not todo:
-        print(f"every finished run already has {', '.join(names)} (same settings); "
-              "--recompute to redo")
+    finished = sum(1 for r in frame.itertuples() if r.status == DONE)
+    if not finished:
+        print("no finished run to measure yet (kerasgen run finishes them)")
         return []
-    if done_before > 0:
-        print(f"{done_before} finished run(s) already have every measure asked for; skipped")
+    if not todo:
+        print(f"every finished run already has {', '.join(names)} (same settings) or was "
+              "skipped above; --recompute to redo")
+        return []
+    if complete:
+        print(f"{complete} finished run(s) already have every measure asked for; skipped")
     initial = {}
     for row, _ in todo:
         key = (row.model, row.dataset, int(row.seed))

@@ -306,6 +306,9 @@ def _write_measure_figures(db, out_dir, study, dpi) -> list[Path]:
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    plain_numbers = FuncFormatter(lambda v, _: f"{v:g}")  # mathtext is off (literal_text)
 
     from kerasgen.naming import file_stem
     from kerasgen.vocabulary import display_name
@@ -326,7 +329,8 @@ def _write_measure_figures(db, out_dir, study, dpi) -> list[Path]:
             continue
         cols = min(5, len(shown))
         rows = -(-len(shown) // cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 2.7 * rows), squeeze=False)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False,
+                                 layout="constrained")
         for ax in axes.flat[len(shown):]:
             ax.axis("off")
         for ax, r in zip(axes.flat, shown.itertuples()):
@@ -347,20 +351,25 @@ def _write_measure_figures(db, out_dir, study, dpi) -> list[Path]:
         noise = runs[runs["measure"] == "b_simple"]
         init = runs[runs["measure"] == "b_simple_init"]
         if len(noise) or len(init):
-            fig, ax = plt.subplots(figsize=(5.5, 3.6))
+            fig, ax = plt.subplots(figsize=(6.0, 3.8), layout="constrained")
             if len(noise):
-                ax.scatter(noise["batch_size"], noise["value"], c=np.log2(noise["learning_rate"]),
-                           cmap="plasma", s=24, edgecolors="black", linewidths=0.3,
-                           label="B_simple at the final weights")
+                points = ax.scatter(noise["batch_size"], noise["value"],
+                                    c=np.log2(noise["learning_rate"]), cmap="plasma", s=24,
+                                    edgecolors="black", linewidths=0.3)
+                fig.colorbar(points, ax=ax, label="log2(learning rate)")
             for seed, value in init.groupby("seed")["value"].first().items():
                 ax.axhline(value, ls="--", lw=1, color="gray")
-                ax.text(ax.get_xlim()[0], value, f" init, seed {seed}", fontsize=7, va="bottom")
+                ax.text(0.01, value, f"B_simple at init, seed {seed}", fontsize=7,
+                        va="bottom", transform=ax.get_yaxis_transform())
             sizes = sorted(runs["batch_size"].unique())
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_xticks(sizes, [str(b) for b in sizes])
+            for axis in (ax.xaxis, ax.yaxis):
+                axis.set_minor_formatter(NullFormatter())
+            ax.yaxis.set_major_formatter(plain_numbers)
             ax.set_xlabel("batch size |S| (the grid's)")
-            ax.set_ylabel("B_simple = tr(C)/|g|²")
+            ax.set_ylabel("B_simple = tr(C)/|g|² (dots: final weights)")
             ax.set_title(f"{display_name(model)} / {display_name(dataset)}: gradient noise "
                          "scale vs the grid's batch sizes", fontsize=9)
             ax.grid(True, alpha=0.3)
