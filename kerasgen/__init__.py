@@ -17,6 +17,8 @@ Public names (resolved lazily on first use):
 - ``register_model(name, build_fn)``  a network of your own, by name in a spec's models
 - ``Dataset``                    what a data set of your own may return (arrays and how
                                  to normalise and augment them)
+- ``rank_measures(frame)``       generalization measures ranked as Jiang et al. (2020) do
+  (``kerasgen.measures``: the frame from ``measure_frame(db)``)
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ _LAZY = {
     "RunOptions": "kerasgen.options",
     "register_model": "kerasgen.naming",
     "Dataset": "kerasgen.data",
+    "rank_measures": "kerasgen.measures.rank",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -290,7 +290,7 @@ def cmd_status(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- report / tui / bound
+# ---------------------------------------------------------------- report / tui / bound / measures
 
 def cmd_report(args) -> int:
     from kerasgen.report import render_report, write_figures
@@ -317,6 +317,10 @@ def cmd_report(args) -> int:
         from kerasgen.report.bounds import render_bounds_section
 
         text += "\n" + render_bounds_section(args.db, study=args.study)
+    if args.measures:
+        from kerasgen.report.measures import render_measures_section
+
+        text += "\n" + render_measures_section(args.db, study=args.study, alpha=args.alpha)
     paths: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="kerasgen-figures-") as scratch:
         if figures_dir or html:
@@ -330,6 +334,10 @@ def cmd_report(args) -> int:
                 from kerasgen.report.bounds import write_bound_figures
 
                 paths += write_bound_figures(args.db, scratch, study=args.study)
+            if args.measures:
+                from kerasgen.report.measures import write_measure_figures
+
+                paths += write_measure_figures(args.db, scratch, study=args.study)
         if html:
             from kerasgen.report.html import render_html
 
@@ -396,6 +404,37 @@ def cmd_bound(args) -> int:
                                         recompute=args.recompute)
     print(f"computed bounds for {len(rows)} cells into {args.db} (table bounds); "
           f"see `kerasgen report --db {args.db} --bounds`")
+    return 0
+
+
+def cmd_measures(args) -> int:
+    from kerasgen.measures.catalogue import MEASURES, check_measure_names
+
+    if args.list:
+        for name, m in MEASURES.items():
+            where = {"network": "computed" + (" (default)" if m.default else ""),
+                     "store": "from the epochs", "bounds": "from kerasgen bound",
+                     "grid": "the reference"}[m.source]
+            print(f"{name:24} {m.family:13} {where:20} {m.description}")
+        return 0
+    names = check_measure_names(args.measures or ["default"])  # before TensorFlow
+    cells = _cell_ids(args.cells) if args.cells else None
+    if not Path(args.db).exists():  # before a log is opened beside it
+        raise CLIError(f"{args.db} does not exist; train a study first (kerasgen run)")
+    from kerasgen import runtime
+
+    runtime.quiet_tensorflow()
+    from kerasgen.measures.runs import MeasureConfig, compute_measures_for_store
+
+    config = MeasureConfig(max_examples=args.max_examples, seed=args.seed)
+    with runtime.native_output_to(None if args.verbose else _log_path(args.db)):
+        rows = compute_measures_for_store(args.db, study=args.study, cells=cells,
+                                          measures=names, data_dir=args.data_dir,
+                                          checkpoint_dir=args.checkpoint_dir, config=config,
+                                          recompute=args.recompute)
+    runs = len({r["cell_id"] for r in rows})
+    print(f"computed {len(rows)} measures of {runs} runs into {args.db} (table measures); "
+          f"see `kerasgen report --db {args.db} --measures`")
     return 0
 
 
@@ -625,6 +664,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write PNG figures into this directory (default: none)")
     report.add_argument("--bounds", action="store_true",
                         help="add the PAC-Bayes bound section (after `kerasgen bound`)")
+    report.add_argument("--measures", action="store_true",
+                        help="add the generalization measures section (ranked as Jiang et al. "
+                             "2020; after `kerasgen measures`) and steps and compute (Table 3 "
+                             "at matched SGD steps)")
     report.add_argument("--output", "-o", default=None,
                         help="write the report to this file (default: print it)")
     report.add_argument("--force", action="store_true",
@@ -656,6 +699,31 @@ def build_parser() -> argparse.ArgumentParser:
                        help="show TensorFlow's start-up lines (else they go to <db>.log)")
     bound.set_defaults(func=cmd_bound)
 
+    measures = command("measures", "generalization measures of finished runs (norms, "
+                                   "sharpness, noise scale, margin), for ranking")
+    add_store_arguments(measures)
+    measures.add_argument("--study", default=None, help="only this study (default: all)")
+    measures.add_argument("--measures", nargs="+", default=None, metavar="NAME",
+                          help="measures, families (norm, sharpness, noise), 'default' or "
+                               "'all' (default: the default set; --list shows them)")
+    measures.add_argument("--cells", default=None,
+                          help="comma-separated run ids (default: every finished run)")
+    measures.add_argument("--max-examples", type=_number(int, 2, "an integer"), default=256,
+                          help="examples of each run's clean training subset the data "
+                               "measures use")
+    measures.add_argument("--seed", type=_number(int, 0, "an integer"), default=0,
+                          help="seed of the example subset, probes and noise draws")
+    measures.add_argument("--data-dir", default="data", help="where data sets are")
+    measures.add_argument("--checkpoint-dir", default=None,
+                          help="where the run kept its weights (default: <db>.checkpoints)")
+    measures.add_argument("--recompute", action="store_true",
+                          help="recompute measures already stored with the same settings")
+    measures.add_argument("--list", action="store_true",
+                          help="list every measure with its family and source, then exit")
+    measures.add_argument("--verbose", action="store_true",
+                          help="show TensorFlow's start-up lines (else they go to <db>.log)")
+    measures.set_defaults(func=cmd_measures)
+
     export = command("export", "a store's study as TensorBoard runs (HParams), CSV or Parquet")
     export.add_argument("format", choices=("tensorboard", "csv", "parquet"),
                         help="tensorboard: one run per cell with its hyper-parameters, "
@@ -686,6 +754,7 @@ def main(argv: list[str] | None = None) -> int:
     from kerasgen.claims import ClaimError
     from kerasgen.data import DataError
     from kerasgen.export import ExportError
+    from kerasgen.measures.catalogue import MeasureError
     from kerasgen.naming import ModelError
     from kerasgen.options import OptionsError
     from kerasgen.outputs import OutputError
@@ -713,7 +782,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kerasgen {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (CLIError, SpecError, StoreError, DataError, OptionsError, StudyError,
-            DiskFull, ExportError, SettingsMismatch, OutputError, ModelError) as exc:
+            DiskFull, ExportError, SettingsMismatch, OutputError, ModelError,
+            MeasureError) as exc:
         print(f"kerasgen {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except ClaimError as exc:

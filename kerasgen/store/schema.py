@@ -264,6 +264,33 @@ def _migration_8(conn: sqlite3.Connection) -> None:
     """)
 
 
+def _migration_9(conn: sqlite3.Connection) -> None:
+    # Generalization measures per finished run (`kerasgen measures`, Jiang et al. 2020):
+    # one row per (run, measure, settings). `settings_key` is a hash of `settings_json`,
+    # so the same measure under other settings is another row and a rerun with the same
+    # settings replaces nothing (idempotent under several processes). `weights` names
+    # the weights the value was taken at ('final': the weights the run finished with, at
+    # epoch `weights_epoch`; 'initial': the group's initial weights) beside the run's
+    # `kept_epoch` when it was computed. Self-contained (it creates only this table).
+    run_script(conn, """
+        CREATE TABLE measures (
+            cell_id        INTEGER NOT NULL REFERENCES cells(cell_id) ON DELETE CASCADE,
+            measure        TEXT NOT NULL,
+            settings_key   TEXT NOT NULL,
+            value          REAL,
+            estimator      TEXT NOT NULL,
+            settings_json  TEXT NOT NULL,
+            details_json   TEXT,
+            weights        TEXT NOT NULL,
+            weights_epoch  INTEGER,
+            kept_epoch     INTEGER,
+            seconds        REAL NOT NULL,
+            computed_at    TEXT NOT NULL,
+            PRIMARY KEY (cell_id, measure, settings_key)
+        );
+    """)
+
+
 # Numbered migrations: MIGRATIONS[i] takes the schema from version i to i + 1.
 MIGRATIONS: list[tuple[str, Any]] = [
     ("studies, cells, epochs; views best and progress", _migration_1),
@@ -274,6 +301,7 @@ MIGRATIONS: list[tuple[str, Any]] = [
     ("view epochs_long; cells.hparams_json; epochs.pack_cells", _migration_6),
     ("cells.claim_token: ownership checked against the claim itself", _migration_7),
     ("cells.continue_from: finished cells that continue when a study grows", _migration_8),
+    ("measures: generalization measures per run", _migration_9),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

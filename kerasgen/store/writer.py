@@ -640,6 +640,29 @@ class Store:
                          f"VALUES ({', '.join('?' * len(BOUND_COLUMNS))})",
                          [values[c] for c in BOUND_COLUMNS])
 
+    def save_measure_rows(self, rows: Sequence[dict]) -> int:
+        """Write measures (rows of ``measures``) in one transaction; a row whose (cell,
+        measure, settings) is already stored is kept as it is (another process computed
+        it first, with the same settings). Returns the rows inserted."""
+        from kerasgen.store.queries import MEASURE_COLUMNS
+
+        if not rows:
+            return 0
+        with self.transaction() as conn:
+            before = conn.total_changes
+            conn.executemany(
+                f"INSERT OR IGNORE INTO measures ({', '.join(MEASURE_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(MEASURE_COLUMNS))})",
+                [[_finite_or_none(r[c]) if c == "value" else r[c] for c in MEASURE_COLUMNS]
+                 for r in rows])
+            return conn.total_changes - before
+
+    def delete_measure_rows(self, cell_id: int, measure: str, settings_key: str) -> None:
+        """Remove one stored measure (``kerasgen measures --recompute``)."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM measures WHERE cell_id = ? AND measure = ? AND "
+                         "settings_key = ?", (int(cell_id), measure, settings_key))
+
     def finished_packs(self) -> list[tuple[str, str | None, list[str]]]:
         """(study name, uid, pack ids) of every study: the packs whose cells are all done
         or diverged, whose checkpoints nothing will resume from."""

@@ -16,6 +16,7 @@ KEYS = (
     ("o", "overview: every study, progress per model and data set, live workers"),
     ("h", "heatmap of the selected grid (batch size × learning rate)"),
     ("s", "Spearman Tables 1–3 of the selected grid, direction verdicts, premise"),
+    ("g", "generalization measures of the selected grid, ranked (kerasgen measures)"),
     ("m", "cycle the metric: test accuracy → final test accuracy → gap → loss gap"),
     ("[  ]", "previous / next grid (model, data set)"),
     ("↑ ↓ ← →", "move the heatmap cursor (also Home / End, or click a cell)"),
