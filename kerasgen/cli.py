@@ -85,7 +85,7 @@ def _run_options(args):
         jit_compile=jit, layout=args.layout, stale_seconds=args.stale_seconds,
         max_attempts=args.max_attempts, steps_per_execution=args.steps_per_execution,
         mirrored=args.mirrored, onednn=onednn_option(args.onednn),
-        keep_weights=args.keep_weights,
+        keep_weights=args.keep_weights, keras_backend=args.keras_backend, exact=args.exact,
     )
 
 
@@ -184,7 +184,8 @@ def cmd_demo(args) -> int:
         from kerasgen.worker import run_study
 
         with runtime.native_output_to(None if args.verbose else _log_path(db)):
-            run_study(spec, db, RunOptions(data_dir=args.data_dir, onednn="auto"),
+            run_study(spec, db, RunOptions(data_dir=args.data_dir, onednn="auto",
+                                           keras_backend=args.keras_backend),
                       progress=args.progress)
     minutes = (time.monotonic() - started) / 60
     from kerasgen.report import render_report, write_figures
@@ -218,7 +219,8 @@ def _demo_with_dashboard(db: Path, args) -> int:
     with open(log, "a") as out:
         child = subprocess.Popen(
             [sys.executable, "-m", "kerasgen", "run", "--preset", "demo", "--db", str(db),
-             "--data-dir", args.data_dir, "--progress", "plain"], stdout=out, stderr=out)
+             "--data-dir", args.data_dir, "--progress", "plain", "--keras-backend",
+             args.keras_backend], stdout=out, stderr=out)
         try:
             # Let the child register the study so the dashboard opens on it.
             for _ in range(600):
@@ -563,11 +565,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where checkpoints and weights go (default: <db>.checkpoints)")
     run.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto",
                      help="XLA: never under TensorFlow (its op determinism, which makes "
-                          "resumes exact, rules XLA out); auto = on under KERAS_BACKEND=jax "
-                          "with a GPU")
+                          "resumes exact, rules XLA out); auto = on under JAX unless --exact")
     run.add_argument("--layout", choices=("auto", "branches", "fused"), default="auto",
                      help="packed layout: K branches, or copies fused into grouped layers "
                           "(auto: the measured winner for the device)")
+    run.add_argument("--keras-backend", choices=("auto", "tensorflow", "jax"), default="auto",
+                     help="the Keras backend of every training process: auto = the one the "
+                          "study's earlier runs used, else the faster one measured on this "
+                          "machine for the study's network (measured when that costs at most "
+                          "2%% of the study; else JAX with XLA where installed)")
+    run.add_argument("--exact", action="store_true",
+                     help="under JAX, compile without XLA so that a pack equals its cells "
+                          "run alone bit for bit (with XLA they agree to rounding)")
     run.add_argument("--onednn", choices=("auto", "default", "on", "off"), default="auto",
                      help="TF_ENABLE_ONEDNN_OPTS for every training process: auto = on for "
                           "x86-64 CPUs unless already exported; default = TensorFlow's "
@@ -623,6 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="show the study live in the dashboard (auto: on a terminal)")
     demo.add_argument("--progress", choices=("auto", "live", "plain"), default="auto",
                       help="the progress display without the dashboard")
+    demo.add_argument("--keras-backend", choices=("auto", "tensorflow", "jax"), default="auto",
+                      help="the Keras backend (auto: the faster one this machine offers; see "
+                           "kerasgen run --keras-backend)")
     demo.add_argument("--verbose", action="store_true",
                       help="show TensorFlow's start-up lines (else they go to <db>.log)")
     demo.set_defaults(func=cmd_demo)

@@ -150,10 +150,15 @@ def _train_pack_task(writer, db_path: str, spec_dict: dict, claim: Claim, option
     ``worker_environment`` a local worker records, under ``ray:<host>:<pid>``) and is
     refused, returning ``{"refused": ...}``, when those kernel settings differ from the
     study's earlier runs (see ``kerasgen.worker.record_worker``)."""
+    runtime.set_keras_backend(options_dict.get("keras_backend"))
     runtime.set_onednn(options_dict.get("onednn"))
     runtime.quiet_tensorflow()
     import ray
 
+    problems = runtime.unhonoured_settings(options_dict.get("onednn"),
+                                           options_dict.get("keras_backend"))
+    if problems:  # a Ray worker process reused after another study's tasks
+        return {"pack_id": claim.pack_id, "refused": "; ".join(problems)}
     from kerasgen.train import prepare_dataset, train_pack
     from kerasgen.worker import (
         SettingsMismatch,
@@ -262,6 +267,7 @@ def run_study_ray(spec: Spec, db, options: RunOptions | None = None, address: st
     if options.checkpoint_dir is None:
         options.checkpoint_dir = str(Path(str(db) + ".checkpoints"))
     checked = check_before_claiming(spec, db, options, force=force, disk=False)
+    options = replace(options, keras_backend=checked.keras_backend)
     local = [m for m in spec.models
              if spec.model(m).kind == "registered" and spec.model(m).target is None]
     if local:

@@ -55,7 +55,9 @@ from kerasgen.naming import model_ref as _model_ref
 
 STOP_RULES = ("epochs", "train_loss")
 BEST_METRICS = ("test_accuracy", "test_loss")
-DTYPES = ("float32", "float64")
+DTYPES = ("float32", "float64", "mixed_bfloat16")
+"""``mixed_bfloat16``: Keras's mixed-precision policy (float32 variables and optimizer
+update, bfloat16 computation); it changes the numbers, so only the spec asks for it."""
 LAST_BATCH = ("keep", "drop")
 TRAIN_EVAL_SIZES = ("test", "all")  # or an integer number of images (0: off)
 

@@ -306,7 +306,7 @@ def _fit_pack(fit: FitSettings, state: PackState, weights: list) -> None:
         int(first["batch_size"])
     training = spec.training
     meta, learning_rates, initial_epoch = state.meta, state.learning_rates, state.initial_epoch
-    jit = resolve_jit_compile(options.jit_compile)
+    jit = resolve_jit_compile(options.jit_compile, options.exact)
     # A resumed pack keeps the layout its checkpoint was written in.
     layout = (meta.get("layout", "branches") if meta is not None
               else resolve_layout(options.layout, ref))
@@ -406,7 +406,7 @@ def _finish_leftovers(store: Store, claim: Claim, cell_ids: list[int]) -> None:
 
 def prepare_dataset(name: str, options: RunOptions, dtype: str = "float32") -> data_lib.Dataset:
     ds = data_lib.load_dataset(name, data_dir=options.data_dir)
-    if dtype != "float32":
+    if dtype == "float64":
         ds.x_train = ds.x_train.astype(dtype)
         ds.x_test = ds.x_test.astype(dtype)
     return ds

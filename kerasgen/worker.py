@@ -59,13 +59,13 @@ def _spec_of(store: Store, name: str) -> tuple[int, Spec]:
 def check_datasets(spec: Spec, options: RunOptions) -> dict[str, tuple]:
     """Load every data set once before anything is claimed, so a missing one fails
     at once with its message (and nothing is marked running or failed); returns each
-    one's (input shape, number of classes)."""
+    one's (input shape, number of classes, training images)."""
     from kerasgen.data import load_dataset
 
     shapes = {}
     for name in spec.datasets:
         ds = load_dataset(name, data_dir=options.data_dir)
-        shapes[name] = (tuple(ds.input_shape), int(ds.num_classes))
+        shapes[name] = (tuple(ds.input_shape), int(ds.num_classes), int(ds.train_size))
     return shapes
 
 
@@ -99,7 +99,7 @@ def verify_network(store, study_id: int, spec: Spec, model: str, ds, verified: s
         return
     recorded = store.study_environment(study_id).get("networks", {})
     check_networks(spec.replace(models=[model]) if len(spec.models) > 1 else spec,
-                   {ds.name: (tuple(ds.input_shape), int(ds.num_classes))},
+                   {ds.name: (tuple(ds.input_shape), int(ds.num_classes), ds.train_size)},
                    {k: v for k, v in recorded.items() if k == key})
     verified.add(key)
 
@@ -117,14 +117,14 @@ def check_networks(spec: Spec, shapes: dict, recorded: dict) -> dict:
     facts = {}
     for model in spec.models:
         if spec.model(model).builtin:
-            for dataset, (shape, _) in shapes.items():
+            for dataset, (shape, *_) in shapes.items():
                 if len(shape) != 3:
                     from kerasgen.models import ModelError
 
                     raise ModelError(f"model {model!r} takes images (height, width, channels); "
                                      f"data set {dataset!r} has examples of shape {shape}.")
             continue
-        for dataset, (shape, classes) in shapes.items():
+        for dataset, (shape, classes, *_) in shapes.items():
             key = f"{model} on {dataset}"
             now = network_facts(spec, model, shape, classes)
             before = recorded.get(key)
@@ -202,7 +202,7 @@ def worker_environment(options: RunOptions) -> dict:
         "backend_version": runtime.backend_version(backend),
         "keras_version": runtime.package_version("keras"),
         "kerasgen_version": runtime.package_version("kerasgen"),
-        "jit_compile": resolve_jit_compile(options.jit_compile),
+        "jit_compile": resolve_jit_compile(options.jit_compile, options.exact),
         "layout": resolve_layout(options.layout),
         "pack_size": options.pack_size,
         "stale_seconds": options.stale_seconds,
@@ -255,6 +255,7 @@ def _worker_process(db_path: str, study: str, options_dict: dict, gpu: str | Non
     """Entry point of a spawned worker process (one per GPU, or CPU workers)."""
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    runtime.set_keras_backend(options_dict.get("keras_backend", "tensorflow"))
     runtime.set_onednn(options_dict.get("onednn"))
     runtime.quiet_tensorflow()
     options = RunOptions(**options_dict)
@@ -334,11 +335,34 @@ def check_before_claiming(spec: Spec, db: str | Path, options: RunOptions,
         # Sizes known from the names: refuse a study no disk holds before loading its data.
         check_disk(spec, db, options, workers, force)
     shapes = check_datasets(spec, options)
+    # The backend first: building a network of your own imports Keras, which fixes it.
+    backend, why = choose_backend(spec, db, options, shapes)
+    print(f"kerasgen: Keras backend {backend} ({why})", file=sys.stderr, flush=True)
+    runtime.set_keras_backend(backend)
     networks = check_networks(spec, shapes, _recorded_networks(db, spec.name))
     measured = _measured(spec, shapes, networks)
     if disk and not names_tell:
         check_disk(spec, db, options, workers, force, measured=measured)
-    return Checked(networks, measured)
+    return Checked(networks, measured, backend)
+
+
+def choose_backend(spec: Spec, db, options: RunOptions, shapes: dict) -> tuple[str, str]:
+    """The Keras backend the study trains with (``kerasgen.backends.choose``: as asked, or
+    for ``auto`` the one its earlier runs used, else the faster one measured)."""
+    from kerasgen.backends import choose
+
+    recorded = []
+    if Path(db).exists():
+        try:
+            with Store(db, create=False) as store:
+                row = store.study(spec.name)
+                env = store.study_environment(row["study_id"]) if row else {}
+            recorded = sorted({v.get("keras_backend") for k, v in env.items()
+                               if k.startswith("worker ") and isinstance(v, dict)
+                               and v.get("keras_backend")})
+        except StoreError:
+            recorded = []
+    return choose(spec, options, recorded, shapes)
 
 
 @dataclass(frozen=True)
@@ -348,6 +372,7 @@ class Checked:
 
     networks: dict
     measured: dict
+    keras_backend: str = "tensorflow"
 
 
 def _recorded_networks(db, study: str) -> dict:
@@ -369,7 +394,7 @@ def _measured(spec: Spec, shapes: dict, networks: dict) -> dict:
 
     measured = {}
     for model in spec.models:
-        for dataset, (shape, classes) in shapes.items():
+        for dataset, (shape, classes, *_) in shapes.items():
             facts = networks.get(f"{model} on {dataset}")
             if facts:
                 measured[(model, dataset)] = (facts["trainable"], facts["fixed"], facts["arrays"])
@@ -464,6 +489,7 @@ def run_study(spec: Spec, db: str | Path, options: RunOptions | None = None,
     runtime.set_onednn(options.onednn)
     db = Path(db)
     checked = check_before_claiming(spec, db, options, workers, force)
+    options = replace(options, keras_backend=checked.keras_backend)
     _check_importable(spec, workers, options)
     study_id = register_study(spec, db, options, retry_failed, checked.networks, extend)
     monitor = None
@@ -557,7 +583,7 @@ def _train_here(options: RunOptions, quiet: bool = False) -> bool:
     ``process="new"``. With ``process="this"`` such a setting is a StudyError."""
     if options.process == "new":
         return False
-    problems = runtime.unhonoured_settings(options.onednn)
+    problems = runtime.unhonoured_settings(options.onednn, options.keras_backend)
     if not problems:
         return True
     if options.process == "this":
