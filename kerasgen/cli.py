@@ -573,7 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the Keras backend of every training process: auto = the one the "
                           "study's earlier runs used, else the faster one measured on this "
                           "machine for the study's network (measured when that costs at most "
-                          "2%% of the study; else JAX with XLA where installed)")
+                          "2%% of the study, compilations counted; else TensorFlow)")
     run.add_argument("--exact", action="store_true",
                      help="under JAX, compile without XLA so that a pack equals its cells "
                           "run alone bit for bit (with XLA they agree to rounding)")
