@@ -14,6 +14,11 @@ Public names (resolved lazily on first use):
 - ``load_epochs(db, ...)``       one row per cell per epoch
 - ``SQLiteLogger``               a Keras callback that streams epochs into a store
 - ``Store``, ``StoreError``      the store itself
+- ``register_model(name, build_fn)``  a network of your own, by name in a spec's models
+- ``Dataset``                    what a data set of your own may return (arrays and how
+                                 to normalise and augment them)
+- ``rank_measures(frame)``       generalization measures ranked as Jiang et al. (2020) do
+  (``kerasgen.measures``: the frame from ``measure_frame(db)``)
 - ``spearman_tests(frame, metric=..., alpha=..., ...)``  Tables 1-3 of a results frame,
   tidy: coefficients, the paper's and the permutation p-values, intervals over seeds,
   adjusted p-values (``kerasgen.analysis``)
@@ -43,6 +48,9 @@ _LAZY = {
     "spec_from_dict": "kerasgen.spec",
     "preset": "kerasgen.spec",
     "RunOptions": "kerasgen.options",
+    "register_model": "kerasgen.naming",
+    "Dataset": "kerasgen.data",
+    "rank_measures": "kerasgen.measures.rank",
     "spearman_tests": "kerasgen.analysis",
     "ratio_model": "kerasgen.analysis",
     "noise_floor": "kerasgen.analysis",

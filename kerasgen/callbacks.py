@@ -23,6 +23,7 @@ is not storable in SQLite) and no longer written.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 import sys
 import threading
@@ -123,6 +124,7 @@ def check_cell(cell) -> tuple[dict, dict]:
             raise CellError(f"{key} must be a non-empty name. Received: {key}={value!r}")
     if key_error := _name_error(cell["study"]):
         raise CellError(key_error)
+    cell = {k: _plain_number(v) for k, v in cell.items()}
     bs = cell["batch_size"]
     if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
         raise CellError(f"batch_size must be an integer >= 1. Received: batch_size={bs!r}")
@@ -144,6 +146,17 @@ def check_cell(cell) -> tuple[dict, dict]:
     key = {k: cell[k] for k in CELL_KEYS}
     key["learning_rate"] = float(lr)
     return key, hparams
+
+
+def _plain_number(value):
+    """A NumPy (or other numbers-ABC) scalar as the Python int or float it is."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Number):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return value
 
 
 def _name_error(name: str) -> str | None:
@@ -244,6 +257,11 @@ class SQLiteLogger(keras.callbacks.Callback):
         claim: a worker's claim (the study runner's); writes are refused once the claim
             is lost. Without one the logger claims its cells itself when the fit starts,
             as a worker claims a pack: one writer per cell.
+        train_eval_data: ``(x, y)``, a fixed part of the training set, evaluated as the
+            test set is at every epoch that has test metrics (``model.evaluate``: the
+            weights of the epoch's end, batch norm in inference mode, no augmentation):
+            the clean training metrics ``train_eval_loss``/``train_eval_accuracy`` that the
+            generalization ``gap`` and ``loss_gap`` are measured with.
         heartbeat_seconds: how often the logger's claim is refreshed while the fit makes
             progress (a run's claim loop fails a logger's cells once its heartbeat is
             older than the run's stale limit, and never waits for them forever).
@@ -266,7 +284,7 @@ class SQLiteLogger(keras.callbacks.Callback):
 
     def __init__(self, db, cell, accuracy_name: str | None = None, finish: bool = True,
                  claim: Claim | None = None, loss_weight: float = 1.0,
-                 heartbeat_seconds: float = 5.0,
+                 train_eval_data=None, heartbeat_seconds: float = 5.0,
                  stale_seconds: float = DEFAULT_STALE_SECONDS):
         super().__init__()
         self.db = db
@@ -277,6 +295,11 @@ class SQLiteLogger(keras.callbacks.Callback):
         self.finish = finish
         self.claim = claim
         self.loss_weight = loss_weight
+        self.train_eval_data = train_eval_data
+        if train_eval_data is not None and (not isinstance(train_eval_data, (tuple, list))
+                                            or len(train_eval_data) != 2):
+            raise CellError("train_eval_data must be (x, y): a fixed part of the training set. "
+                            f"Received: {type(train_eval_data).__name__}")
         self.heartbeat_seconds = float(heartbeat_seconds)
         self.stale_seconds = float(stale_seconds)
         self.store: Store | None = None
@@ -294,8 +317,20 @@ class SQLiteLogger(keras.callbacks.Callback):
 
     # -- hooks for subclasses (the study runner checkpoints before rows are written)
     def add_metrics(self, epoch: int, rows: list[dict]) -> None:
-        """Add measurements of this epoch to each copy's row (the runner's clean
-        training metrics), before anything is written."""
+        """Add measurements of this epoch to each copy's row before anything is written:
+        the clean training metrics on ``train_eval_data``, at every epoch that has test
+        metrics (the runner's PackLogger measures its own fixed subset)."""
+        if self.train_eval_data is None or not any(
+                "test_loss" in row or "test_accuracy" in row for row in rows):
+            return
+        x, y = self.train_eval_data
+        logs = self.model.evaluate(x, y, batch_size=1000, verbose=0, return_dict=True)
+        clean = split_logs({f"val_{k}": v for k, v in logs.items()}, len(rows),
+                           self.accuracy_name, self.loss_weight)
+        for row, measured in zip(rows, clean):
+            for name in ("loss", "accuracy"):
+                if f"test_{name}" in measured:
+                    row[f"train_eval_{name}"] = measured[f"test_{name}"]
 
     def before_write(self, epoch: int, rows: list[dict], diverged: list[bool]) -> None:
         """Called at the end of each epoch before anything is written; ``self.wall``

@@ -25,6 +25,7 @@ No TensorFlow here (numpy only); models are used through ``get_weights``/``set_w
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -128,8 +129,19 @@ def study_files(db: str | os.PathLike, study: str,
     return study_directory(default_root(db, checkpoint_dir), study, uids[study])
 
 
-def group_weights_path(root: Path, model: str, dataset: str, seed: int) -> Path:
-    return Path(root) / "initial" / f"{model}-{dataset}-seed{seed}.weights.npz"
+def group_weights_path(root: Path, model, dataset: str, seed: int,
+                       network: dict | None = None) -> Path:
+    """Where a (model, data set, seed) group's initial weights live. A built-in network
+    (``model`` its name) keeps its plain name; a network of your own (a ModelRef and its
+    ``fingerprint``) is named by a stem of its name, its arguments and its network hash."""
+    from kerasgen.naming import file_stem
+
+    if network is None:
+        name = getattr(model, "name", model)
+        return Path(root) / "initial" / f"{name}-{file_stem(dataset)}-seed{seed}.weights.npz"
+    stem = file_stem(f"{model.name}{dict(model.args) or ''}", 60)
+    return (Path(root) / "initial" /
+            f"{stem}-{file_stem(dataset)}-seed{seed}-{network['network_hash']}.weights.npz")
 
 
 def cell_weights_path(study_dir: Path, cell_id: int) -> Path:
@@ -258,9 +270,11 @@ class PackCheckpoint:
                 old.unlink(missing_ok=True)
 
     def remove(self) -> None:
-        """Delete the pack's checkpoint directory, every owner's files in it (the pack is
-        finished; nothing will resume from them)."""
-        shutil.rmtree(self.directory, ignore_errors=True)
+        """Delete the pack's checkpoint files, every owner's (the pack is finished; nothing
+        will resume from them), then the directory if that left it empty: only files
+        named as kerasgen writes them are deleted (``_PACK_FILE``), never anything else
+        someone put there."""
+        remove_pack_files(self.directory)
 
     def restore(self, model, meta: dict) -> None:
         with np.load(self.directory / meta["arrays"]) as saved:
@@ -278,6 +292,21 @@ class PackCheckpoint:
 _PACK_FILE = re.compile(r"^(state(-[A-Za-z0-9]+)?(-\d+)?\.(json|npz)|\.state[^/]*\.tmp)$")
 """The files a pack checkpoint directory holds when kerasgen alone wrote it: states,
 their arrays, and temporary files of an interrupted atomic write."""
+
+
+def remove_pack_files(directory: Path) -> None:
+    """Unlink the checkpoint files kerasgen writes in a pack directory, then remove the
+    directory if nothing else is left in it."""
+    directory = Path(directory)
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.is_symlink() and entry.is_file() and _PACK_FILE.match(entry.name):
+            entry.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        directory.rmdir()
 
 
 def foreign_entries(directory: Path) -> list[Path]:
@@ -319,7 +348,7 @@ def clean_finished_packs(store, root: Path) -> tuple[list[tuple[Path, int]], lis
                             "did not write")
                 continue
             size = sum(f.stat().st_size for f in path.iterdir())
-            shutil.rmtree(path, ignore_errors=True)
+            remove_pack_files(path)
             removed.append((path, size))
     return removed, kept
 

@@ -116,6 +116,9 @@ def settle(store: Store, claim, outcome, options: RunOptions, final: bool = Fals
         raise ClaimError(f"{where} lost its own claim ({outcome}); its cells were given "
                          "back and resume from their checkpoint on the next run. This is a "
                          "bug in kerasgen: please report it with this message.") from outcome
+    if isinstance(outcome, SettingsMismatch):  # a changed network, other kernels: stop
+        store.release(claim, f"refused: {outcome}", count_failure=False)
+        raise outcome
     if isinstance(outcome, KeyboardInterrupt):
         store.release(claim, "interrupted (KeyboardInterrupt)", count_failure=False)
         raise outcome

@@ -85,7 +85,7 @@ def _run_options(args):
         jit_compile=jit, layout=args.layout, stale_seconds=args.stale_seconds,
         max_attempts=args.max_attempts, steps_per_execution=args.steps_per_execution,
         mirrored=args.mirrored, onednn=onednn_option(args.onednn),
-        keep_weights=args.keep_weights,
+        keep_weights=args.keep_weights, keras_backend=args.keras_backend, exact=args.exact,
     )
 
 
@@ -142,13 +142,13 @@ def _train(args, spec, options) -> int:
                                cpus_per_pack=args.cpus_per_pack,
                                gpus_per_pack=args.gpus_per_pack,
                                progress=args.progress, retry_failed=args.retry_failed,
-                               force=args.force)
+                               force=args.force, extend=args.extend)
     else:
         from kerasgen.worker import run_study
 
         counts = run_study(spec, args.db, options, workers=args.workers,
                            progress=args.progress, retry_failed=args.retry_failed,
-                           force=args.force)
+                           force=args.force, extend=args.extend)
     finished = counts[DONE] + counts[DIVERGED]
     print(f"Study {spec.name!r}: {finished} of {sum(counts.values())} cells finished "
           f"({counts[DONE]} done, {counts[DIVERGED]} diverged, {counts[FAILED]} failed). "
@@ -184,7 +184,8 @@ def cmd_demo(args) -> int:
         from kerasgen.worker import run_study
 
         with runtime.native_output_to(None if args.verbose else _log_path(db)):
-            run_study(spec, db, RunOptions(data_dir=args.data_dir, onednn="auto"),
+            run_study(spec, db, RunOptions(data_dir=args.data_dir, onednn="auto",
+                                           keras_backend=args.keras_backend),
                       progress=args.progress)
     minutes = (time.monotonic() - started) / 60
     from kerasgen.report import render_report, write_figures
@@ -218,7 +219,8 @@ def _demo_with_dashboard(db: Path, args) -> int:
     with open(log, "a") as out:
         child = subprocess.Popen(
             [sys.executable, "-m", "kerasgen", "run", "--preset", "demo", "--db", str(db),
-             "--data-dir", args.data_dir, "--progress", "plain"], stdout=out, stderr=out)
+             "--data-dir", args.data_dir, "--progress", "plain", "--keras-backend",
+             args.keras_backend], stdout=out, stderr=out)
         try:
             # Let the child register the study so the dashboard opens on it.
             for _ in range(600):
@@ -290,7 +292,7 @@ def cmd_status(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- report / tui / bound
+# ---------------------------------------------------------------- report / tui / bound / measures
 
 def cmd_report(args) -> int:
     from kerasgen.report import render_report, write_figures
@@ -317,6 +319,10 @@ def cmd_report(args) -> int:
         from kerasgen.report.bounds import render_bounds_section
 
         text += "\n" + render_bounds_section(args.db, study=args.study)
+    if args.measures:
+        from kerasgen.report.measures import render_measures_section
+
+        text += "\n" + render_measures_section(args.db, study=args.study, alpha=args.alpha)
     paths: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="kerasgen-figures-") as scratch:
         if figures_dir or html:
@@ -330,6 +336,10 @@ def cmd_report(args) -> int:
                 from kerasgen.report.bounds import write_bound_figures
 
                 paths += write_bound_figures(args.db, scratch, study=args.study)
+            if args.measures:
+                from kerasgen.report.measures import write_measure_figures
+
+                paths += write_measure_figures(args.db, scratch, study=args.study)
         if html:
             from kerasgen.report.html import render_html
 
@@ -396,6 +406,37 @@ def cmd_bound(args) -> int:
                                         recompute=args.recompute)
     print(f"computed bounds for {len(rows)} cells into {args.db} (table bounds); "
           f"see `kerasgen report --db {args.db} --bounds`")
+    return 0
+
+
+def cmd_measures(args) -> int:
+    from kerasgen.measures.catalogue import MEASURES, check_measure_names
+
+    if args.list:
+        for name, m in MEASURES.items():
+            where = {"network": "computed" + (" (default)" if m.default else ""),
+                     "store": "from the epochs", "bounds": "from kerasgen bound",
+                     "grid": "the reference"}[m.source]
+            print(f"{name:24} {m.family:13} {where:20} {m.description}")
+        return 0
+    names = check_measure_names(args.measures or ["default"])  # before TensorFlow
+    cells = _cell_ids(args.cells) if args.cells else None
+    if not Path(args.db).exists():  # before a log is opened beside it
+        raise CLIError(f"{args.db} does not exist; train a study first (kerasgen run)")
+    from kerasgen import runtime
+
+    runtime.quiet_tensorflow()
+    from kerasgen.measures.runs import MeasureConfig, compute_measures_for_store
+
+    config = MeasureConfig(max_examples=args.max_examples, seed=args.seed)
+    with runtime.native_output_to(None if args.verbose else _log_path(args.db)):
+        rows = compute_measures_for_store(args.db, study=args.study, cells=cells,
+                                          measures=names, data_dir=args.data_dir,
+                                          checkpoint_dir=args.checkpoint_dir, config=config,
+                                          recompute=args.recompute)
+    runs = len({r["cell_id"] for r in rows})
+    print(f"computed {len(rows)} measures of {runs} runs into {args.db} (table measures); "
+          f"see `kerasgen report --db {args.db} --measures`")
     return 0
 
 
@@ -524,11 +565,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where checkpoints and weights go (default: <db>.checkpoints)")
     run.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto",
                      help="XLA: never under TensorFlow (its op determinism, which makes "
-                          "resumes exact, rules XLA out); auto = on under KERAS_BACKEND=jax "
-                          "with a GPU")
+                          "resumes exact, rules XLA out); auto = on under JAX unless --exact")
     run.add_argument("--layout", choices=("auto", "branches", "fused"), default="auto",
                      help="packed layout: K branches, or copies fused into grouped layers "
                           "(auto: the measured winner for the device)")
+    run.add_argument("--keras-backend", choices=("auto", "tensorflow", "jax"), default="auto",
+                     help="the Keras backend of every training process: auto = the one the "
+                          "study's earlier runs used, else the faster one measured on this "
+                          "machine for the study's network (measured when that costs at most "
+                          "2%% of the study, compilations counted; else TensorFlow)")
+    run.add_argument("--exact", action="store_true",
+                     help="under JAX, compile without XLA so that a pack equals its cells "
+                          "run alone bit for bit (with XLA they agree to rounding)")
     run.add_argument("--onednn", choices=("auto", "default", "on", "off"), default="auto",
                      help="TF_ENABLE_ONEDNN_OPTS for every training process: auto = on for "
                           "x86-64 CPUs unless already exported; default = TensorFlow's "
@@ -553,6 +601,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run a grid of more than 100,000 cells, with less free disk "
                           "than the projected use, or with other kernel settings (backend, "
                           "oneDNN, XLA, device) than the study's earlier runs")
+    run.add_argument("--extend", action="store_true",
+                     help="grow an existing study: a specification that only adds models, "
+                          "data sets, batch sizes, learning rates or seeds, or raises the "
+                          "epochs under the epochs rule (finished cells continue from their "
+                          "final weights); it prints what is added")
     run.add_argument("--progress", choices=("auto", "live", "plain"), default="auto",
                      help="the progress display: auto = live on a terminal, plain lines "
                           "otherwise")
@@ -579,6 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="show the study live in the dashboard (auto: on a terminal)")
     demo.add_argument("--progress", choices=("auto", "live", "plain"), default="auto",
                       help="the progress display without the dashboard")
+    demo.add_argument("--keras-backend", choices=("auto", "tensorflow", "jax"), default="auto",
+                      help="the Keras backend (auto: the faster one this machine offers; see "
+                           "kerasgen run --keras-backend)")
     demo.add_argument("--verbose", action="store_true",
                       help="show TensorFlow's start-up lines (else they go to <db>.log)")
     demo.set_defaults(func=cmd_demo)
@@ -620,6 +676,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write PNG figures into this directory (default: none)")
     report.add_argument("--bounds", action="store_true",
                         help="add the PAC-Bayes bound section (after `kerasgen bound`)")
+    report.add_argument("--measures", action="store_true",
+                        help="add the generalization measures section (ranked as Jiang et al. "
+                             "2020; after `kerasgen measures`) and steps and compute (Table 3 "
+                             "at matched SGD steps)")
     report.add_argument("--output", "-o", default=None,
                         help="write the report to this file (default: print it)")
     report.add_argument("--force", action="store_true",
@@ -651,6 +711,31 @@ def build_parser() -> argparse.ArgumentParser:
                        help="show TensorFlow's start-up lines (else they go to <db>.log)")
     bound.set_defaults(func=cmd_bound)
 
+    measures = command("measures", "generalization measures of finished runs (norms, "
+                                   "sharpness, noise scale, margin), for ranking")
+    add_store_arguments(measures)
+    measures.add_argument("--study", default=None, help="only this study (default: all)")
+    measures.add_argument("--measures", nargs="+", default=None, metavar="NAME",
+                          help="measures, families (norm, sharpness, noise), 'default' or "
+                               "'all' (default: the default set; --list shows them)")
+    measures.add_argument("--cells", default=None,
+                          help="comma-separated run ids (default: every finished run)")
+    measures.add_argument("--max-examples", type=_number(int, 2, "an integer"), default=256,
+                          help="examples of each run's clean training subset the data "
+                               "measures use")
+    measures.add_argument("--seed", type=_number(int, 0, "an integer"), default=0,
+                          help="seed of the example subset, probes and noise draws")
+    measures.add_argument("--data-dir", default="data", help="where data sets are")
+    measures.add_argument("--checkpoint-dir", default=None,
+                          help="where the run kept its weights (default: <db>.checkpoints)")
+    measures.add_argument("--recompute", action="store_true",
+                          help="recompute measures already stored with the same settings")
+    measures.add_argument("--list", action="store_true",
+                          help="list every measure with its family and source, then exit")
+    measures.add_argument("--verbose", action="store_true",
+                          help="show TensorFlow's start-up lines (else they go to <db>.log)")
+    measures.set_defaults(func=cmd_measures)
+
     export = command("export", "a store's study as TensorBoard runs (HParams), CSV or Parquet")
     export.add_argument("format", choices=("tensorboard", "csv", "parquet"),
                         help="tensorboard: one run per cell with its hyper-parameters, "
@@ -681,6 +766,8 @@ def main(argv: list[str] | None = None) -> int:
     from kerasgen.claims import ClaimError
     from kerasgen.data import DataError
     from kerasgen.export import ExportError
+    from kerasgen.measures.catalogue import MeasureError
+    from kerasgen.naming import ModelError
     from kerasgen.options import OptionsError
     from kerasgen.outputs import OutputError
     from kerasgen.settings import SettingsMismatch
@@ -707,7 +794,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kerasgen {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (CLIError, SpecError, StoreError, DataError, OptionsError, StudyError,
-            DiskFull, ExportError, SettingsMismatch, OutputError) as exc:
+            DiskFull, ExportError, SettingsMismatch, OutputError, ModelError,
+            MeasureError) as exc:
         print(f"kerasgen {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except ClaimError as exc:

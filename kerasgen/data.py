@@ -39,6 +39,7 @@ as a tf.data pipeline with the whole data set resident in memory, and
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import socket
 import tarfile
@@ -53,7 +54,9 @@ from kerasgen.naming import (  # noqa: F401
     DATASET_HELP,
     DATASET_NAMES,
     TRAIN_SIZES,
+    DatasetRef,
     check_dataset_name,
+    dataset_ref,
     known_train_size,
     synthetic_args,
 )
@@ -82,16 +85,22 @@ class DataError(RuntimeError):
 
 @dataclass
 class Dataset:
-    """A data set held in memory: images as float32 in [0, 1], NHWC; integer labels."""
+    """A data set held in memory: images as float32 (NHWC, or any ``(n, ...)`` feature
+    array), integer labels 0 .. num_classes - 1.
+
+    A data set of your own may return one from its function, to say more than arrays do:
+    ``num_classes`` (0: one more than the largest label), the per-channel ``mean`` and
+    ``std`` that ``normalize`` applies (default: none), and whether the study's default
+    augmentation (pad-crop-flip, ``pad`` pixels) applies to it (default: no)."""
 
     name: str
     x_train: np.ndarray
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    num_classes: int = 0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
     augment: bool = False  # the data set's default: pad-crop-flip for CIFAR
     pad: int = CIFAR_PAD
     source: str = ""
@@ -195,8 +204,10 @@ def hold_out(ds: "Dataset", size: int) -> tuple["Dataset", np.ndarray]:
     if key not in ds.extra:
         held = validation_indices(ds.train_size, size)
         keep = np.setdiff1d(np.arange(ds.train_size), held)
+        extra = {k: v for k, v in ds.extra.items()
+                 if not (isinstance(k, tuple) and k[:1] == ("hold_out",))}
         rest = dataclasses.replace(ds, x_train=ds.x_train[keep], y_train=ds.y_train[keep],
-                                   extra={"validation_size": int(size)})
+                                   extra={**extra, "validation_size": int(size)})
         ds.extra[key] = (rest, held)
     return ds.extra[key]
 
@@ -351,13 +362,148 @@ def evaluation_dataset(x: np.ndarray, y, batch_size: int = 1000):
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
                  download: bool = True) -> Dataset:
     """Load a data set by name (see module docstring)."""
-    check_dataset_name(name)
+    ref = dataset_ref(name)
     data_dir = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
     if name in CIFAR_ARCHIVES:
         return load_cifar(name, data_dir, download=download)
     if name == "digits":
         return load_digits()
+    if ref.kind == "tfds":
+        return load_tfds(ref.target, data_dir, download=download)
+    if ref.kind == "import":
+        return load_imported(ref)
     return load_synthetic(**synthetic_args(name))
+
+
+# ---------------------------------------------------------------- your own data sets
+
+def load_imported(ref: DatasetRef) -> Dataset:
+    """A data set of your own: ``package.module:function`` called with no arguments,
+    returning ``(x_train, y_train, x_test, y_test)`` as arrays or a ``Dataset``; checked
+    (``check_arrays``) before anything trains."""
+    module_name, _, qualname = str(ref.target).partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except Exception as exc:  # noqa: BLE001 - any import failure is the entry's fault
+        raise DataError(f"data set {ref.name!r}: {ref.target!r} does not import "
+                        f"({type(exc).__name__}: {exc}). Is the package installed, or its "
+                        "directory on PYTHONPATH for every worker?") from None
+    try:
+        got = obj()
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"data set {ref.name!r}: {ref.target}() raised "
+                        f"{type(exc).__name__}: {exc}") from exc
+    if isinstance(got, Dataset):
+        ds = got
+        ds.name = ref.name
+    elif isinstance(got, (tuple, list)) and len(got) == 4:
+        ds = Dataset(ref.name, *got)
+    else:
+        raise DataError(f"data set {ref.name!r}: {ref.target}() returned "
+                        f"{type(got).__name__}; it must return (x_train, y_train, x_test, "
+                        "y_test) as arrays, or a kerasgen.Dataset.")
+    ds.source = f"import:{ref.target}"
+    return check_arrays(ds)
+
+
+def check_arrays(ds: Dataset) -> Dataset:
+    """A data set's arrays checked and made canonical (float32 features, int64 labels, a
+    channel axis on 3-D images, ``num_classes`` filled in); DataError naming the data set
+    and what is wrong: mismatched lengths, labels out of range or not integers, NaN or
+    infinite values, train and test of different shapes, an empty split."""
+    where = f"data set {ds.name!r}"
+    arrays = {}
+    for split in ("train", "test"):
+        x = np.asarray(getattr(ds, f"x_{split}"))
+        y = np.asarray(getattr(ds, f"y_{split}"))
+        if x.ndim < 2 or len(x) == 0:
+            raise DataError(f"{where}: x_{split} has shape {x.shape}; it must hold at least one "
+                            "example, as (examples, ...) (images: (n, height, width[, channels])).")
+        if y.ndim != 1:
+            raise DataError(f"{where}: y_{split} has shape {y.shape}; labels are one integer per "
+                            "example (0 .. classes - 1), not one-hot rows.")
+        if len(x) != len(y):
+            raise DataError(f"{where}: x_{split} has {len(x)} examples but y_{split} has {len(y)}.")
+        if not np.issubdtype(x.dtype, np.number):
+            raise DataError(f"{where}: x_{split} holds {x.dtype}, not numbers.")
+        x = x.astype(np.float32)
+        if not np.isfinite(x).all():
+            bad = int(np.flatnonzero((~np.isfinite(x.reshape(len(x), -1))).any(axis=1))[0])
+            raise DataError(f"{where}: x_{split} holds NaN or infinite values (example {bad} is "
+                            "the first).")
+        if not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating)
+                                                      and np.all(y == np.round(y)))):
+            raise DataError(f"{where}: y_{split} holds {y.dtype} values that are not integers.")
+        if x.ndim == 3:
+            x = x[..., None]  # (n, height, width) images: one channel
+        arrays[split] = (x, y.astype(np.int64))
+    (x_train, y_train), (x_test, y_test) = arrays["train"], arrays["test"]
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DataError(f"{where}: x_train's examples have shape {x_train.shape[1:]}, "
+                        f"x_test's {x_test.shape[1:]}; they must match.")
+    top = int(max(y_train.max(), y_test.max()))
+    classes = int(ds.num_classes) or top + 1
+    low = int(min(y_train.min(), y_test.min()))
+    if low < 0 or top >= classes:
+        raise DataError(f"{where}: labels run from {low} to {top}, outside 0 .. "
+                        f"{classes - 1} ({classes} classes).")
+    if classes < 2:
+        raise DataError(f"{where}: every label is {top}; a classifier needs two classes or more.")
+    ds.x_train, ds.y_train, ds.x_test, ds.y_test = x_train, y_train, x_test, y_test
+    ds.num_classes = classes
+    if ds.augment and x_train.ndim != 4:
+        raise DataError(f"{where}: augment=True needs images (n, height, width, channels); "
+                        f"these examples have shape {x_train.shape[1:]}.")
+    return ds
+
+
+def load_tfds(target: str, data_dir: Path, download: bool = True) -> Dataset:
+    """An image-classification data set of tensorflow-datasets by name (``NAME`` or
+    ``NAME/CONFIG``), read through the same path as CIFAR's copy: images scaled to [0, 1],
+    the train and test splits, per-channel mean and std of the training images. Fails at
+    once, naming what to do, when it is not prepared under ``<data_dir>/tfds`` and the
+    network is unreachable; and when it is not image classification."""
+    import tensorflow_datasets as tfds
+
+    tfds_dir = Path(data_dir) / "tfds"
+    name = f"tfds:{target}"
+    try:
+        builder = tfds.builder(target, data_dir=str(tfds_dir))
+    except Exception as exc:  # noqa: BLE001 - DatasetNotFoundError and friends
+        raise DataError(f"data set {name!r}: tensorflow-datasets knows no {target!r} "
+                        f"({type(exc).__name__}); see tfds.list_builders().") from None
+    features = builder.info.features
+    keys = list(features.keys()) if hasattr(features, "keys") else []
+    label = features["label"] if "label" in keys else None
+    if "image" not in keys or label is None or not hasattr(label, "num_classes"):
+        raise DataError(f"data set {name!r} is not image classification: kerasgen needs "
+                        "an 'image' feature and a 'label' class label (its features: "
+                        f"{', '.join(keys) or features}).")
+    if not _tfds_prepared(builder):
+        hint = (f"data set {name!r} is not prepared under {tfds_dir}/: run "
+                f"tfds.builder({target!r}, data_dir={str(tfds_dir)!r}).download_and_prepare() "
+                "on a machine with the network, and copy the directory here (or pass "
+                "--data-dir DIR).")
+        if not download:
+            raise DataError(hint)
+        if not _network_reachable("storage.googleapis.com"):
+            raise DataError(hint + " The network is unreachable, so it cannot be downloaded.")
+        builder.download_and_prepare()
+    splits = set(builder.info.splits.keys())  # empty when the metadata does not say
+    test_split = "validation" if splits and "test" not in splits else "test"
+    if splits and ("train" not in splits or test_split not in splits):
+        raise DataError(f"data set {name!r} has splits {sorted(splits)}; kerasgen needs "
+                        "'train' and 'test' (or 'validation').")
+    x_train, y_train = _tfds_split(tfds, builder, "train")
+    x_test, y_test = _tfds_split(tfds, builder, test_split)
+    channels = x_train.shape[-1]
+    ds = Dataset(name, x_train, y_train, x_test, y_test, int(label.num_classes),
+                 mean=tuple(float(m) for m in x_train.reshape(-1, channels).mean(axis=0)),
+                 std=tuple(float(s) for s in x_train.reshape(-1, channels).std(axis=0) + 1e-8),
+                 source=f"tensorflow-datasets:{tfds_dir}")
+    return check_arrays(ds)
 
 
 def load_synthetic(size: int = 8, channels: int = 3, num_classes: int = 10,
@@ -568,6 +714,7 @@ def _tfds_prepared(builder) -> bool:
 
 __all__ = [
     "CIFAR_MEAN", "CIFAR_STD", "DATASET_HELP", "DataError", "Dataset", "augment_numpy",
+    "check_arrays", "load_imported", "load_tfds",
     "augment_params", "batch_indices", "check_dataset_name", "epoch_order", "last_batch_size",
     "load_cifar", "load_dataset", "load_digits", "load_synthetic", "numpy_batches",
     "read_cifar_archive", "steps_per_epoch", "test_dataset", "train_dataset",

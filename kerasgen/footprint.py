@@ -147,12 +147,17 @@ def human_bytes(count: float) -> str:
 
 
 def network_bytes(model: str, dataset: str, dtype_bytes: int, momentum: float = 0.0,
-                  optimizer: bool = True) -> int:
+                  optimizer: bool = True, measured: dict | None = None) -> int:
     """One copy's share of a file: weights and moving statistics, plus the optimizer's
-    momentum slot when there is one; with the npz per-array overhead."""
-    shape, classes = dataset_shape(dataset)
-    trainable, fixed = parameter_count(model, shape, classes)
-    arrays = variable_count(model)
+    momentum slot when there is one; with the npz per-array overhead. ``measured``:
+    (model, dataset) -> (trainable, fixed, arrays) of networks counted by building them
+    (yours, or any on a data set whose shape only loading tells)."""
+    if measured and (model, dataset) in measured:
+        trainable, fixed, arrays = measured[(model, dataset)]
+    else:
+        shape, classes = dataset_shape(dataset)
+        trainable, fixed = parameter_count(model, shape, classes)
+        arrays = variable_count(model)
     values = trainable + fixed
     if optimizer and momentum:
         values += trainable
@@ -161,15 +166,16 @@ def network_bytes(model: str, dataset: str, dtype_bytes: int, momentum: float = 
 
 
 def project_disk(spec, pack_size: int, workers: int = 1, keep_weights: str = "final",
-                 finished_cells: int = 0) -> DiskProjection:
+                 finished_cells: int = 0, measured: dict | None = None) -> DiskProjection:
     """The disk a study needs (``spec``: a ``kerasgen.spec.Spec``); ``finished_cells``
-    of its cells already have their final weights on disk."""
+    of its cells already have their final weights on disk; ``measured``: see
+    ``network_bytes``."""
     dtype_bytes = 8 if spec.training.dtype == "float64" else 4
     momentum = spec.training.momentum
     copies = min(int(pack_size), len(spec.learning_rates))
-    per_cell = {(m, d): network_bytes(m, d, dtype_bytes, momentum)
+    per_cell = {(m, d): network_bytes(m, d, dtype_bytes, momentum, measured=measured)
                 for m in spec.models for d in spec.datasets}
-    weights = {(m, d): network_bytes(m, d, dtype_bytes, optimizer=False)
+    weights = {(m, d): network_bytes(m, d, dtype_bytes, optimizer=False, measured=measured)
                for m in spec.models for d in spec.datasets}
     checkpoint = max(copies * size for size in per_cell.values())
     cells_per_group = len(spec.batch_sizes) * len(spec.learning_rates) * len(spec.seeds)
@@ -180,7 +186,7 @@ def project_disk(spec, pack_size: int, workers: int = 1, keep_weights: str = "fi
     else:
         kept = 0
     # Initial weights are stored in float32 (drawn once, cast when trained in float64).
-    initial = sum(len(spec.seeds) * network_bytes(m, d, 4, optimizer=False)
+    initial = sum(len(spec.seeds) * network_bytes(m, d, 4, optimizer=False, measured=measured)
                   for m in spec.models for d in spec.datasets)
     concurrent = max(1, min(int(workers), spec.cell_count))
     return DiskProjection(checkpoint=checkpoint, in_flight=concurrent * 2 * checkpoint,

@@ -16,6 +16,7 @@ ONEDNN_CHOICES = ("auto", "default", "on", "off")
 LAYOUT_CHOICES = ("auto", "branches", "fused")
 KEEP_WEIGHTS_CHOICES = ("final", "none")
 PROCESS_CHOICES = ("auto", "new", "this")
+KERAS_BACKENDS = ("tensorflow", "jax", "auto")
 HEARTBEATS_PER_STALE = 4
 """A claim is refreshed this many times within the stale limit: a live worker whose
 heartbeat is late once or twice (a busy machine, a garbage collection) never looks dead."""
@@ -61,6 +62,14 @@ class RunOptions:
     # gets the settings it asked for; "new" = always a fresh worker process; "this" =
     # this process, and such a setting is an error naming both values.
     process: str = "auto"
+    # The Keras backend every training process uses (set before Keras is imported):
+    # "tensorflow", "jax" (XLA on by default), or "auto": the backend a study's earlier
+    # runs used, else the faster one measured on this machine for this network
+    # (kerasgen.backends); never mixed within a study without --force.
+    keras_backend: str = "tensorflow"
+    # Bit-exact packs under JAX: XLA off, so a pack equals its cells run alone bit for bit
+    # (with XLA they agree to rounding: tests/test_backends.py measures it).
+    exact: bool = False
     # Let runs trained under different kernel settings (backend, oneDNN, XLA, device;
     # settings.KERNEL_SETTINGS) into one study; without it the second kind is refused.
     allow_mixed_settings: bool = False
@@ -107,6 +116,9 @@ def check_options(options: "RunOptions") -> None:
     if options.keep_weights not in KEEP_WEIGHTS_CHOICES:
         raise OptionsError(f"keep_weights must be one of {KEEP_WEIGHTS_CHOICES}. Received: "
                            f"keep_weights={options.keep_weights!r}")
+    if options.keras_backend not in KERAS_BACKENDS:
+        raise OptionsError(f"keras_backend must be one of {KERAS_BACKENDS}. Received: "
+                           f"keras_backend={options.keras_backend!r}")
     if options.process not in PROCESS_CHOICES:
         raise OptionsError(f"process must be one of {PROCESS_CHOICES}. Received: "
                            f"process={options.process!r}")
@@ -124,7 +136,8 @@ __all__ = ["DEFAULT_DB", "HEARTBEATS_PER_STALE", "HelpFormatter", "KEEP_WEIGHTS_
            "MAX_STALE_SECONDS",
            "add_store_arguments",
            "store_path", "LAYOUT_CHOICES", "MIN_STALE_SECONDS", "ONEDNN_CHOICES",
-           "OptionsError", "PROCESS_CHOICES", "RunOptions", "check_options", "onednn_option"]
+           "KERAS_BACKENDS", "OptionsError", "PROCESS_CHOICES", "RunOptions", "check_options",
+           "onednn_option"]
 
 
 # ---------------------------------------------------------------- the command lines

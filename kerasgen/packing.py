@@ -39,6 +39,7 @@ import numpy as np
 
 from kerasgen.models import build_model, copies_of, copy_name, packed
 from kerasgen.models.fused import fused, fused_weights, unfuse_weights
+from kerasgen.naming import ModelRef, file_stem, model_ref
 
 
 @contextlib.contextmanager
@@ -51,7 +52,9 @@ def float_type(dtype: str):
         import jax
 
         jax.config.update("jax_enable_x64", True)
-    keras.config.set_floatx(dtype)
+    # mixed_bfloat16: Keras's mixed policy; variables (and so the optimizer's update) stay
+    # in the float type, float32; layers compute in bfloat16.
+    keras.config.set_floatx("float32" if dtype == "mixed_bfloat16" else dtype)
     keras.config.set_dtype_policy(dtype)
     try:
         yield
@@ -147,11 +150,15 @@ def build_pack(model: str, ds, learning_rates: list[float],
     (for a MirroredStrategy), so they are those of the global batch, as on one device.
     """
     k = len(learning_rates)
+    ref = model if isinstance(model, ModelRef) else model_ref(model)
     if layout == "fused":
-        net = fused(model, k, ds.num_classes, ds.input_shape, initial_weights=weights)
+        if not ref.builtin:
+            raise ValueError(f"the fused layout knows only the built-in networks, not "
+                             f"{ref.name!r}; use layout branches (auto chooses it)")
+        net = fused(ref.name, k, ds.num_classes, ds.input_shape, initial_weights=weights)
     elif layout == "branches":
-        net = packed(lambda: build_model(model, ds.num_classes, ds.input_shape), k,
-                     initial_weights=weights, name=f"pack_{model}")
+        net = packed(lambda: build_model(ref, ds.num_classes, ds.input_shape), k,
+                     initial_weights=weights, name=f"pack_{file_stem(ref.name, 40)}")
     else:
         raise ValueError(f"layout must be one of {LAYOUTS}. Received: layout={layout!r}")
     if synchronized_bn:
@@ -218,6 +225,16 @@ class PackCache:
 PACKS = PackCache()
 
 
+def set_cell_weights(net: keras.Model, layout: str, weights: list[list]) -> None:
+    """Put each copy at its own weights (single-network order, as ``cell_weights`` gives
+    them): a pack that continues finished cells from their final weights."""
+    if layout == "fused":
+        net.set_weights(fused_weights(weights, net))
+    else:
+        for net_i, w in zip(copies_of(net), weights):
+            net_i.set_weights(w)
+
+
 def cell_weights(net: keras.Model, layout: str) -> list[list]:
     """Each copy's weights in the single network's order, whatever the layout."""
     if layout == "fused":
@@ -225,12 +242,16 @@ def cell_weights(net: keras.Model, layout: str) -> list[list]:
     return [c.get_weights() for c in copies_of(net)]
 
 
-def resolve_layout(option: str) -> str:
-    """``"auto"``: what scripts/bench_train.py measured fastest on this kind of device."""
+def resolve_layout(option: str, model=None) -> str:
+    """``"auto"``: what scripts/bench_train.py measured fastest on this kind of device,
+    for a built-in network; always "branches" for a network of your own (``model``, a
+    ModelRef), whose layers the fused layout does not know."""
     if option in LAYOUTS:
         return option
     if option != "auto":
         raise ValueError(f"layout must be auto, branches or fused. Received: {option!r}")
+    if model is not None and not model.builtin:
+        return "branches"
     return "fused" if _has_accelerator() else "branches"
 
 
@@ -260,24 +281,27 @@ def mirrored_strategy():
     return tf.distribute.MirroredStrategy(devices=cpus)
 
 
-def resolve_jit_compile(option: bool | str) -> bool:
+def resolve_jit_compile(option: bool | str, exact: bool = False) -> bool:
     """Whether the runner's packs are compiled with XLA: the value in effect, recorded.
 
     Under TensorFlow it is always False: the runner turns TensorFlow's op determinism on
     (``train.configure_determinism``: a resumed or repeated cell gives the same numbers),
     and Keras then compiles without XLA whatever ``jit_compile`` asks
     (``keras.src.trainers.trainer.model_supports_jit``); ``xla_refused`` tells the caller
-    to say so. Under JAX ``"auto"`` is on with an accelerator (without jit Keras's JAX
-    trainer dispatches every op from Python) and off on CPU, where it keeps a pack exactly
-    equal to its cells run alone: with XLA the fused computation rounds differently, a
-    pack of two differed from separate runs by 7e-9 in a float64 loss after one epoch
-    (tests/test_train.py, the JAX test, with jit on).
+    to say so. Under JAX ``"auto"`` is on, on every device (without it Keras's JAX trainer
+    dispatches every op from Python; with it JAX's XLA fuses the step: the fast path), unless
+    ``exact``: XLA rounds a pack's fused computation differently from its cells run alone
+    (tests/test_backends.py measures how much), and ``exact`` keeps packs equal to their
+    cells bit for bit. A resumed run equals an uninterrupted one either way (one program,
+    one device: JAX is deterministic).
     """
     if not isinstance(option, bool) and option != "auto":
         raise ValueError(f"jit_compile must be true, false or 'auto'. Received: {option!r}")
     if keras.backend.backend() == "tensorflow":
         return False
-    return _has_accelerator() if option == "auto" else option
+    if option == "auto":
+        return not exact
+    return option
 
 
 def xla_refused(option: bool | str) -> bool:
@@ -285,6 +309,47 @@ def xla_refused(option: bool | str) -> bool:
     return option is True and not resolve_jit_compile(option)
 
 
+def measure_pack_rate(arguments: str) -> None:
+    """In a measuring process (``kerasgen.backends.measure``; KERAS_BACKEND set): build a
+    pack of the given shape, warm up, time training steps; print the rate as JSON."""
+    import json
+    import time
+
+    started = time.perf_counter()
+    args = json.loads(arguments)
+    shape, budget = args["shape"], float(args["seconds"])
+
+    class Shape:  # what build_pack reads of a data set
+        input_shape = tuple(args["input_shape"])
+        num_classes = int(args["num_classes"])
+        name = shape["dataset"]
+
+    k, batch = int(shape["copies"]), int(shape["batch_size"])
+    keras.utils.set_random_seed(0)
+    with float_type(shape.get("dtype", "float32")):
+        weights = build_model(shape["model"], Shape.num_classes, Shape.input_shape).get_weights()
+        net = build_pack(shape["model"], Shape, [0.01] * k, weights,
+                         jit_compile=resolve_jit_compile("auto"),
+                         layout=resolve_layout("auto"))
+        rng = np.random.default_rng(0)
+        x = rng.random((batch, *Shape.input_shape)).astype(keras.config.floatx())
+        y = rng.integers(0, Shape.num_classes, batch)
+        xs, ys = [x] * k, {f"copy_{i}": y for i in range(k)}
+        compiling = time.perf_counter()
+        net.train_on_batch(xs, ys)  # compile
+        net.train_on_batch(xs, ys)
+        compile_seconds = time.perf_counter() - compiling
+        steps, timed = 0, time.perf_counter()
+        while steps < 3 or (time.perf_counter() - started < budget and steps < 200):
+            net.train_on_batch(xs, ys)
+            steps += 1
+        elapsed = time.perf_counter() - timed
+    print(json.dumps({"rate": steps * batch * k / elapsed, "steps": steps,
+                      "compile": compile_seconds}))
+
+
 __all__ = ["LAYOUTS", "PACKS", "PackCache", "PackedSGD", "build_pack", "cell_weights",
+           "measure_pack_rate",
+           "set_cell_weights",
            "float_type", "mirrored_strategy", "reset_pack", "resolve_jit_compile",
            "resolve_layout", "xla_refused"]

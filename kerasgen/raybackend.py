@@ -63,9 +63,9 @@ class StoreWriter:
         return self.store.cell(cell_id)
 
     def record_epoch(self, cell_id, epoch, logs, wall_seconds=None, claim=None,
-                     pack_cells=None) -> bool:
+                     pack_cells=None, replay=True) -> bool:
         return self.store.record_epoch(cell_id, epoch, logs, wall_seconds, claim=claim,
-                                       pack_cells=pack_cells)
+                                       pack_cells=pack_cells, replay=replay)
 
     def finish_cell(self, cell_id, status=DONE, diverged_epoch=None, error=None, claim=None):
         self.store.finish_cell(cell_id, status, diverged_epoch=diverged_epoch, error=error,
@@ -115,9 +115,9 @@ class RemoteStore:
         return self._call("cell", cell_id)
 
     def record_epoch(self, cell_id, epoch, logs, wall_seconds=None, claim=None,
-                     pack_cells=None):
+                     pack_cells=None, replay=True):
         return self._call("record_epoch", cell_id, epoch, logs, wall_seconds, claim=claim,
-                          pack_cells=pack_cells)
+                          pack_cells=pack_cells, replay=replay)
 
     def finish_cell(self, cell_id, status=DONE, diverged_epoch=None, error=None, claim=None):
         return self._call("finish_cell", cell_id, status, diverged_epoch=diverged_epoch,
@@ -138,6 +138,8 @@ class RemoteStore:
 
 _RECORDED: set = set()
 """(store, study) pairs whose environment this Ray worker process has recorded."""
+_VERIFIED: set = set()
+"""Networks of your own this Ray worker process has checked against the study's record."""
 
 
 def _train_pack_task(writer, db_path: str, spec_dict: dict, claim: Claim, options_dict: dict,
@@ -148,12 +150,22 @@ def _train_pack_task(writer, db_path: str, spec_dict: dict, claim: Claim, option
     ``worker_environment`` a local worker records, under ``ray:<host>:<pid>``) and is
     refused, returning ``{"refused": ...}``, when those kernel settings differ from the
     study's earlier runs (see ``kerasgen.worker.record_worker``)."""
+    runtime.set_keras_backend(options_dict.get("keras_backend"))
     runtime.set_onednn(options_dict.get("onednn"))
     runtime.quiet_tensorflow()
     import ray
 
+    problems = runtime.unhonoured_settings(options_dict.get("onednn"),
+                                           options_dict.get("keras_backend"))
+    if problems:  # a Ray worker process reused after another study's tasks
+        return {"pack_id": claim.pack_id, "refused": "; ".join(problems)}
     from kerasgen.train import prepare_dataset, train_pack
-    from kerasgen.worker import SettingsMismatch, record_worker, worker_environment
+    from kerasgen.worker import (
+        SettingsMismatch,
+        record_worker,
+        verify_network,
+        worker_environment,
+    )
 
     spec = from_dict(spec_dict)
     options = RunOptions(**options_dict)
@@ -167,6 +179,10 @@ def _train_pack_task(writer, db_path: str, spec_dict: dict, claim: Claim, option
         _RECORDED.add((db_path, study_id))
     ray.get(writer.report_pid.remote(claim.pack_id, os.getpid()))
     ds = prepare_dataset(claim.cells[0]["dataset"], options, spec.training.dtype)
+    try:
+        verify_network(store, study_id, spec, claim.cells[0]["model"], ds, _VERIFIED)
+    except SettingsMismatch as exc:
+        return {"pack_id": claim.pack_id, "refused": str(exc)}
     try:
         return train_pack(store, claim, spec, ds, options)
     except DiskFull as exc:  # not the pack's fault: no Ray retry, no failure counted
@@ -229,7 +245,8 @@ def _check_pack_resources(ray, cpus_per_pack: float, gpus_per_pack: float) -> No
 def run_study_ray(spec: Spec, db, options: RunOptions | None = None, address: str | None = None,
                   cpus_per_pack: float = 1.0, gpus_per_pack: float | None = None,
                   progress: bool | str = "auto", retry_failed: bool = False,
-                  num_cpus: int | None = None, on_submitted=None, force: bool = False) -> dict:
+                  num_cpus: int | None = None, on_submitted=None, force: bool = False,
+                  extend: bool = False) -> dict:
     """Train every cell of ``spec`` on a Ray cluster; the store stays at ``db`` here.
 
     ``address``: an existing cluster ("auto", "ray://host:10001", "host:6379"); None
@@ -249,7 +266,16 @@ def run_study_ray(spec: Spec, db, options: RunOptions | None = None, address: st
     db = Path(db).resolve()
     if options.checkpoint_dir is None:
         options.checkpoint_dir = str(Path(str(db) + ".checkpoints"))
-    check_before_claiming(spec, db, options, force=force, disk=False)
+    checked = check_before_claiming(spec, db, options, force=force, disk=False)
+    options = replace(options, keras_backend=checked.keras_backend)
+    local = [m for m in spec.models
+             if spec.model(m).kind == "registered" and spec.model(m).target is None]
+    if local:
+        from kerasgen.worker import StudyError
+
+        raise StudyError(f"model {local[0]!r} is registered from a function a Ray worker "
+                         "cannot import (defined in a script's __main__): define it at module "
+                         "level in an importable module.")
 
     started_here = not ray.is_initialized()
     if started_here:
@@ -262,8 +288,8 @@ def run_study_ray(spec: Spec, db, options: RunOptions | None = None, address: st
             gpus_per_pack = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
         _check_pack_resources(ray, cpus_per_pack, gpus_per_pack)
         check_disk(spec, db, options, _task_slots(ray.cluster_resources(), cpus_per_pack,
-                                                  gpus_per_pack), force)
-        study_id = register_study(spec, db, options, retry_failed)
+                                                  gpus_per_pack), force, checked.measured)
+        study_id = register_study(spec, db, options, retry_failed, checked.networks, extend)
         here = ray.get_runtime_context().get_node_id()
         writer = ray.remote(num_cpus=0)(StoreWriter).options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),

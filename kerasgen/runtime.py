@@ -119,13 +119,22 @@ def unhonoured_settings(onednn: bool | str | None = "auto",
             f"oneDNN: --onednn {asked} means {'on' if wanted else 'off'} for a fresh "
             f"process, but TensorFlow was already imported in this process with oneDNN "
             f"{'on' if in_effect else 'off'} (TF_ENABLE_ONEDNN_OPTS is read once, at import)")
-    backend = keras_backend or os.environ.get("KERAS_BACKEND", "tensorflow")
+    backend = (keras_backend if keras_backend not in (None, "auto")
+               else os.environ.get("KERAS_BACKEND", "tensorflow"))
     loaded = loaded_keras_backend()
     if loaded is not None and loaded != backend:
         problems.append(f"Keras backend: {backend} was asked for, but Keras was already "
                         f"imported in this process with the {loaded} backend "
                         "(KERAS_BACKEND is read once, at import)")
     return problems
+
+
+def set_keras_backend(backend: str | None) -> None:
+    """Set ``KERAS_BACKEND`` for this process if Keras is not imported yet (it is read once,
+    at import); a process whose Keras runs another backend is left as it is, and
+    ``unhonoured_settings`` says so."""
+    if backend and backend != "auto" and "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = backend
 
 
 def loaded_keras_backend() -> str | None:

@@ -47,17 +47,21 @@ worker of a study, on any machine, reads it from the store.
 from __future__ import annotations
 
 import math
+import numbers
 import tomllib
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from kerasgen.naming import check_dataset_name, check_model_name, known_train_size
+from kerasgen.naming import check_dataset_name, known_train_size
+from kerasgen.naming import model_ref as _model_ref
 
 STOP_RULES = ("epochs", "train_loss")
 BEST_METRICS = ("test_accuracy", "test_loss", "val_accuracy", "val_loss")
-DTYPES = ("float32", "float64")
+DTYPES = ("float32", "float64", "mixed_bfloat16")
+"""``mixed_bfloat16``: Keras's mixed-precision policy (float32 variables and optimizer
+update, bfloat16 computation); it changes the numbers, so only the spec asks for it."""
 LAST_BATCH = ("keep", "drop")
 TRAIN_EVAL_SIZES = ("test", "all")  # or an integer number of images (0: off)
 
@@ -97,21 +101,45 @@ class Spec:
     epochs: int = 200
     stop: Stop = field(default_factory=Stop)
     training: Training = field(default_factory=Training)
+    # Keyword arguments of a network of your own: {"package.module:function": {...}}.
+    model_args: dict = field(default_factory=dict)
+    # Where a registered model name's builder is imported from ({"mynet": "pkg.mod:fn"}):
+    # filled from kerasgen.register_model when the spec is made, so that a worker process
+    # (or a Ray worker) that never ran the registration finds the same network.
+    model_targets: dict = field(default_factory=dict)
 
     def __post_init__(self):
         # As the TOML takes them: lists, ranges ({start, stop, step} or a Python range),
-        # and the [stop]/[training] tables as dicts. Stored as tuples (the spec is frozen).
+        # and the [stop]/[training] tables as dicts; as NumPy and pandas users pass them:
+        # any sequence or array, NumPy scalars. Stored as tuples (the spec is frozen).
         for key in ("models", "datasets", "batch_sizes", "learning_rates", "seeds"):
             value = getattr(self, key)
             if isinstance(value, dict):
                 value = _expand_range(value, key)
+            value = _as_sequence(value)
             if isinstance(value, (list, range)):
-                object.__setattr__(self, key, tuple(value))
+                object.__setattr__(self, key, tuple(_plain(v) for v in value))
+        object.__setattr__(self, "epochs", _plain(self.epochs))
         for key, kind in (("stop", Stop), ("training", Training)):
             value = getattr(self, key)
             if isinstance(value, dict):
                 _reject_unknown(value, set(kind.__dataclass_fields__), f"specification [{key}]")
-                object.__setattr__(self, key, kind(**value))
+                object.__setattr__(self, key, kind(**{k: _plain(v) for k, v in value.items()}))
+        for key in ("model_args", "model_targets"):
+            if not isinstance(getattr(self, key), dict):
+                raise SpecError(f"{key} must be a table. Received: {key}={getattr(self, key)!r}")
+        targets = dict(self.model_targets)
+        for m in self.models if isinstance(self.models, tuple) else ():
+            try:
+                ref = _model_ref(m, targets)
+            except ValueError:
+                continue  # named by validate() below
+            if ref.kind == "registered" and ref.target and m not in targets:
+                targets[m] = ref.target
+        object.__setattr__(self, "model_targets", dict(sorted(targets.items())))
+        object.__setattr__(self, "model_args", {
+            k: {a: _plain(v) for a, v in sorted(args.items())} if isinstance(args, dict) else args
+            for k, args in sorted(self.model_args.items())})
         validate(self)
 
     # -- derived
@@ -135,6 +163,11 @@ class Spec:
             out[key] = list(out[key])
         return out
 
+    def model(self, name: str):
+        """The ``models`` entry ``name`` parsed (``kerasgen.naming.ModelRef``), with its
+        ``model_args`` and the import path a worker process finds it by."""
+        return _model_ref(name, self.model_targets).with_args(self.model_args.get(name))
+
     def replace(self, **changes: Any) -> "Spec":
         data = self.to_dict()
         data.update(changes)
@@ -144,7 +177,7 @@ class Spec:
 # ---------------------------------------------------------------- building
 
 _TOP_KEYS = {"name", "models", "datasets", "batch_sizes", "learning_rates", "seeds", "epochs",
-             "stop", "training"}
+             "stop", "training", "model_args", "model_targets"}
 _STOP_KEYS = {"rule", "threshold"}
 _TRAINING_KEYS = set(Training.__dataclass_fields__)
 
@@ -176,6 +209,8 @@ def from_dict(data: dict, source: str = "specification") -> Spec:
         epochs=data.get("epochs", 200),
         stop=Stop(**stop),
         training=Training(**training),
+        model_args=data.get("model_args", {}),
+        model_targets=data.get("model_targets", {}),
     )
 
 
@@ -218,9 +253,40 @@ def _reject_unknown(data: dict, allowed: set, where: str) -> None:
 
 
 def _as_tuple(value, key: str) -> tuple:
-    if isinstance(value, (list, tuple)):
-        return tuple(value)
+    value = _as_sequence(value)
+    if isinstance(value, (list, tuple, range)):
+        return tuple(_plain(v) for v in value)
     raise SpecError(f"{key} must be a list. Received: {key}={value!r}")
+
+
+def _as_sequence(value):
+    """An array or any other non-text sequence (a NumPy array, a pandas Series, a tuple)
+    as a list; anything else as it is (and refused by validation, naming it)."""
+    if isinstance(value, (str, bytes, dict)) or value is None:
+        return value
+    if hasattr(value, "tolist") and callable(value.tolist):
+        listed = value.tolist()
+        return listed if isinstance(listed, list) else value
+    if isinstance(value, (tuple, range)):
+        return list(value)
+    if isinstance(value, Sequence):
+        return list(value)
+    return value
+
+
+def _plain(value):
+    """A NumPy (or other numbers-ABC) scalar as the Python int or float it stands for;
+    anything else as it is. Booleans stay booleans (and are refused where a number is
+    meant)."""
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():
+        return _plain(value.item())
+    return value
 
 
 def _expand_range(value, key: str):
@@ -247,6 +313,63 @@ def _expand_range(value, key: str):
     if all(isinstance(v, int) for v in (start, stop, step)):
         return values
     return [float(f"{v:.12g}") for v in values]
+
+
+# ---------------------------------------------------------------- growth
+
+GROWING_AXES = ("models", "datasets", "batch_sizes", "learning_rates", "seeds")
+
+
+@dataclass(frozen=True)
+class Growth:
+    """How a specification grows a stored one (``kerasgen run --extend``): the values it
+    adds to each axis, and the epochs it raises (old, new) under the epochs rule."""
+
+    added: dict
+    epochs: tuple[int, int] | None
+
+    def describe(self) -> str:
+        parts = [f"+ {key.replace('_', ' ')} {list(values)}"
+                 for key, values in self.added.items() if values]
+        if self.epochs:
+            parts.append(f"epochs {self.epochs[0]} -> {self.epochs[1]} (finished cells "
+                         "continue from their final weights)")
+        return "; ".join(parts) or "nothing"
+
+
+def growth(old: "Spec", new: "Spec") -> tuple[Growth | None, list[str]]:
+    """(Growth, []) when ``new`` only adds values to the grid's axes (models, data sets,
+    batch sizes, learning rates, seeds), arguments of added models, or raises the
+    epochs under the ``epochs`` stop rule; else (None, the keys that would alter numbers
+    already recorded)."""
+    problems = []
+    added = {}
+    for key in GROWING_AXES:
+        before, after = getattr(old, key), getattr(new, key)
+        marker = (lambda v: round(v, 12)) if key == "learning_rates" else (lambda v: v)
+        lost = [v for v in before if marker(v) not in {marker(a) for a in after}]
+        if lost:
+            problems.append(f"{key} drops {lost}")
+        added[key] = [v for v in after if marker(v) not in {marker(b) for b in before}]
+    for key in ("name", "stop", "training"):
+        if getattr(old, key) != getattr(new, key):
+            problems.append(f"{key}: {getattr(old, key)!r} in the store, {getattr(new, key)!r} now")
+    for key in ("model_args", "model_targets"):
+        for model in old.models:
+            if getattr(old, key).get(model) != getattr(new, key).get(model):
+                problems.append(f"{key}.{model}: {getattr(old, key).get(model)!r} in the store, "
+                                f"{getattr(new, key).get(model)!r} now")
+    epochs = None
+    if new.epochs < old.epochs:
+        problems.append(f"epochs: {old.epochs} in the store, {new.epochs} now (a study grows, "
+                        "it never shrinks)")
+    elif new.epochs > old.epochs:
+        if old.stop.rule != "epochs":
+            problems.append(f"epochs: {old.epochs} -> {new.epochs} under the {old.stop.rule!r} "
+                            "stop rule (only the epochs rule continues finished cells)")
+        else:
+            epochs = (old.epochs, new.epochs)
+    return (None, problems) if problems else (Growth(added, epochs), [])
 
 
 # ---------------------------------------------------------------- validation
@@ -306,9 +429,21 @@ def validate(spec: Spec) -> None:
             seen.add(marker)
     for m in spec.models:
         try:
-            check_model_name(m)
+            _model_ref(m, spec.model_targets)
         except ValueError as exc:
             raise SpecError(str(exc)) from None
+    for key, args in spec.model_args.items():
+        if key not in spec.models:
+            raise SpecError(f"model_args names {key!r}, which is not in models "
+                            f"{list(spec.models)}: give the arguments to one of them.")
+        if not isinstance(args, dict) or not all(
+                isinstance(a, str) and (v is None or isinstance(v, (str, bool, int, float)))
+                for a, v in args.items()):
+            raise SpecError(f"model_args.{key!r} must be a table of names to text, numbers or "
+                            f"true/false. Received: {args!r}")
+        if _model_ref(key, spec.model_targets).builtin:
+            raise SpecError(f"model_args.{key!r}: a built-in network takes no arguments (its "
+                            "name says its depth and width).")
     for d in spec.datasets:
         try:
             check_dataset_name(d)
@@ -495,10 +630,6 @@ def preset(name: str) -> Spec:
         raise SpecError(f"Unknown preset {name!r}: choose one of {', '.join(PRESETS)}.") from None
 
 
-def pack_key(cell: dict) -> tuple:
-    """Cells with the same key may train in one packed fit."""
-    return (cell["model"], cell["dataset"], cell["seed"], cell["batch_size"])
-
-
-__all__ = ["PRESETS", "Spec", "SpecError", "Stop", "Training", "check_name", "from_dict",
-           "load_spec", "pack_key", "preset", "spec_from_dict", "validate"]
+__all__ = ["GROWING_AXES", "Growth", "PRESETS", "Spec", "SpecError", "Stop", "Training",
+           "check_name", "from_dict", "growth",
+           "load_spec", "preset", "spec_from_dict", "validate"]

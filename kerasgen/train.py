@@ -22,6 +22,7 @@ import gc
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -34,10 +35,12 @@ from kerasgen.checkpoints import (
     default_root,
     group_weights_path,
     load_arrays,
+    load_cell_weights,
     save_cell_weights,
     study_directory,
 )
-from kerasgen.models import build_model
+from kerasgen.models import build_model, fingerprint
+from kerasgen.naming import ModelRef, model_ref
 from kerasgen.options import RunOptions
 from kerasgen.packing import (
     PACKS,
@@ -47,6 +50,7 @@ from kerasgen.packing import (
     mirrored_strategy,
     resolve_jit_compile,
     resolve_layout,
+    set_cell_weights,
 )
 from kerasgen.spec import Spec
 from kerasgen.store import Claim, ClaimLost, Store
@@ -73,17 +77,25 @@ def configure_determinism(seed: int) -> None:
     configure_backend()
 
 
-def initial_weights(model: str, ds: data_lib.Dataset, seed: int, checkpoint_dir: Path) -> list:
+def initial_weights(model: ModelRef, ds: data_lib.Dataset, seed: int,
+                    checkpoint_dir: Path) -> list:
     """The group's initial weights: drawn once from the seed (in float32, whatever the
     study's dtype), saved, and loaded by every cell of the group (on any worker, in any
-    process, after any restart)."""
-    path = group_weights_path(checkpoint_dir, model, ds.name, seed)
-    if path.exists():
-        return load_arrays(path)
+    process, after any restart). A network of your own is named by its fingerprint too,
+    so a changed network never loads another's weights."""
+    model = model if isinstance(model, ModelRef) else model_ref(model)
+    if model.builtin:
+        path = group_weights_path(checkpoint_dir, model.name, ds.name, seed)
+        if path.exists():
+            return load_arrays(path)
     keras.utils.set_random_seed(int(seed))
     with float_type("float32"):
         net = build_model(model, num_classes=ds.num_classes, input_shape=ds.input_shape)
         weights = net.get_weights()
+    if not model.builtin:
+        path = group_weights_path(checkpoint_dir, model, ds.name, seed, fingerprint(net))
+        if path.exists():
+            return load_arrays(path)
     del net
     atomic_savez(path, {f"w{i}": w for i, w in enumerate(weights)})
     return weights
@@ -203,15 +215,28 @@ def study_dir_of(store, claim: Claim, options: RunOptions) -> Path:
     return study_directory(checkpoint_root(store.path, options), claim.study, claim.study_uid)
 
 
-def train_pack(store: Store, claim: Claim, spec: Spec, ds: data_lib.Dataset,
-               options: RunOptions) -> dict:
-    """Train (or resume) one claimed pack to the end; returns a small summary."""
-    root = checkpoint_root(store.path, options)
-    study_dir = study_dir_of(store, claim, options)
-    checkpoint = PackCheckpoint(study_dir / f"pack-{claim.pack_id}", owner=claim.token)
-    first = claim.cells[0]
-    model_name, seed = first["model"], int(first["seed"])
+@dataclass
+class PackState:
+    """Where a claimed pack starts: its cells (the checkpoint's, in learning-rate order),
+    their learning rates, which still train, what the checkpoint decided and recorded,
+    the first epoch to train, and (when finished cells continue after their study grew)
+    each copy's own weights to start from."""
 
+    meta: dict | None
+    cell_ids: list[int]
+    learning_rates: list[float]
+    active: list[bool]
+    statuses: dict = field(default_factory=dict)
+    history: dict = field(default_factory=dict)
+    initial_epoch: int = 0
+    start_weights: list | None = None
+
+
+def pack_state(store: Store, claim: Claim, checkpoint: PackCheckpoint,
+               study_dir: Path) -> PackState:
+    """Read where a claimed pack starts (``PackState``): from its latest checkpoint (made
+    this claim's own first, and what it holds but the store lacks written back), else
+    from the beginning, or from the cells' final weights when they continue."""
     meta = checkpoint.adopt()
     if meta is not None:
         cell_ids = [int(c) for c in meta["cell_ids"]]
@@ -220,54 +245,84 @@ def train_pack(store: Store, claim: Claim, spec: Spec, ds: data_lib.Dataset,
             raise RuntimeError(f"checkpoint {checkpoint.directory} does not hold cells "
                                f"{sorted(missing)} of pack {claim.pack_id}")
         _replay(store, claim, meta)
-        statuses = meta["statuses"]
-        initial_epoch = int(meta["epoch"]) + 1
-        history = meta["history"]
+        cells = {c: store.cell(c) for c in cell_ids}
+        state = PackState(meta, cell_ids, [float(cells[c]["learning_rate"]) for c in cell_ids],
+                          [], meta["statuses"], meta["history"], int(meta["epoch"]) + 1)
     else:
-        cell_ids = claim.cell_ids
-        statuses = {}
-        initial_epoch = 0
-        history = {}
-    cells = {c: store.cell(c) for c in cell_ids}
-    learning_rates = [float(cells[c]["learning_rate"]) for c in cell_ids]
-    active = [statuses.get(str(c)) is None and cells[c]["status"] == RUNNING
-              and c in claim.cell_ids for c in cell_ids]
-    if not any(active) or initial_epoch >= spec.epochs:
-        _finish_leftovers(store, claim, cell_ids)
+        cells = {c["cell_id"]: c for c in claim.cells}
+        cell_ids = list(claim.cell_ids)
+        continue_from = claim.cells[0].get("continue_from")
+        state = PackState(None, cell_ids, [float(cells[c]["learning_rate"]) for c in cell_ids],
+                          [], initial_epoch=int(continue_from or 0))
+        if continue_from:
+            state.start_weights = [load_cell_weights(study_dir, c) for c in cell_ids]
+    state.active = [state.statuses.get(str(c)) is None and c in claim.cell_ids
+                    and store.cell(c)["status"] == RUNNING for c in state.cell_ids]
+    return state
+
+
+def train_pack(store: Store, claim: Claim, spec: Spec, ds: data_lib.Dataset,
+               options: RunOptions) -> dict:
+    """Train (or resume) one claimed pack to the end; returns a small summary."""
+    root = checkpoint_root(store.path, options)
+    study_dir = study_dir_of(store, claim, options)
+    checkpoint = PackCheckpoint(study_dir / f"pack-{claim.pack_id}", owner=claim.token)
+    first = claim.cells[0]
+    model, seed = spec.model(first["model"]), int(first["seed"])
+
+    state = pack_state(store, claim, checkpoint, study_dir)
+    if not any(state.active) or state.initial_epoch >= spec.epochs:
+        _finish_leftovers(store, claim, state.cell_ids)
         checkpoint.remove()
-        return {"pack_id": claim.pack_id, "epochs": 0, "resumed_from": initial_epoch}
+        return {"pack_id": claim.pack_id, "epochs": 0, "resumed_from": state.initial_epoch}
 
     # Validation images leave the training set before anything else sees it.
     full = ds
     ds, held = data_lib.hold_out(full, spec.training.validation_size)
     configure_determinism(seed)
-    weights = initial_weights(model_name, ds, seed, root)
+    weights = initial_weights(model, ds, seed, root)
     with float_type(spec.training.dtype):
         started = time.perf_counter()
-        _fit_pack(store, claim, spec, ds, options, checkpoint, meta, cell_ids, learning_rates,
-                  weights, active, statuses, history, initial_epoch, study_dir,
-                  validation=(full, held))
+        _fit_pack(FitSettings(store, claim, spec, ds, options, checkpoint, study_dir,
+                              validation=(full, held)), state, weights)
     # Finished: every row and status is in the store, the final weights are kept; the
     # checkpoints are only needed to resume (a failed pack keeps them for that and for
     # the post-mortem).
     checkpoint.remove()
-    return {"pack_id": claim.pack_id, "epochs": spec.epochs - initial_epoch,
-            "resumed_from": initial_epoch, "seconds": time.perf_counter() - started}
+    return {"pack_id": claim.pack_id, "epochs": spec.epochs - state.initial_epoch,
+            "resumed_from": state.initial_epoch, "seconds": time.perf_counter() - started}
 
 
-def _fit_pack(store, claim, spec, ds, options, checkpoint, meta, cell_ids, learning_rates,
-              weights, active, statuses, history, initial_epoch, study_dir,
-              validation=None) -> None:
+@dataclass(frozen=True)
+class FitSettings:
+    """What one pack's fit is given: the store and the claim it writes under, the study,
+    its data set, how it runs, its checkpoint and the study's directory."""
+
+    store: Store
+    claim: Claim
+    spec: Spec
+    ds: data_lib.Dataset
+    options: RunOptions
+    checkpoint: PackCheckpoint
+    study_dir: Path
+    validation: tuple | None = None  # (the full data set, its held-out indices)
+
+
+def _fit_pack(fit: FitSettings, state: PackState, weights: list) -> None:
+    store, claim, spec, ds, options = fit.store, fit.claim, fit.spec, fit.ds, fit.options
     first = claim.cells[0]
-    model_name, seed, batch_size = first["model"], int(first["seed"]), int(first["batch_size"])
+    ref, seed, batch_size = spec.model(first["model"]), int(first["seed"]), \
+        int(first["batch_size"])
     training = spec.training
-    jit = resolve_jit_compile(options.jit_compile)
+    meta, learning_rates, initial_epoch = state.meta, state.learning_rates, state.initial_epoch
+    jit = resolve_jit_compile(options.jit_compile, options.exact)
     # A resumed pack keeps the layout its checkpoint was written in.
-    layout = meta.get("layout", "branches") if meta is not None else resolve_layout(options.layout)
+    layout = (meta.get("layout", "branches") if meta is not None
+              else resolve_layout(options.layout, ref))
     strategy = mirrored_strategy() if options.mirrored else None
 
     def build():
-        return build_pack(model_name, ds, learning_rates, weights, training.momentum,
+        return build_pack(ref, ds, learning_rates, weights, training.momentum,
                           training.weight_decay, jit, options.steps_per_execution,
                           synchronized_bn=strategy is not None, layout=layout)
 
@@ -276,22 +331,28 @@ def _fit_pack(store, claim, spec, ds, options, checkpoint, meta, cell_ids, learn
             PACKS.clear()
             model = build()
         else:
-            key = (keras.backend.backend(), keras.config.floatx(), model_name, ds.name,
+            key = (keras.backend.backend(), keras.config.floatx(), ref, ds.name,
                    ds.input_shape, ds.num_classes, len(learning_rates), layout, jit,
                    options.steps_per_execution, training.momentum, training.weight_decay)
             model = PACKS.get(key, build, weights, learning_rates)
         if meta is not None:
-            checkpoint.restore(model, meta)
-            print(f"kerasgen: resuming pack {claim.pack_id} ({model_name}, batch {batch_size}) "
+            fit.checkpoint.restore(model, meta)
+            print(f"kerasgen: resuming pack {claim.pack_id} ({ref.name}, batch {batch_size}) "
                   f"from epoch {initial_epoch}", file=sys.stderr, flush=True)
+        elif state.start_weights is not None:
+            set_cell_weights(model, layout, state.start_weights)
+            print(f"kerasgen: pack {claim.pack_id} ({ref.name}, batch {batch_size}) continues "
+                  f"its cells from their final weights at epoch {initial_epoch}",
+                  file=sys.stderr, flush=True)
 
     augment = ds.augment if training.augment == "default" else bool(training.augment)
     drop_last = training.last_batch == "drop"
+    cell_ids = state.cell_ids
     copies = len(cell_ids)
     subset = data_lib.train_eval_indices(seed, ds.train_size, training.train_eval_size,
                                          int(ds.x_test.shape[0]))
     train_eval = data_lib.train_eval_arrays(ds, subset, copies) if len(subset) else None
-    full, held = validation if validation is not None else (ds, ())
+    full, held = fit.validation if fit.validation is not None else (ds, ())
     held_out = data_lib.train_eval_arrays(full, held, copies) if len(held) else None
     if keras.backend.backend() == "tensorflow":
         train = data_lib.train_dataset(ds, seed, batch_size, initial_epoch, spec.epochs,
@@ -306,10 +367,11 @@ def _fit_pack(store, claim, spec, ds, options, checkpoint, meta, cell_ids, learn
                                          copies=copies, augment=augment, drop_last=drop_last)
         test = data_lib.test_arrays(ds, copies=copies)
     heartbeat = Heartbeat(store, claim, options.heartbeat_interval)
-    logger = PackLogger(store, claim, cell_ids, spec, checkpoint, active, history,
-                        heartbeat.lost, layout, train_eval=train_eval, study_dir=study_dir,
-                        keep_weights=options.keep_weights, validation=held_out)
-    logger.statuses = dict(statuses)
+    logger = PackLogger(store, claim, cell_ids, spec, fit.checkpoint, state.active,
+                        state.history, heartbeat.lost, layout, train_eval=train_eval,
+                        study_dir=fit.study_dir, keep_weights=options.keep_weights,
+                        validation=held_out)
+    logger.statuses = dict(state.statuses)
     heartbeat.start()
     try:
         model.fit(
@@ -358,7 +420,7 @@ def _finish_leftovers(store: Store, claim: Claim, cell_ids: list[int]) -> None:
 
 def prepare_dataset(name: str, options: RunOptions, dtype: str = "float32") -> data_lib.Dataset:
     ds = data_lib.load_dataset(name, data_dir=options.data_dir)
-    if dtype != "float32":
+    if dtype == "float64":
         ds.x_train = ds.x_train.astype(dtype)
         ds.x_test = ds.x_test.astype(dtype)
     return ds

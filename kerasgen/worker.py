@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from kerasgen import runtime
@@ -26,6 +26,7 @@ from kerasgen.checkpoints import (
 )
 from kerasgen.claims import LocalRunner, run_claims
 from kerasgen.footprint import DiskProjection, human_bytes, project_disk
+from kerasgen.naming import dataset_ref
 from kerasgen.options import RunOptions
 from kerasgen.settings import SettingsMismatch, kernel_differences
 from kerasgen.spec import Spec, from_dict
@@ -55,13 +56,89 @@ def _spec_of(store: Store, name: str) -> tuple[int, Spec]:
                          "or into another store.") from None
 
 
-def check_datasets(spec: Spec, options: RunOptions) -> None:
+def check_datasets(spec: Spec, options: RunOptions) -> dict[str, tuple]:
     """Load every data set once before anything is claimed, so a missing one fails
-    at once with its message (and nothing is marked running or failed)."""
+    at once with its message (and nothing is marked running or failed); returns each
+    one's (input shape, number of classes, training images)."""
     from kerasgen.data import load_dataset
 
+    shapes = {}
     for name in spec.datasets:
-        load_dataset(name, data_dir=options.data_dir)
+        ds = load_dataset(name, data_dir=options.data_dir)
+        shapes[name] = (tuple(ds.input_shape), int(ds.num_classes), int(ds.train_size))
+    return shapes
+
+
+def network_facts(spec: Spec, model: str, input_shape, num_classes: int) -> dict:
+    """What a network of your own is, built once: its import path, arguments, fingerprint
+    (layer classes, weight shapes, parameter count: ``models.fingerprint``) and the hash
+    of the module file that defines it. Raises ModelError naming what is wrong."""
+    import keras
+
+    from kerasgen.models import build_model, fingerprint, module_hash
+    from kerasgen.packing import float_type
+
+    ref = spec.model(model)
+    with float_type("float32"):
+        net = build_model(ref, num_classes=num_classes, input_shape=input_shape)
+        facts = {"target": ref.target, "args": dict(ref.args), **fingerprint(net),
+                 "module_hash": module_hash(ref),
+                 "arrays": len(net.weights),
+                 "trainable": int(sum(int(keras.ops.size(w)) for w in net.trainable_weights))}
+    facts["fixed"] = facts["params"] - facts["trainable"]
+    del net
+    return facts
+
+
+def verify_network(store, study_id: int, spec: Spec, model: str, ds, verified: set) -> None:
+    """In a worker (any process, any machine): the network of your own that a claim
+    trains is the one the study recorded, else NetworkChanged (the claim is given back,
+    the run stops naming the change). Once per (model, data set) per process."""
+    key = f"{model} on {ds.name}"
+    if key in verified or spec.model(model).builtin:
+        return
+    recorded = store.study_environment(study_id).get("networks", {})
+    check_networks(spec.replace(models=[model]) if len(spec.models) > 1 else spec,
+                   {ds.name: (tuple(ds.input_shape), int(ds.num_classes), ds.train_size)},
+                   {k: v for k, v in recorded.items() if k == key})
+    verified.add(key)
+
+
+class NetworkChanged(SettingsMismatch):
+    """A network of your own differs from the one the study's runs were trained with."""
+
+
+def check_networks(spec: Spec, shapes: dict, recorded: dict) -> dict:
+    """Build every network of your own on every data set of the study (``shapes``: data
+    set -> (input shape, classes)), check it, and compare it with what the study
+    recorded when it started (``recorded``: the study's ``networks`` facts), refusing
+    (``NetworkChanged``, naming what changed) a network that is no longer the same.
+    Returns the facts to record: "<model> on <dataset>" -> ``network_facts``."""
+    facts = {}
+    for model in spec.models:
+        if spec.model(model).builtin:
+            for dataset, (shape, *_) in shapes.items():
+                if len(shape) != 3:
+                    from kerasgen.models import ModelError
+
+                    raise ModelError(f"model {model!r} takes images (height, width, channels); "
+                                     f"data set {dataset!r} has examples of shape {shape}.")
+            continue
+        for dataset, (shape, classes, *_) in shapes.items():
+            key = f"{model} on {dataset}"
+            now = network_facts(spec, model, shape, classes)
+            before = recorded.get(key)
+            if before:
+                changed = [f"{what} {before.get(what)!r} then, {now.get(what)!r} now"
+                           for what in ("network_hash", "params", "module_hash", "target", "args")
+                           if before.get(what) != now.get(what)]
+                if changed:
+                    raise NetworkChanged(
+                        f"the network {key!r} is not the one the study's runs were trained "
+                        f"with: {'; '.join(changed)}. Restore the module, or run the changed "
+                        "network as another study (another name).")
+            facts[key] = now
+    return facts
 
 
 def worker_loop(db_path: str | Path, study: str, options: RunOptions,
@@ -81,11 +158,14 @@ def worker_loop(db_path: str | Path, study: str, options: RunOptions,
         env = worker_environment(options)
         record_worker(store, study_id, worker, env, options)
         datasets: dict = {}
+        verified: set = set()
 
         def train(claim):
             dataset = claim.cells[0]["dataset"]
             if dataset not in datasets:
                 datasets[dataset] = prepare_dataset(dataset, options, spec.training.dtype)
+            verify_network(store, study_id, spec, claim.cells[0]["model"], datasets[dataset],
+                           verified)
             return train_pack(store, claim, spec, datasets[dataset], options)
 
         return run_claims(store, study_id, worker, options, LocalRunner(train),
@@ -122,7 +202,7 @@ def worker_environment(options: RunOptions) -> dict:
         "backend_version": runtime.backend_version(backend),
         "keras_version": runtime.package_version("keras"),
         "kerasgen_version": runtime.package_version("kerasgen"),
-        "jit_compile": resolve_jit_compile(options.jit_compile),
+        "jit_compile": resolve_jit_compile(options.jit_compile, options.exact),
         "layout": resolve_layout(options.layout),
         "pack_size": options.pack_size,
         "stale_seconds": options.stale_seconds,
@@ -175,6 +255,7 @@ def _worker_process(db_path: str, study: str, options_dict: dict, gpu: str | Non
     """Entry point of a spawned worker process (one per GPU, or CPU workers)."""
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    runtime.set_keras_backend(options_dict.get("keras_backend", "tensorflow"))
     runtime.set_onednn(options_dict.get("onednn"))
     runtime.quiet_tensorflow()
     options = RunOptions(**options_dict)
@@ -243,13 +324,88 @@ def check_before_claiming(spec: Spec, db: str | Path, options: RunOptions,
         check_directory(default_root(db, options.checkpoint_dir), MIN_FREE_BYTES)
     except OSError as exc:
         raise StudyError(str(exc)) from exc
-    if disk:
+    if options.layout == "fused":
+        yours = [m for m in spec.models if not spec.model(m).builtin]
+        if yours:
+            raise StudyError(f"--layout fused knows only the built-in networks, not {yours[0]!r}; "
+                             "use --layout branches (auto chooses it for your networks).")
+    names_tell = all(spec.model(m).builtin for m in spec.models) and all(
+        dataset_ref(d).builtin for d in spec.datasets)
+    if disk and names_tell:
+        # Sizes known from the names: refuse a study no disk holds before loading its data.
         check_disk(spec, db, options, workers, force)
-    check_datasets(spec, options)
+    shapes = check_datasets(spec, options)
+    # The backend first: building a network of your own imports Keras, which fixes it.
+    backend, why = choose_backend(spec, db, options, shapes)
+    print(f"kerasgen: Keras backend {backend} ({why})", file=sys.stderr, flush=True)
+    runtime.set_keras_backend(backend)
+    networks = check_networks(spec, shapes, _recorded_networks(db, spec.name))
+    measured = _measured(spec, shapes, networks)
+    if disk and not names_tell:
+        check_disk(spec, db, options, workers, force, measured=measured)
+    return Checked(networks, measured, backend)
+
+
+def choose_backend(spec: Spec, db, options: RunOptions, shapes: dict) -> tuple[str, str]:
+    """The Keras backend the study trains with (``kerasgen.backends.choose``: as asked, or
+    for ``auto`` the one its earlier runs used, else the faster one measured)."""
+    from kerasgen.backends import choose
+
+    recorded = []
+    if Path(db).exists():
+        try:
+            with Store(db, create=False) as store:
+                row = store.study(spec.name)
+                env = store.study_environment(row["study_id"]) if row else {}
+            recorded = sorted({v.get("keras_backend") for k, v in env.items()
+                               if k.startswith("worker ") and isinstance(v, dict)
+                               and v.get("keras_backend")})
+        except StoreError:
+            recorded = []
+    return choose(spec, options, recorded, shapes)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What ``check_before_claiming`` learned: the networks of your own to record, and the
+    sizes of networks the disk projection cannot know from names."""
+
+    networks: dict
+    measured: dict
+    keras_backend: str = "tensorflow"
+
+
+def _recorded_networks(db, study: str) -> dict:
+    """The ``networks`` facts a study recorded (empty when there is no such study yet)."""
+    if not Path(db).exists():
+        return {}
+    try:
+        with Store(db, create=False) as store:
+            row = store.study(study)
+            return store.study_environment(row["study_id"]).get("networks", {}) if row else {}
+    except StoreError:
+        return {}  # not a store, or a foreign one: refused with its message later
+
+
+def _measured(spec: Spec, shapes: dict, networks: dict) -> dict:
+    """(model, dataset) -> (trainable, fixed, arrays) for the disk projection, where the
+    name alone does not tell: networks of your own, data sets of your own."""
+    from kerasgen.footprint import parameter_count, variable_count
+
+    measured = {}
+    for model in spec.models:
+        for dataset, (shape, classes, *_) in shapes.items():
+            facts = networks.get(f"{model} on {dataset}")
+            if facts:
+                measured[(model, dataset)] = (facts["trainable"], facts["fixed"], facts["arrays"])
+            elif len(shape) == 3:
+                trainable, fixed = parameter_count(model, shape, classes)
+                measured[(model, dataset)] = (trainable, fixed, variable_count(model))
+    return measured
 
 
 def check_disk(spec: Spec, db: str | Path, options: RunOptions, workers: int = 1,
-               force: bool = False) -> DiskProjection:
+               force: bool = False, measured: dict | None = None) -> DiskProjection:
     """Print the study's projected disk use (``kerasgen.footprint``) and refuse, unless
     ``force``, when the checkpoint directory has less free space than is still to be
     written (a resumed study counts only the cells not finished yet)."""
@@ -261,7 +417,7 @@ def check_disk(spec: Spec, db: str | Path, options: RunOptions, workers: int = 1
         except StoreError:
             finished = 0  # not a store yet, or not this study: refused later if bad
     projection = project_disk(spec, options.pack_size, workers, options.keep_weights,
-                              finished_cells=finished)
+                              finished_cells=finished, measured=measured)
     root = default_root(db, options.checkpoint_dir)
     free = shutil.disk_usage(existing_ancestor(root)).free
     print(f"kerasgen: {projection.describe()}; {human_bytes(free)} free in {root}",
@@ -291,13 +447,24 @@ def mirrored_device_count() -> tuple[int, str]:
 
 
 def register_study(spec: Spec, db: str | Path, options: RunOptions | None = None,
-                   retry_failed: bool = False) -> int:
+                   retry_failed: bool = False, networks: dict | None = None,
+                   extend: bool = False) -> int:
+    """Register the study (idempotently) and record the networks of your own it trains
+    (``check_networks``' facts), so that a later resume is refused if one changed. A spec
+    that only grows the stored one (``kerasgen.spec.growth``) extends it with ``extend``
+    (``grow_study``), and is refused, saying so, without."""
     options = options or RunOptions()
     with Store(db) as store:
         facts = runtime.environment_facts()
         facts["pack_size"] = options.pack_size
+        row = store.study(spec.name)
+        if row is not None:
+            grow_study(store, row, spec, extend, options.checkpoint_dir)
         study_id = store.create_study(spec.name, spec.to_dict(), spec.cells(), facts,
                                       normalize=_normalized)
+        if networks:
+            recorded = store.study_environment(study_id).get("networks", {})
+            store.update_study_environment(study_id, networks={**recorded, **networks})
         if retry_failed:
             store.reset_failed(study_id)
             logged = store.logged_failures(study_id)
@@ -310,7 +477,7 @@ def register_study(spec: Spec, db: str | Path, options: RunOptions | None = None
 
 def run_study(spec: Spec, db: str | Path, options: RunOptions | None = None,
               workers: int = 1, progress: bool | str = "auto",
-              retry_failed: bool = False, force: bool = False) -> dict:
+              retry_failed: bool = False, force: bool = False, extend: bool = False) -> dict:
     """Train every cell of ``spec`` into the store at ``db``; resumable; returns the
     counts by status when the study is complete.
 
@@ -321,8 +488,10 @@ def run_study(spec: Spec, db: str | Path, options: RunOptions | None = None,
         options = replace(options, allow_mixed_settings=True)
     runtime.set_onednn(options.onednn)
     db = Path(db)
-    check_before_claiming(spec, db, options, workers, force)
-    study_id = register_study(spec, db, options, retry_failed)
+    checked = check_before_claiming(spec, db, options, workers, force)
+    options = replace(options, keras_backend=checked.keras_backend)
+    _check_importable(spec, workers, options)
+    study_id = register_study(spec, db, options, retry_failed, checked.networks, extend)
     monitor = None
     if progress:
         from kerasgen.display import ProgressMonitor
@@ -341,14 +510,80 @@ def run_study(spec: Spec, db: str | Path, options: RunOptions | None = None,
         return store.counts(study_id)
 
 
-def _train_here(options: RunOptions) -> bool:
+def grow_study(store: Store, row: dict, spec: Spec, extend: bool,
+               checkpoint_dir: str | None = None) -> None:
+    """Extend the stored study ``row`` to ``spec`` when ``spec`` only grows it and
+    ``extend`` is given, printing exactly what is added; a growing spec without
+    ``extend`` is a StudyMismatch saying to pass it. Other differences are left to
+    ``create_study``, which refuses them naming the keys."""
+    from kerasgen.checkpoints import cell_weights_path, study_directory
+    from kerasgen.spec import growth
+    from kerasgen.store import StudyMismatch
+
+    try:
+        stored = from_dict(json.loads(row["spec_json"]))
+    except (ValueError, TypeError):
+        return  # damaged or older: create_study names the problem
+    if stored.to_dict() == spec.to_dict():
+        return
+    grown, problems = growth(stored, spec)
+    if grown is None:
+        if extend:
+            raise StudyMismatch(f"--extend grows a study only by adding models, data sets, "
+                                f"batch sizes, learning rates or seeds, or more epochs under "
+                                f"the epochs rule; this specification changes what "
+                                f"{spec.name!r} already recorded: {'; '.join(problems)}.")
+        return
+    if not extend:
+        raise StudyMismatch(f"The study {spec.name!r} in {store.path} has a smaller "
+                            f"specification; this one adds {grown.describe()}. Pass --extend "
+                            "(run_study(..., extend=True)) to grow the study, or give the new "
+                            "one another name.")
+    continue_after = None
+    if grown.epochs:
+        continue_after = grown.epochs[0]
+        if spec.training.momentum:
+            raise StudyError(f"--extend cannot raise the epochs of {spec.name!r}: it trains "
+                             "with momentum, whose state is not kept with a cell's final "
+                             "weights. Run the longer study under another name.")
+        root = default_root(store.path, checkpoint_dir)
+        directory = study_directory(root, row["name"], row.get("uid"))
+        done = [r for r in store.conn.execute(
+            "SELECT cell_id FROM cells WHERE study_id = ? AND status = 'done' "
+            "AND epochs_done = ?", (row["study_id"], continue_after))]
+        missing = [c for (c,) in done if not cell_weights_path(directory, c).exists()]
+        if missing:
+            raise StudyError(f"--extend cannot raise the epochs of {spec.name!r}: {len(missing)} "
+                             f"finished cells have no final weights in {directory} (the study "
+                             "ran with --keep-weights none). Run the longer study under "
+                             "another name.")
+    counts = store.extend_study(row["study_id"], spec.to_dict(), spec.cells(), continue_after)
+    print(f"kerasgen: extending study {spec.name!r}: {grown.describe()}; {counts['added']} new "
+          f"cells, {counts['continued']} finished cells continue.", file=sys.stderr, flush=True)
+
+
+def _check_importable(spec: Spec, workers: int, options: RunOptions) -> None:
+    """A network registered from a function no other process can import (defined in a
+    script's ``__main__``) trains only in this process: refused, naming it, when the study
+    needs worker processes."""
+    local = [m for m in spec.models
+             if spec.model(m).kind == "registered" and spec.model(m).target is None]
+    if local and (workers > 1 or not _train_here(options, quiet=True)):
+        raise StudyError(
+            f"model {local[0]!r} is registered from a function defined in a script's __main__ "
+            "(or inside a function), which a worker process cannot import; this study needs "
+            "worker processes. Define the function at module level in an importable module "
+            "(or name it by its import path, 'package.module:function').")
+
+
+def _train_here(options: RunOptions, quiet: bool = False) -> bool:
     """Whether a one-worker study trains in this process (``RunOptions.process``): not
     when a setting read once per process was fixed here with another value than the
     study asks for (then a fresh worker process trains it, and says why), nor with
     ``process="new"``. With ``process="this"`` such a setting is a StudyError."""
     if options.process == "new":
         return False
-    problems = runtime.unhonoured_settings(options.onednn)
+    problems = runtime.unhonoured_settings(options.onednn, options.keras_backend)
     if not problems:
         return True
     if options.process == "this":
@@ -356,8 +591,9 @@ def _train_here(options: RunOptions) -> bool:
                          + "; ".join(problems) + ". Run it in a fresh process (kerasgen run, "
                          "or RunOptions(process='auto'/'new')), or ask for the setting in "
                          "effect here.")
-    print("kerasgen: training in a fresh worker process, because "
-          + "; ".join(problems) + ".", file=sys.stderr, flush=True)
+    if not quiet:
+        print("kerasgen: training in a fresh worker process, because "
+              + "; ".join(problems) + ".", file=sys.stderr, flush=True)
     return False
 
 
@@ -411,7 +647,8 @@ def _run_processes(db: Path, study: str, options: RunOptions, workers: int,
             _run_processes(db, study, options, 1, finish_leftovers=False)
 
 
-__all__ = ["MAX_CELLS", "SettingsMismatch", "StudyError", "check_before_claiming",
+__all__ = ["MAX_CELLS", "NetworkChanged", "SettingsMismatch", "StudyError",
+           "check_before_claiming", "check_networks", "network_facts", "verify_network",
            "check_datasets", "check_disk", "local_gpu_ids", "mirrored_device_count",
            "record_worker", "register_study", "run_study", "worker_environment",
            "worker_loop"]

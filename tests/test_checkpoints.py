@@ -150,3 +150,19 @@ def test_too_little_free_space_is_refused_before_anything_is_claimed(tmp_path):
     C.check_directory(tmp_path, min_free_bytes=1)
     assert not [p for p in Path(tmp_path).iterdir() if p.name.startswith(".kerasgen-probe")]
     assert os.access(tmp_path, os.W_OK)
+
+
+def test_removing_a_finished_packs_checkpoints_deletes_only_kerasgens_files(tmp_path):
+    from kerasgen.checkpoints import PackCheckpoint
+
+    pack = tmp_path / "pack-1"
+    pack.mkdir()
+    for name in ("state-a.json", "state-a-3.npz", "state-b-4.npz", ".state-a-5.npz.1.x.tmp"):
+        (pack / name).write_bytes(b"x")
+    (pack / "notes.txt").write_text("mine")
+    PackCheckpoint(pack, owner="a").remove()
+    assert sorted(p.name for p in pack.iterdir()) == ["notes.txt"]
+    (pack / "notes.txt").unlink()
+    (pack / "state-a.json").write_text("{}")
+    PackCheckpoint(pack, owner="a").remove()
+    assert not pack.exists()

@@ -16,10 +16,15 @@ def parse(*argv):
 def test_run_options_are_what_the_flags_say():
     args = parse("run", "--preset", "smoke", "--pack-size", "4", "--jit-compile", "off",
                  "--layout", "fused", "--onednn", "off", "--stale-seconds", "30",
-                 "--checkpoint-dir", "/tmp/c", "--data-dir", "/tmp/d", "--max-attempts", "5")
+                 "--checkpoint-dir", "/tmp/c", "--data-dir", "/tmp/d", "--max-attempts", "5",
+                 "--keras-backend", "jax", "--exact")
     assert cli._run_options(args) == RunOptions(
         pack_size=4, jit_compile=False, layout="fused", onednn=False, stale_seconds=30.0,
-        checkpoint_dir="/tmp/c", data_dir="/tmp/d", max_attempts=5)
+        checkpoint_dir="/tmp/c", data_dir="/tmp/d", max_attempts=5, keras_backend="jax",
+        exact=True)
+    # The command line's default backend is auto; the Python API's is tensorflow.
+    assert cli._run_options(parse("run")).keras_backend == "auto"
+    assert RunOptions().keras_backend == "tensorflow"
 
 
 @pytest.mark.parametrize("flag, expected", [("auto", "auto"), ("default", None), ("on", True),

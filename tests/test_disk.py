@@ -98,8 +98,9 @@ def test_a_study_refuses_to_start_when_the_disk_is_short_unless_forced(tmp_path,
 
 def test_kerasgen_run_prints_the_projection_and_refuses_a_study_no_disk_holds(tmp_path):
     spec = tmp_path / "huge.toml"
-    # 400 VGG-19 cells on 4096x4096 images: terabytes of final weights.
-    spec.write_text('name = "huge"\nmodels = ["vgg19"]\ndatasets = ["synthetic-4096-3-1000-4000"]\n'
+    # 400 cells of a VGG-19 eight times as wide (1.3 billion parameters): terabytes of
+    # final weights.
+    spec.write_text('name = "huge"\nmodels = ["vgg19_w512"]\ndatasets = ["synthetic-32-3-10-400"]\n'
                     'batch_sizes = { start = 16, stop = 320, step = 16 }\n'
                     'learning_rates = { start = 0.01, stop = 0.2, step = 0.01 }\nepochs = 1\n')
     db = tmp_path / "huge.db"

@@ -87,3 +87,25 @@ def test_the_readme_python_examples_run_as_written(tmp_path):
     # Both examples reached their report, over their own cells.
     assert run.stdout.count("# Batch size, learning rate and generalization") == 2
     assert "'optimizer': 'sgd'" in run.stdout or '"optimizer": "sgd"' in run.stdout
+
+
+@pytest.mark.slow
+def test_the_readme_own_network_example_runs_as_written(tmp_path):
+    section = README[README.index("## Your own network and data\n"):
+                     README.index("\n## ", README.index("## Your own network and data\n") + 1)]
+    module = re.search(r"`mynet.py`.*?```python\n(.*?)```", section, re.S).group(1)
+    toml = re.search(r"`mine.toml`:\n\n```toml\n(.*?)```", section, re.S).group(1)
+    (tmp_path / "mynet.py").write_text(module)
+    (tmp_path / "mine.toml").write_text(toml)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    commands = re.search(r"```\n(PYTHONPATH=\. kerasgen run .*?)```", section, re.S).group(1)
+    run_line = commands.splitlines()[0]
+    assert run_line == "PYTHONPATH=. kerasgen run mine.toml --db data/mine.db"
+    done = subprocess.run([sys.executable, "-m", "kerasgen", "run", "mine.toml", "--db",
+                           "data/mine.db", "--progress", "plain"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = subprocess.run([sys.executable, "-m", "kerasgen", "report", "data/mine.db"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "Table 3" in report.stdout and "mynet" in report.stdout

@@ -108,3 +108,67 @@ def test_kernel_differences_ignore_settings_that_do_not_choose_kernels():
     assert kernel_differences({**KERNELS, "pack_size": 4}, {"a": {**KERNELS, "pack_size": 2}}) == []
     assert kernel_differences({**KERNELS, "device": "GPU"}, {"a": KERNELS}) == [
         "device 'GPU' here, 'CPU (x, 2 cores)' for a"]
+
+
+# ---------------------------------------------------------------- choosing the backend
+
+def _choice_spec(**changes):
+    from kerasgen.spec import Spec
+
+    base = dict(name="b", models=("resnet8",), datasets=("digits",), batch_sizes=(16, 32),
+                learning_rates=(0.1, 0.2), epochs=2)
+    return Spec(**{**base, **changes})
+
+
+@pytest.fixture
+def backends(monkeypatch, tmp_path):
+    from kerasgen import backends
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(backends, "installed", lambda name: True)
+    measured = []
+
+    def fake_measure(backend, shape, seconds, input_shape, classes):
+        measured.append(backend)
+        return {"tensorflow": {"rate": 100.0, "compile": 2.0},
+                "jax": {"rate": 150.0, "compile": 30.0}}[backend]
+
+    monkeypatch.setattr(backends, "measure", fake_measure)
+    return backends, measured
+
+
+SHAPES = {"digits": ((8, 8, 1), 10, 1347)}
+
+
+def test_auto_keeps_the_backend_of_the_studys_earlier_runs(backends):
+    module, measured = backends
+    got = module.choose(_choice_spec(), RunOptions(keras_backend="auto"), ["jax"], SHAPES)
+    assert got[0] == "jax" and "earlier runs" in got[1] and measured == []
+
+
+def test_auto_measures_only_when_it_costs_at_most_two_percent_and_weighs_compilation(
+        backends):
+    module, measured = backends
+    short = _choice_spec()
+    got = module.choose(short, RunOptions(keras_backend="auto"), [], SHAPES)
+    assert got[0] == "tensorflow" and "not measured" in got[1] and measured == []
+    # A long study (its FLOPs at an optimistic rate) pays for two 45 s measurements.
+    long = _choice_spec(epochs=20000, learning_rates=tuple(0.01 * i for i in range(1, 21)))
+    floor = module.study_seconds_lower_bound(long, SHAPES)
+    assert 2 * module.CALIBRATION_SECONDS <= 0.02 * floor
+    got = module.choose(long, RunOptions(keras_backend="auto"), [], SHAPES)
+    assert measured == ["tensorflow", "jax"]
+    # Faster steps win over a long study: 30 s of compiling is nothing beside its images.
+    assert got[0] == "jax" and "measured now" in got[1]
+    # ... and the next run reads the cached measurement instead of measuring again.
+    again = module.choose(long, RunOptions(keras_backend="auto"), [], SHAPES)
+    assert again[0] == "jax" and "cached" in again[1] and measured == ["tensorflow", "jax"]
+
+
+def test_the_faster_backend_counts_compilations_per_pack_shape():
+    from kerasgen.backends import _faster
+
+    rates = {"tensorflow": {"rate": 100.0, "compile": 2.0}, "jax": {"rate": 150.0, "compile": 30.0}}
+    # Few images, many shapes: TensorFlow's cheap compilations win.
+    assert _faster(rates, (16, 10_000.0), "x")[0] == "tensorflow"
+    assert _faster(rates, (16, 10_000_000.0), "x")[0] == "jax"

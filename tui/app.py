@@ -20,6 +20,7 @@ from textual.worker import Worker, WorkerState
 from tui.screens.base import DashboardScreen
 from tui.screens.heatmap import HeatmapScreen
 from tui.screens.help import HelpScreen
+from tui.screens.measures import MeasuresScreen
 from tui.screens.overview import OverviewScreen
 from tui.screens.spearman import SpearmanScreen
 from tui.view import ViewState, next_metric
@@ -35,12 +36,13 @@ def utc_now() -> datetime:
 
 
 class DashboardApp(App[int]):
-    """Live view of a kerasgen store: overview, heatmap, Spearman tables."""
+    """Live view of a kerasgen store: overview, heatmap, Spearman tables, measures."""
 
     TITLE = "kerasgen"
     CSS_PATH = "dashboard.tcss"
     ENABLE_COMMAND_PALETTE = False
-    MODES = {"overview": OverviewScreen, "heatmap": HeatmapScreen, "spearman": SpearmanScreen}
+    MODES = {"overview": OverviewScreen, "heatmap": HeatmapScreen, "spearman": SpearmanScreen,
+             "measures": MeasuresScreen}
     DEFAULT_MODE = "overview"
     BINDINGS = [
         Binding("o", "show('overview')", "Overview"),
@@ -50,6 +52,8 @@ class DashboardApp(App[int]):
         Binding("left_square_bracket", "cycle_grid(-1)", "Prev grid", key_display="["),
         Binding("right_square_bracket", "cycle_grid(1)", "Next grid", key_display="]"),
         Binding("r", "poll", "Refresh"),
+        # After the others: an 80-column footer shows what it showed before this screen.
+        Binding("g", "show('measures')", "Measures"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
     ]
@@ -88,6 +92,9 @@ class DashboardApp(App[int]):
         if self.current_mode == "spearman" and view.snapshot is not None \
                 and view.snapshot.ok and view.grid_key is not None and view.spearman is None:
             self.action_poll()  # the tables on screen are not computed yet
+        if self.current_mode == "measures" and view.snapshot is not None \
+                and view.snapshot.ok and view.grid_key is not None and view.measures is None:
+            self.action_poll()  # the ranking on screen is not computed yet
 
     # -- polling
     def action_poll(self) -> None:
@@ -100,11 +107,13 @@ class DashboardApp(App[int]):
         wanted = set()
         if self.current_mode == "spearman" and self.view.grid_key is not None:
             wanted = {(*self.view.grid_key[:3], self.view.metric)}
+        measures = (self.view.grid_key[:3] if self.current_mode == "measures"
+                    and self.view.grid_key is not None else None)
         now = self.clock()
-        self.run_worker(lambda: self._read(wanted, now), thread=True, group=POLL_GROUP,
-                        name="read store", exit_on_error=False)
+        self.run_worker(lambda: self._read(wanted, now, measures), thread=True,
+                        group=POLL_GROUP, name="read store", exit_on_error=False)
 
-    def _read(self, wanted: set, now: datetime) -> Snapshot:
+    def _read(self, wanted: set, now: datetime, measures=None) -> Snapshot:
         """Runs in the worker thread."""
         if self._data is None:
             from tui.data import DashboardData  # pandas and the store, off the UI thread
@@ -112,6 +121,7 @@ class DashboardApp(App[int]):
             kwargs = {} if self.alpha is None else {"alpha": self.alpha}
             self._data = DashboardData(self.db, study=self.study, **kwargs)
         self._data.wanted = wanted
+        self._data.wanted_measures = measures
         return self._data.refresh(now)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -149,6 +159,8 @@ class DashboardApp(App[int]):
     def action_show(self, mode: str) -> None:
         self.switch_mode(mode)
         if mode == "spearman" and self.view.spearman is None:
+            self.action_poll()
+        if mode == "measures" and self.view.measures is None:
             self.action_poll()
 
     def action_cycle_metric(self) -> None:

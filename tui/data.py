@@ -48,12 +48,13 @@ from kerasgen.store import (
     epoch_curve_rows,
     inspect_store,
     last_epoch_row,
+    measure_signature,
     read_cell_rows,
     read_snapshot,
     study_overview,
 )
-from kerasgen.vocabulary import display_name
-from tui.view import METRICS
+from kerasgen.vocabulary import METRICS, display_name
+from tui.measures_data import MeasuresReader, MeasuresView
 
 ALPHA = 0.005  # the paper's significance level
 TABLES = (1, 2, 3)
@@ -239,6 +240,9 @@ class Snapshot:
     spearman: Mapping[tuple[str, str, str, str], SpearmanView] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)  # resnet110 -> ResNet-110
     seconds: float = 0.0  # how long the refresh took
+    # group -> the ranking of its generalization measures (tui.measures_data), for the
+    # group the Measures screen shows
+    measures: Mapping[GroupKey, MeasuresView] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -546,6 +550,8 @@ class DashboardData:
         self.study = study
         self.alpha = alpha
         self.wanted: set[tuple[str, str, str, str]] = set()
+        self.wanted_measures: GroupKey | None = None  # the Measures screen's grid
+        self._measures = MeasuresReader()
         self.generation = 0
         self._conn: Connection | None = None
         self._identity: tuple[int, int] | None = None
@@ -558,6 +564,8 @@ class DashboardData:
         # (study, model, dataset, metric) -> (signature, view); group -> (signature, warnings)
         self._spearman: dict[tuple[str, str, str, str], tuple[tuple, SpearmanView]] = {}
         self._premise: dict[GroupKey, tuple[tuple, tuple[str, ...]]] = {}
+        if hasattr(self, "_measures"):
+            self._measures.reset()
 
     def close(self) -> None:
         if self._conn is not None:
@@ -625,6 +633,7 @@ class DashboardData:
             if upto < self.marker:  # rows vanished: not the same store any more
                 self._reset()
             epoch_rows = read_epoch_rows(conn, self.marker, upto, self.study)
+            measured = measure_signature(conn)
         merge_curves(self.curves, epoch_rows)
         self.marker = max(self.marker, int(upto))
         if not studies or not rows:
@@ -633,10 +642,12 @@ class DashboardData:
                                  f"cells of {what} yet.", now)
         self._grids = build_grids(rows, {s.name: s.epochs for s in studies}, self._grids)
         spearman = self._update_spearman(rows)
+        measures = self._measures.update(conn, self.wanted_measures,
+                                         (measured, finished_signature(rows)))
         return Snapshot(state="ok", message="", path=str(self.path), taken_at=now,
                         generation=self.generation, studies=studies, progress=progress,
                         running=running, lost=lost, grids=tuple(g for _, g in self._grids.values()),
-                        curves=dict(self.curves), spearman=spearman,
+                        curves=dict(self.curves), spearman=spearman, measures=measures,
                         labels={name: display_name(name) for name in
                                 {r[2] for r in rows} | {r[3] for r in rows}})
 

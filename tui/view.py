@@ -11,6 +11,7 @@ from kerasgen.vocabulary import metric_label, short_label
 
 if TYPE_CHECKING:
     from tui.data import GridKey, GridView, Snapshot, SpearmanView
+    from tui.measures_data import MeasuresView
 
 METRICS: tuple[str, ...] = VOCABULARY_METRICS
 """What the heatmap and the Spearman screen show (the report's metrics); ``m`` cycles."""
@@ -38,6 +39,13 @@ class ViewState:
         if self.snapshot is None or self.grid_key is None:
             return None
         return self.snapshot.spearman_for(self.grid_key[:3], self.metric)
+
+    @property
+    def measures(self) -> MeasuresView | None:
+        """The ranking of the generalization measures of the selected grid's group."""
+        if self.snapshot is None or self.grid_key is None:
+            return None
+        return self.snapshot.measures.get(self.grid_key[:3])
 
     @property
     def best_metric(self) -> str | None:

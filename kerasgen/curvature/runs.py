@@ -168,7 +168,11 @@ def _compute_rows_inner(db, rows, params, label, delta, options, dirs, max_examp
             idx = _subset(ds.train_size, max_examples, config.seed)
             x = ds.normalize(ds.x_train[idx])
             y = ds.y_train[idx]
-            model = build_model(model_name, num_classes=ds.num_classes, input_shape=ds.input_shape)
+            from kerasgen.naming import model_ref
+
+            ref = model_ref(model_name, spec.get("model_targets")).with_args(
+                (spec.get("model_args") or {}).get(model_name))
+            model = build_model(ref, num_classes=ds.num_classes, input_shape=ds.input_shape)
             selection = select_parameters(model, params)
             objective = None
             for row in members:

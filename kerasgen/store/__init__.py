@@ -18,7 +18,8 @@ Every SQL statement kerasgen runs lives in this package:
   may not write beside the file) and never block a writer.
 
 Tables: ``studies`` (spec as JSON, versions, host, uid), ``cells`` (one trained model,
-its status and summary), ``epochs`` (one row per cell per epoch), ``bounds``. Views:
+its status and summary), ``epochs`` (one row per cell per epoch), ``bounds``,
+``measures`` (generalization measures per run and settings). Views:
 ``best`` (one row per cell, every number at the kept epoch) and ``progress`` (counts by
 status). The README documents them.
 
@@ -54,6 +55,7 @@ from kerasgen.store.files import (
 )
 from kerasgen.store.queries import (
     BOUND_COLUMNS,
+    MEASURE_COLUMNS,
     RESULT_COLUMNS,
     bound_cell_ids,
     epoch_curve_rows,
@@ -61,9 +63,12 @@ from kerasgen.store.queries import (
     last_epoch_row,
     load_bound_rows,
     load_epochs,
+    load_measure_rows,
     load_progress,
     load_results,
     load_studies,
+    measure_keys,
+    measure_signature,
     progress_rows,
     read_cell_rows,
     read_new_epochs,
@@ -76,12 +81,13 @@ from kerasgen.store.writer import Claim, Store, describe_difference, worker_is_g
 __all__ = [
     "APPLICATION_ID", "BOUND_COLUMNS", "BUSY_TIMEOUT_MS", "CellBusy", "Claim", "ClaimLost",
     "Connection", "DuplicateEpoch", "LOGGER_PACK_PREFIX", "MAX_STALE_SECONDS",
-    "DEFAULT_MAX_ATTEMPTS", "DEFAULT_STALE_SECONDS", "EPOCH_COLUMNS", "FINISHED", "MIGRATIONS",
+    "DEFAULT_MAX_ATTEMPTS", "DEFAULT_STALE_SECONDS", "EPOCH_COLUMNS", "FINISHED",
+    "MEASURE_COLUMNS", "MIGRATIONS",
     "RESULT_COLUMNS", "ReadError", "SCHEMA_VERSION", "STATUSES", "Store", "StoreError",
     "StudyMismatch", "bound_cell_ids", "check_writable", "connect_readonly",
     "describe_difference", "epoch_curve_rows", "has_clean_metrics", "inspect_store",
-    "last_epoch_row", "load_bound_rows", "load_epochs", "load_progress", "load_results",
-    "load_studies", "lock_holders", "progress_rows", "read_cell_rows", "read_new_epochs",
-    "read_snapshot", "readonly_note", "register_migration", "study_overview", "study_uids",
-    "utc_now", "worker_is_gone",
+    "last_epoch_row", "load_bound_rows", "load_epochs", "load_measure_rows", "load_progress",
+    "load_results", "load_studies", "lock_holders", "measure_keys", "measure_signature",
+    "progress_rows", "read_cell_rows", "read_new_epochs", "read_snapshot", "readonly_note",
+    "register_migration", "study_overview", "study_uids", "utc_now", "worker_is_gone",
 ]

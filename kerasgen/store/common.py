@@ -22,6 +22,13 @@ EPOCH_COLUMNS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy",
                  "train_eval_loss", "train_eval_accuracy", "val_loss", "val_accuracy")
 
 
+BOUND_COLUMNS = ["cell_id", "params", "estimator", "n_params", "n_examples", "delta",
+                 "trace_ca_inv", "logdet_sigma", "kl", "theorem1", "theorem1_discrete",
+                 "theorem2", "commutator", "assumption2", "critical_ratio", "report_json",
+                 "computed_at"]
+"""The columns of ``bounds`` (one row per cell and parameter set), written and read."""
+
+
 class StoreError(RuntimeError):
     """The file cannot be used as a kerasgen store; the message says why and what to do."""
 
@@ -71,7 +78,7 @@ disk error): the dashboard catches it and shows the message instead of crashing.
 Connection = sqlite3.Connection
 """A connection to a store (for type hints outside the store package)."""
 
-__all__ = ["APPLICATION_ID", "CellBusy", "ClaimLost", "Connection", "DuplicateEpoch",
-           "LOGGER_PACK_PREFIX", "MAX_STALE_SECONDS", "DEFAULT_MAX_ATTEMPTS",
-           "DEFAULT_STALE_SECONDS", "EPOCH_COLUMNS", "FINISHED", "ReadError", "STATUSES",
+__all__ = ["APPLICATION_ID", "BOUND_COLUMNS", "CellBusy", "ClaimLost", "Connection",
+           "DEFAULT_MAX_ATTEMPTS", "DEFAULT_STALE_SECONDS", "DuplicateEpoch", "EPOCH_COLUMNS",
+           "FINISHED", "LOGGER_PACK_PREFIX", "MAX_STALE_SECONDS", "ReadError", "STATUSES",
            "StoreError", "StudyMismatch", "utc_now"]

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from kerasgen.store.common import StoreError
+from kerasgen.store.common import BOUND_COLUMNS, StoreError
 from kerasgen.store.files import connect_readonly
 from kerasgen.store.writer import Store
 
@@ -309,12 +309,6 @@ def study_uids(db) -> dict[str, str | None]:
             conn.close()
 
 
-BOUND_COLUMNS = ["cell_id", "params", "estimator", "n_params", "n_examples", "delta",
-                 "trace_ca_inv", "logdet_sigma", "kl", "theorem1", "theorem1_discrete",
-                 "theorem2", "commutator", "assumption2", "critical_ratio", "report_json",
-                 "computed_at"]
-
-
 def load_bound_rows(db) -> pd.DataFrame:
     """The ``bounds`` table (empty with its columns on a store that has none yet)."""
     conn, owned = _reader(db)
@@ -344,7 +338,62 @@ def bound_cell_ids(db, params: str) -> set[int]:
             conn.close()
 
 
-__all__ = ["BOUND_COLUMNS", "RESULT_COLUMNS", "bound_cell_ids", "epoch_curve_rows",
-           "has_clean_metrics", "last_epoch_row", "load_bound_rows", "load_epochs",
-           "load_progress", "load_results", "load_studies", "progress_rows", "read_cell_rows",
-           "read_new_epochs", "study_overview", "study_uids"]
+# ---------------------------------------------------------------- measures
+
+MEASURE_COLUMNS = ["cell_id", "measure", "settings_key", "value", "estimator",
+                   "settings_json", "details_json", "weights", "weights_epoch", "kept_epoch",
+                   "seconds", "computed_at"]
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                        (name,)).fetchone() is not None
+
+
+def load_measure_rows(db, study: str | None = None) -> pd.DataFrame:
+    """The ``measures`` table (``MEASURE_COLUMNS``) with the study of each row, ordered by
+    cell and measure; empty with its columns on a store that has none yet."""
+    conn, owned = _reader(db)
+    try:
+        if not _has_table(conn, "measures"):
+            return pd.DataFrame(columns=["study", *MEASURE_COLUMNS])
+        sql = ("SELECT s.name AS study, m.* FROM measures m JOIN cells c USING (cell_id) "
+               "JOIN studies s USING (study_id)")
+        params: tuple = ()
+        if study is not None:
+            sql += " WHERE s.name = ?"
+            params = (study,)
+        return pd.read_sql_query(sql + " ORDER BY m.cell_id, m.measure, m.computed_at",
+                                 conn, params=params)
+    finally:
+        if owned:
+            conn.close()
+
+
+def measure_keys(db) -> set[tuple[int, str, str]]:
+    """(cell_id, measure, settings_key) of every stored measure."""
+    conn, owned = _reader(db)
+    try:
+        if not _has_table(conn, "measures"):
+            return set()
+        return {(int(c), str(m), str(k)) for c, m, k in
+                conn.execute("SELECT cell_id, measure, settings_key FROM measures")}
+    finally:
+        if owned:
+            conn.close()
+
+
+def measure_signature(conn: sqlite3.Connection) -> tuple[int, str | None]:
+    """(rows, newest computed_at) of the measures table: what changes when a measure
+    arrives (the dashboard recomputes its ranking only then)."""
+    if not _has_table(conn, "measures"):
+        return (0, None)
+    count, newest = conn.execute("SELECT COUNT(*), MAX(computed_at) FROM measures").fetchone()
+    return int(count), newest
+
+
+__all__ = ["BOUND_COLUMNS", "MEASURE_COLUMNS", "RESULT_COLUMNS", "bound_cell_ids",
+           "epoch_curve_rows", "has_clean_metrics", "last_epoch_row", "load_bound_rows",
+           "load_epochs", "load_measure_rows", "load_progress", "load_results",
+           "load_studies", "measure_keys", "measure_signature", "progress_rows",
+           "read_cell_rows", "read_new_epochs", "study_overview", "study_uids"]

@@ -255,8 +255,44 @@ def _migration_7(conn: sqlite3.Connection) -> None:
     """)
 
 
-# Schema 8: the view best also carries the validation metrics at the kept epoch.
-BEST_VIEW_SQL_8 = f"""
+def _migration_8(conn: sqlite3.Connection) -> None:
+    # A study that grows (kerasgen run --extend with more epochs): a finished cell goes
+    # back to pending with the epoch it continues from, its final weights; cells of one
+    # pack share it (a new cell of the same group starts from 0 in a pack of its own).
+    run_script(conn, """
+        ALTER TABLE cells ADD COLUMN continue_from INTEGER;
+    """)
+
+
+def _migration_9(conn: sqlite3.Connection) -> None:
+    # Generalization measures per finished run (`kerasgen measures`, Jiang et al. 2020):
+    # one row per (run, measure, settings). `settings_key` is a hash of `settings_json`,
+    # so the same measure under other settings is another row and a rerun with the same
+    # settings replaces nothing (idempotent under several processes). `weights` names
+    # the weights the value was taken at ('final': the weights the run finished with, at
+    # epoch `weights_epoch`; 'initial': the group's initial weights) beside the run's
+    # `kept_epoch` when it was computed. Self-contained (it creates only this table).
+    run_script(conn, """
+        CREATE TABLE measures (
+            cell_id        INTEGER NOT NULL REFERENCES cells(cell_id) ON DELETE CASCADE,
+            measure        TEXT NOT NULL,
+            settings_key   TEXT NOT NULL,
+            value          REAL,
+            estimator      TEXT NOT NULL,
+            settings_json  TEXT NOT NULL,
+            details_json   TEXT,
+            weights        TEXT NOT NULL,
+            weights_epoch  INTEGER,
+            kept_epoch     INTEGER,
+            seconds        REAL NOT NULL,
+            computed_at    TEXT NOT NULL,
+            PRIMARY KEY (cell_id, measure, settings_key)
+        );
+    """)
+
+
+# Schema 10: the view best also carries the validation metrics at the kept epoch.
+BEST_VIEW_SQL_10 = f"""
     CREATE VIEW best AS
         SELECT s.name AS study, c.cell_id, c.model, c.dataset, c.batch_size,
                c.learning_rate, c.seed, c.batch_size / c.learning_rate AS ratio,
@@ -273,7 +309,7 @@ BEST_VIEW_SQL_8 = f"""
         LEFT JOIN epochs k ON k.cell_id = c.cell_id AND k.epoch = c.kept_epoch;
 """
 
-EPOCHS_LONG_VIEW_SQL_8 = """
+EPOCHS_LONG_VIEW_SQL_10 = """
     CREATE VIEW epochs_long AS
         SELECT s.name AS study, c.model, c.dataset, c.batch_size, c.learning_rate, c.seed,
                c.batch_size / c.learning_rate AS ratio, e.cell_id, e.epoch,
@@ -288,7 +324,7 @@ EPOCHS_LONG_VIEW_SQL_8 = """
 """
 
 
-def _migration_8(conn: sqlite3.Connection) -> None:
+def _migration_10(conn: sqlite3.Connection) -> None:
     # Validation images held out of the training set (training.validation_size), so
     # that the kept epoch can be chosen without the test set (best_metric = val_accuracy
     # or val_loss); the views carry them. Existing rows have none (NULL), and their kept
@@ -297,9 +333,9 @@ def _migration_8(conn: sqlite3.Connection) -> None:
         ALTER TABLE epochs ADD COLUMN val_loss REAL;
         ALTER TABLE epochs ADD COLUMN val_accuracy REAL;
         DROP VIEW best;
-        {BEST_VIEW_SQL_8}
+        {BEST_VIEW_SQL_10}
         DROP VIEW epochs_long;
-        {EPOCHS_LONG_VIEW_SQL_8}
+        {EPOCHS_LONG_VIEW_SQL_10}
     """)
 
 
@@ -312,8 +348,10 @@ MIGRATIONS: list[tuple[str, Any]] = [
     ("studies.uid: the key of a study's files beside the store", _migration_5),
     ("view epochs_long; cells.hparams_json; epochs.pack_cells", _migration_6),
     ("cells.claim_token: ownership checked against the claim itself", _migration_7),
+    ("cells.continue_from: finished cells that continue when a study grows", _migration_8),
+    ("measures: generalization measures per run", _migration_9),
     ("epochs.val_loss, epochs.val_accuracy (validation images); views with them",
-     _migration_8),
+     _migration_10),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -328,6 +366,6 @@ def register_migration(name: str, step) -> None:
 
 
 
-__all__ = ["BEST_METRIC_SQL", "BEST_VIEW_SQL", "BEST_VIEW_SQL_8", "EPOCHS_LONG_VIEW_SQL",
-           "EPOCHS_LONG_VIEW_SQL_8", "MIGRATIONS",
+__all__ = ["BEST_METRIC_SQL", "BEST_VIEW_SQL", "BEST_VIEW_SQL_10", "EPOCHS_LONG_VIEW_SQL",
+           "EPOCHS_LONG_VIEW_SQL_10", "MIGRATIONS",
            "SCHEMA_VERSION", "register_migration", "run_script"]

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from kerasgen.store import schema
 from kerasgen.store.common import (
     APPLICATION_ID,
+    BOUND_COLUMNS,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_STALE_SECONDS,
     EPOCH_COLUMNS,
@@ -202,6 +203,32 @@ class Store:
             )
             return study_id
 
+    def extend_study(self, study_id: int, spec: dict, cells: Iterable[dict],
+                     continue_after: int | None = None) -> dict[str, int]:
+        """Grow a study (``kerasgen run --extend``): its specification becomes ``spec``,
+        the cells it lacks are added (pending), and with ``continue_after`` (the old
+        epochs, under the epochs rule) every cell done at exactly that many epochs goes
+        back to pending to continue from its final weights (``continue_from``). Old rows
+        are untouched. Returns {"added": ..., "continued": ...}."""
+        spec_json = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+        now = utc_now()
+        with self.transaction() as conn:
+            conn.execute("UPDATE studies SET spec_json = ?, spec_hash = ? WHERE study_id = ?",
+                         (spec_json, _hash(spec_json), study_id))
+            added = conn.executemany(
+                "INSERT OR IGNORE INTO cells (study_id, model, dataset, batch_size, "
+                "learning_rate, seed, updated_at) VALUES (?,?,?,?,?,?,?)",
+                [(study_id, c["model"], c["dataset"], int(c["batch_size"]),
+                  float(c["learning_rate"]), int(c["seed"]), now) for c in cells]).rowcount
+            continued = 0
+            if continue_after is not None:
+                continued = conn.execute(
+                    "UPDATE cells SET status = 'pending', continue_from = epochs_done, "
+                    "pack_id = NULL, worker = NULL, claim_token = NULL, heartbeat_at = NULL, "
+                    "finished_at = NULL, updated_at = ? WHERE study_id = ? AND status = 'done' "
+                    "AND epochs_done = ?", (now, study_id, int(continue_after))).rowcount
+        return {"added": added, "continued": continued}
+
     def ensure_cell(self, study: str, model: str, dataset: str, batch_size: int,
                     learning_rate: float, seed: int, environment: dict | None = None,
                     hparams: dict | None = None) -> None:
@@ -311,10 +338,13 @@ class Store:
                         "SELECT cell_id FROM cells WHERE pack_id = ? AND status = 'pending'",
                         (pack_id,))]
                 else:
+                    # A pack: one (model, dataset, seed, batch size) group, and one starting
+                    # epoch (cells that continue after the study grew apart from new ones).
                     first = conn.execute(
-                        "SELECT model, dataset, seed, batch_size FROM cells "
-                        "WHERE study_id = ? AND status = 'pending' AND pack_id IS NULL "
-                        "ORDER BY model, dataset, seed, batch_size, learning_rate LIMIT 1",
+                        "SELECT model, dataset, seed, batch_size, COALESCE(continue_from, 0) "
+                        "FROM cells WHERE study_id = ? AND status = 'pending' AND pack_id IS "
+                        "NULL ORDER BY model, dataset, seed, batch_size, "
+                        "COALESCE(continue_from, 0), learning_rate LIMIT 1",
                         (study_id,),
                     ).fetchone()
                     if first is None:
@@ -322,7 +352,8 @@ class Store:
                     ids = [r[0] for r in conn.execute(
                         "SELECT cell_id FROM cells WHERE study_id = ? AND status = 'pending' "
                         "AND pack_id IS NULL AND model = ? AND dataset = ? AND seed = ? "
-                        "AND batch_size = ? ORDER BY learning_rate LIMIT ?",
+                        "AND batch_size = ? AND COALESCE(continue_from, 0) = ? "
+                        "ORDER BY learning_rate LIMIT ?",
                         (study_id, *first, pack_size),
                     )]
                     pack_id, resumed = uuid.uuid4().hex[:16], False
@@ -604,12 +635,33 @@ class Store:
 
     def save_bound_row(self, values: dict) -> None:
         """Insert (or replace) one cell's bound terms (a row of ``bounds``)."""
-        from kerasgen.store.queries import BOUND_COLUMNS
-
         with self.transaction() as conn:
             conn.execute(f"INSERT OR REPLACE INTO bounds ({', '.join(BOUND_COLUMNS)}) "
                          f"VALUES ({', '.join('?' * len(BOUND_COLUMNS))})",
                          [values[c] for c in BOUND_COLUMNS])
+
+    def save_measure_rows(self, rows: Sequence[dict]) -> int:
+        """Write measures (rows of ``measures``) in one transaction; a row whose (cell,
+        measure, settings) is already stored is kept as it is (another process computed
+        it first, with the same settings). Returns the rows inserted."""
+        from kerasgen.store.queries import MEASURE_COLUMNS
+
+        if not rows:
+            return 0
+        with self.transaction() as conn:
+            before = conn.total_changes
+            conn.executemany(
+                f"INSERT OR IGNORE INTO measures ({', '.join(MEASURE_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(MEASURE_COLUMNS))})",
+                [[_finite_or_none(r[c]) if c == "value" else r[c] for c in MEASURE_COLUMNS]
+                 for r in rows])
+            return conn.total_changes - before
+
+    def delete_measure_rows(self, cell_id: int, measure: str, settings_key: str) -> None:
+        """Remove one stored measure (``kerasgen measures --recompute``)."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM measures WHERE cell_id = ? AND measure = ? AND "
+                         "settings_key = ?", (int(cell_id), measure, settings_key))
 
     def finished_packs(self) -> list[tuple[str, str | None, list[str]]]:
         """(study name, uid, pack ids) of every study: the packs whose cells are all done

@@ -16,6 +16,7 @@ KEYS = (
     ("o", "overview: every study, progress per model and data set, live workers"),
     ("h", "heatmap of the selected grid (batch size × learning rate)"),
     ("s", "Spearman Tables 1–3 of the selected grid, direction verdicts, premise"),
+    ("g", "generalization measures of the selected grid, ranked (kerasgen measures)"),
     ("m", "cycle the metric: test accuracy → final test accuracy → gap → loss gap"),
     ("[  ]", "previous / next grid (model, data set)"),
     ("↑ ↓ ← →", "move the heatmap cursor (also Home / End, or click a cell)"),
@@ -40,12 +41,14 @@ def help_text() -> Table:
     table.add_row(Text(" !err", style=f"bold #ffffff on {FAILED_BG}"),
                   "failed (see the detail panel)")
     table.add_row("", "")
-    table.add_row("Spearman", "bold green: significant (p < α) in the paper's direction; "
-                  "bold red: significant against it; n/all: finished cells behind the value "
-                  "/ all cells of the group (✕: how many of them diverged); with several "
-                  "seeds each cell is its mean over seeds. 95% CI: bootstrap interval over "
-                  "cells; CI seeds: over whole seeds; H B ✓: still significant after Holm / "
-                  "Benjamini-Hochberg over the table")
+    table.add_row("Spearman", "bold green: significant (p perm. < α: cells permuted, Table 3 "
+                  "rows and columns) in the paper's direction; bold red: significant "
+                  "against it; *: cannot reach α (too few cells); n/all: finished cells "
+                  "behind the value / all cells of the group (✕: how many of them "
+                  "diverged); with several seeds each cell is its mean over seeds. 95% CI: "
+                  "jackknife over seeds (3 or more); 2 seeds: the range of their own "
+                  "coefficients; H B ✓: still significant after Holm / Benjamini-Hochberg "
+                  "over its family")
     return table
 
 
