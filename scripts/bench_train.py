@@ -25,6 +25,18 @@ batch to the end of the last: the fit call's fixed cost (iterator, callbacks, th
 step) is left out. The column ``whole fit`` is what timing the whole call gives (what
 this script reported before, dominated by that fixed cost for short fits).
 
+The steady state: short fits on arrays compare configurations fairly but read below what
+a long study runs at (the fit's warm-up, numpy feeding). After them, ``--long-repeats``
+rounds of one long fit (``--long-seconds``, 12 s) of the bare fit and of each K in
+``--long-copies``, fed as the runner feeds a study (``device_check.long_fit``:
+kerasgen.data's tf.data stream under TensorFlow, its numpy generator under JAX, augmented),
+print the columns ``long`` and ``long/short``; the projection uses them. ``--torch PY``
+runs the same network in a plain PyTorch loop (``scripts/torch_reference.py``, under that
+Python) after each round of long fits and prints the one-cell rates against it.
+
+    .venv/bin/python scripts/bench_train.py --copies 1,4,20 --torch /opt/torch/bin/python
+    KERAS_BACKEND=jax .venv/bin/python scripts/bench_train.py --copies 1,4,20 --jit on
+
 The runner end to end: ``kerasgen run`` trains a study of ``--runner-images`` synthetic
 images (augmented, as CIFAR) for 4 epochs, the test set evaluated only after the last;
 its rate is K x images / ``wall_seconds`` of epochs 1 and 2: the training steps fed by
@@ -77,6 +89,18 @@ def parse_args():
     p.add_argument("--runner-copies", default="1,4",
                    help="pack sizes trained end to end through kerasgen run ('' = none)")
     p.add_argument("--runner-images", type=int, default=1600)
+    p.add_argument("--long-seconds", type=float, default=12.0,
+                   help="after the short fits, long fits this long, fed as the runner feeds "
+                        "a study (kerasgen.data's stream, augmented): the steady state "
+                        "beside the short figure (0: none)")
+    p.add_argument("--long-copies", default="1",
+                   help="the K whose configurations get long fits (the bare fit always)")
+    p.add_argument("--long-repeats", type=int, default=2)
+    p.add_argument("--torch", metavar="PY",
+                   help="a Python with torch: the same network in a plain PyTorch loop "
+                        "(scripts/torch_reference.py), interleaved with the long fits")
+    p.add_argument("--torch-threads", type=int, default=0,
+                   help="torch.set_num_threads for the reference (0: torch's default)")
     p.add_argument("--skip-pipeline", action="store_true")
     p.add_argument("--skip-overhead", action="store_true")
     p.add_argument("--skip-train-eval", action="store_true")
@@ -171,8 +195,10 @@ def bench_training(args, shape, between_repeats=None):
                 config.copies * args.batch_size * config.steps / whole]
         if between_repeats is not None:
             between_repeats(repeat)
+    torch_rates = long_fits(args, shape, configs)
     print(f"{'layout':9s} {'jit':4s} {'K':>3s} {'min':>8s} {'median':>8s} {'max':>8s} "
-          f"{'x K=1':>6s} {'x bare':>6s} {'steps':>5s} {'fit cost s':>10s} {'whole fit':>9s}")
+          f"{'x K=1':>6s} {'x bare':>6s} {'steps':>5s} {'fit cost s':>10s} {'whole fit':>9s} "
+          f"{'long':>8s} {'long/short':>10s}")
     results = {}
     for config in configs:
         med = statistics.median(config.rates)
@@ -182,15 +208,80 @@ def bench_training(args, shape, between_repeats=None):
         ratio = med / statistics.median(base.rates) if base else float("nan")
         vs_bare = med / statistics.median(bare.rates) if bare else float("nan")
         results[(config.layout, config.jit, config.copies)] = med
+        long = statistics.median(config.longs) if getattr(config, "longs", None) else None
         print(f"{config.layout:9s} {'on' if config.jit else 'off':4s} {config.copies:3d} "
               f"{min(config.rates):8.1f} {med:8.1f} {max(config.rates):8.1f} {ratio:6.2f} "
               f"{vs_bare:6.2f} {config.steps:5d} {statistics.median(config.fit_overhead_s):10.2f} "
-              f"{statistics.median(config.whole):9.1f}", flush=True)
+              f"{statistics.median(config.whole):9.1f} "
+              + (f"{long:8.1f} {long / med:10.2f}" if long else f"{'-':>8s} {'-':>10s}"),
+              flush=True)
+        if long:
+            results[("long", config.layout, config.jit, config.copies)] = long
         print(f"RESULT {config.layout} {'on' if config.jit else 'off'} {config.copies} {med:.3f}",
               file=sys.stderr, flush=True)
     for config in configs:
         config.net = None
+    if torch_rates:
+        report_torch(args, torch_rates, results)
     return results
+
+
+def long_fits(args, shape, configs) -> list[float]:
+    """``--long-repeats`` rounds of one long fit per configuration of the bare fit and the
+    K in ``--long-copies`` (``device_check.long_fit``: fed by kerasgen.data's stream as the
+    runner feeds a study, its steps sized to ``--long-seconds``), each round followed by a
+    PyTorch reference run when ``--torch`` is given. Returns the reference's rates."""
+    import device_check as dc
+
+    if args.long_seconds <= 0:
+        return []
+    wanted = {int(k) for k in args.long_copies.split(",") if k.strip()}
+    chosen = [c for c in configs if c.layout == "bare" or c.copies in wanted]
+    torch_rates: list[float] = []
+    print(f"long fits: {len(chosen)} configurations x {args.long_repeats} rounds of "
+          f"~{args.long_seconds:g} s" + (", each round then PyTorch" if args.torch else ""),
+          flush=True)
+    for _ in range(args.long_repeats):
+        for config in chosen:
+            rate, _, steps = dc.long_fit(config.net, args.batch_size, args.long_seconds,
+                                         config.step_s, config.copies, shape)
+            config.longs = getattr(config, "longs", []) + [rate]
+        if args.torch:
+            torch_rates.append(torch_reference(args, shape))
+    return torch_rates
+
+
+def torch_reference(args, shape) -> float:
+    """One run of scripts/torch_reference.py under ``--torch``'s Python: images/s."""
+    import json
+
+    command = [args.torch, str(Path(__file__).resolve().parent / "torch_reference.py"),
+               "--model", args.model, "--batch-size", str(args.batch_size),
+               "--input-shape", ",".join(map(str, shape)), "--seconds", str(args.long_seconds),
+               "--threads", str(args.torch_threads)]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench_train.py: the PyTorch reference failed ({proc.returncode}): "
+                         f"{proc.stderr[-600:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"  PyTorch {out['torch']}: {out['rate']:.1f} images/s ({out['steps']} steps, "
+          f"{out['threads']} threads, {out['parameters']:,} parameters)", flush=True)
+    return float(out["rate"])
+
+
+def report_torch(args, torch_rates: list[float], results: dict) -> None:
+    import keras
+
+    ref = statistics.median(torch_rates)
+    print(f"\n## PyTorch reference: {args.model}, batch {args.batch_size}, a plain loop on "
+          f"pre-made batches (scripts/torch_reference.py; no input pipeline), "
+          f"{len(torch_rates)} runs interleaved with the long fits: median {ref:.1f} "
+          f"images/s (" + ", ".join(f"{r:.0f}" for r in torch_rates) + ")")
+    backend = keras.backend.backend()
+    for (_, layout, jit, _k), rate in sorted(
+            (k, v) for k, v in results.items() if k[0] == "long" and k[3] == 1):
+        print(f"kerasgen on {backend}, {layout} XLA {'on' if jit else 'off'}, one cell, long "
+              f"fit: {rate:.1f} model-images/s = {rate / ref:.2f}x PyTorch")
 
 
 def runner_spec_toml(name: str, args, shape, copies: int) -> str:
@@ -471,11 +562,19 @@ def determinism_ab(args):
 def projection(results, args, shape):
     from kerasgen.spec import preset
 
-    unpacked = max((r for (_, _, k), r in results.items() if k == 1), default=None)
-    packed_key = max((key for key in results if key[2] > 1), key=results.get, default=None)
+    short = {k: v for k, v in results.items() if k[0] != "long"}
+    # The steady state: a configuration's long fit, else its short figure times the bare
+    # fit's long/short ratio under the same XLA setting (the short fits read low).
+    steady = {}
+    for (layout, jit, k), rate in short.items():
+        bare_long, bare_short = results.get(("long", "bare", jit, 1)), short.get(("bare", jit, 1))
+        steady[(layout, jit, k)] = results.get(
+            ("long", layout, jit, k), rate * (bare_long / bare_short if bare_long else 1.0))
+    unpacked = max((r for (_, _, k), r in steady.items() if k == 1), default=None)
+    packed_key = max((key for key in steady if key[2] > 1), key=steady.get, default=None)
     if unpacked is None or packed_key is None:
         return
-    packed = results[packed_key]
+    packed = steady[packed_key]
     flops = train_flops_per_image(args.model, shape)
     spec = preset("paper")
     print(f"\n## projection: the paper preset ({spec.cell_count} cells x {PAPER_EPOCHS} epochs x "
@@ -483,8 +582,10 @@ def projection(results, args, shape):
     print(f"measured on {args.model}: {flops / 1e9:.3f} GFLOP per training image; "
           f"{unpacked * flops / 1e9:.1f} GFLOP/s unpacked (best K=1), "
           f"{packed * flops / 1e9:.1f} GFLOP/s packed (best: {packed_key[0]}, XLA "
-          f"{'on' if packed_key[1] else 'off'}, K={packed_key[2]}); other networks scaled "
-          "by FLOPs (an extrapolation: small batches and deep narrow nets run below it)")
+          f"{'on' if packed_key[1] else 'off'}, K={packed_key[2]}), at the steady state "
+          "(long fits; a configuration without one: its short figure x the bare fit's "
+          "long/short); other networks scaled by FLOPs (an extrapolation: small batches and "
+          "deep narrow nets run below it)")
     cells_per_model = spec.cell_count // len(spec.models)
     print(f"{'network':10s} {'GFLOP/img':>10s} {'cells':>6s} {'PFLOP':>9s} "
           f"{'unpacked h':>11s} {'packed h':>9s}")
@@ -542,7 +643,7 @@ def main() -> int:
     if not args.skip_autotune:
         bench_autotune(args)
     if not args.skip_pipeline:
-        k1 = [r for (layout, jit, k), r in results.items() if k == 1]
+        k1 = [r for key, r in results.items() if key[0] != "long" and key[-1] == 1]
         bench_pipeline(args, shape, max(k1) if k1 else None)
     if not args.skip_overhead:
         bench_overhead(args)

@@ -25,7 +25,14 @@ round is one ``fit`` on in-memory arrays, its steps sized to last about ``--seco
 callback stamps the end of every batch (Keras then reads the step's logs, so every step
 has finished on the device, as in kerasgen's runner, whose callback also reads them), and
 the rate is taken from the end of the first batch to the end of the last: the fit call's
-fixed cost and the first step are left out. Configurations that would not fit in what is
+fixed cost and the first step are left out. Short fits on arrays compare configurations
+fairly but are not what a 200-epoch study runs in, so after the rounds each configuration
+(bare fits first, always kept in the budget) gets one **long fit** (``--long-seconds``,
+12 s), fed as the runner feeds a study (a data set in memory, augmented, through
+``kerasgen.data.train_dataset`` under TensorFlow or its numpy generator otherwise), timed
+the same way; the table prints it beside the short fits' median with their ratio, and the
+projection uses the steady state: a configuration's own long fit, else its short figure
+times the bare fit's long/short ratio (it says which). Configurations that would not fit in what is
 left of the budget (predicted from the same layout's smaller K) are skipped and say so; a
 configuration that fails (a layout a backend cannot run) says so in the table; the
 script exits 1 if any failed.
@@ -59,7 +66,8 @@ FIRST_SHARE = 0.2
 setting) starts only while this share of the budget is left beyond the timed rounds."""
 SMOKE = {"models": "resnet8,vgg11_w8", "xla_off_models": "vgg11_w8", "copies": "1,2",
          "input_shape": "8,8,3",
-         "seconds": 0.1, "repeats": 2, "min_steps": 3, "warmup_steps": 2}
+         "seconds": 0.1, "repeats": 2, "min_steps": 3, "warmup_steps": 2,
+         "long_seconds": 0.3}
 # The smoke test compiles 20 tiny training steps on a CPU: XLA's quickest settings halve
 # its compile time (the figures are not a measurement anyway).
 SMOKE_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
@@ -83,6 +91,10 @@ def parse_args(argv=None):
     p.add_argument("--min-steps", type=int, default=4, help="per timed fit (3 or more)")
     p.add_argument("--warmup-steps", type=int, default=3, help="per warm-up fit (2 or more)")
     p.add_argument("--max-steps", type=int, default=400)
+    p.add_argument("--long-seconds", type=float, default=12.0,
+                   help="after the timed rounds, one fit per configuration this long, fed "
+                        "as the runner feeds a study (tf.data or numpy, augmented): the "
+                        "steady state beside the short fits (0: none)")
     p.add_argument("--json", help="also write the table as JSON to this path")
     p.add_argument("--smoke", action="store_true",
                    help="tiny networks, K = 1, 2, 8x8 images: the same code in about a minute")
@@ -208,6 +220,10 @@ class Config:
     steps: int = 0  # per timed fit
     rates: list = field(default_factory=list)
     fit_overhead_s: list = field(default_factory=list)  # fit wall - its timed steps' share
+    long_rate: float | None = None  # a long fit fed as the runner feeds it (steady state)
+    long_whole_rate: float | None = None  # the same fit timed as a whole call
+    long_steps: int = 0
+    long_note: str = ""
     net: object = field(default=None, repr=False)
 
     @property
@@ -290,6 +306,59 @@ def timed_fit(net, batch_size: int, steps: int, copies: int, shape):
     return rate, wall - step * len(times), step
 
 
+def runner_feed(batch_size: int, steps: int, copies: int, shape, max_images: int = 0):
+    """``steps`` training batches fed as kerasgen's runner feeds a study: a data set held
+    in memory (random images), each epoch in its own order with the CIFAR augmentation
+    (pad-crop-flip) where the inputs are images, through ``kerasgen.data.train_dataset``
+    (tf.data) under TensorFlow and ``kerasgen.data.batch_generator`` (numpy) under any
+    other backend. Returns (the stream, steps per epoch, epochs): an epoch holds at most
+    ``max_images`` images (default: about 1 GB of float32), so a long fit may span epochs,
+    as a study's does."""
+    import keras
+    import numpy as np
+
+    from kerasgen import data as data_lib
+
+    per_image = int(np.prod(shape)) * 4
+    max_images = max_images or max(batch_size, 2**30 // per_image)
+    per_epoch = max(1, min(steps, max_images // batch_size))
+    epochs = math.ceil(steps / per_epoch)
+    n = per_epoch * batch_size
+    rng = np.random.default_rng(1)
+    channels = shape[-1] if len(shape) == 3 else 1
+    ds = data_lib.Dataset("long-fit", rng.random((n, *shape), dtype=np.float32),
+                          rng.integers(0, 10, n), rng.random((batch_size, *shape),
+                                                             dtype=np.float32),
+                          rng.integers(0, 10, batch_size), 10, (0.5,) * channels,
+                          (0.25,) * channels, augment=len(shape) == 3)
+    if keras.backend.backend() == "tensorflow":
+        stream = data_lib.train_dataset(ds, 0, batch_size, 0, epochs, copies=copies,
+                                        drop_last=True)
+    else:
+        stream = data_lib.batch_generator(ds, 0, batch_size, 0, epochs, copies=copies,
+                                          drop_last=True)
+    return stream, per_epoch, epochs
+
+
+def long_fit(net, batch_size: int, seconds: float, step_s: float, copies: int, shape,
+             max_steps: int = 100_000, max_images: int = 0):
+    """A fit long enough for the steady state: steps sized to last ``seconds`` (from the
+    short fits' step time), fed as the runner feeds a study (``runner_feed``). Returns
+    (model-images/s from the per-batch stamps after the first batch, model-images/s of
+    the whole ``fit`` call, its steps)."""
+    steps = int(min(max_steps, max(10, math.ceil(seconds / max(step_s, 1e-6)))))
+    stream, per_epoch, epochs = runner_feed(batch_size, steps, copies, shape, max_images)
+    stamp = clock()
+    started = time.perf_counter()
+    net.fit(stream, steps_per_epoch=per_epoch, epochs=epochs, verbose=0, shuffle=False,
+            callbacks=[stamp])
+    wall = time.perf_counter() - started
+    times = stamp.times
+    done = len(times)
+    steady = copies * batch_size * (done - 1) / (times[-1] - times[0])
+    return steady, copies * batch_size * done / wall, done
+
+
 def plan(args) -> list[Config]:
     """Configurations in the order they are built: XLA on before off (the accelerator
     default first), per network the bare fit, then each layout by increasing K."""
@@ -335,6 +404,15 @@ def round_seconds(configs: list[Config], args) -> float:
                if c.status == "measured")
 
 
+def long_reserve(configs: list[Config], args) -> float:
+    """The bare fits' long fits: kept in every budget decision, since the projection is
+    corrected by them."""
+    if args.long_seconds <= 0:
+        return 0.0
+    return sum(args.long_seconds + 2 * c.step_s + 1.0 for c in configs
+               if c.layout == "bare" and c.status in ("pending", "measured"))
+
+
 def elapsed() -> float:
     return time.perf_counter() - STARTED
 
@@ -357,8 +435,9 @@ def run(args) -> tuple[list[Config], dict]:
     for config in configs:
         left = args.budget_seconds - elapsed()
         predicted = predicted_seconds(config, done, args)
-        # What must stay for one timed round of everything already built.
-        reserve = round_seconds(done, args)
+        # What must stay for one timed round of everything already built, and the bare
+        # fits' long fits (the steady state the projection is corrected by).
+        reserve = round_seconds(done, args) + long_reserve(done + [config], args)
         if (predicted is not None and predicted + reserve > left) or (
                 predicted is None and left - reserve < FIRST_SHARE * args.budget_seconds):
             config.status = "skipped"
@@ -384,7 +463,8 @@ def run(args) -> tuple[list[Config], dict]:
           flush=True)
     rounds = 0
     for r in range(args.repeats):
-        if r > 0 and elapsed() + round_seconds(measured, args) > args.budget_seconds:
+        if r > 0 and (elapsed() + round_seconds(measured, args) + long_reserve(measured, args)
+                      > args.budget_seconds):
             break
         for config in measured:
             if config.status != "measured":
@@ -399,9 +479,45 @@ def run(args) -> tuple[list[Config], dict]:
                 config.note = f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
         rounds += 1
         print(f"  round {rounds} done at {elapsed():.0f} s", flush=True)
+    long_fits(measured, args, shape)
     for config in done:
         config.net = None
     return done, {"rounds": rounds, "shape": shape}
+
+
+def long_fits(configs: list[Config], args, shape) -> None:
+    """After the timed rounds, while the budget allows: one long fit per configuration
+    (``--long-seconds``), bare fits first, then by increasing K; each says why not when
+    it was left out."""
+    if args.long_seconds <= 0:
+        return
+    order = sorted((c for c in configs if c.status == "measured"),
+                   key=lambda c: (c.layout != "bare", c.copies))
+    for config in order:
+        needed = args.long_seconds + 2 * config.step_s + 1.0
+        if elapsed() + needed > args.budget_seconds:
+            config.long_note = f"no long fit: {args.budget_seconds - elapsed():.0f} s left"
+            continue
+        try:
+            config.long_rate, config.long_whole_rate, config.long_steps = long_fit(
+                config.net, args.batch_size, args.long_seconds, config.step_s, config.copies,
+                shape)
+            print(f"  long fit {config.label}: {config.long_steps} steps, "
+                  f"{config.long_rate:.1f} model-images/s", flush=True)
+        except Exception as exc:  # noqa: BLE001 - reported in the table, the run goes on
+            config.long_note = f"long fit failed: {type(exc).__name__}: {str(exc)[:120]}"
+            print(f"  FAIL  long fit {config.label}: {config.long_note}", flush=True)
+
+
+def long_over_short(config: Config, configs: list[Config]) -> float | None:
+    """The steady state's rate over the short fits' for ``config``: its own long fit, else
+    the bare fit's of the same network and XLA setting (the correction applied to the
+    projection), else none."""
+    if config.long_rate and config.rates:
+        return config.long_rate / config.median()
+    bare = next((c for c in configs if c.model == config.model and c.jit == config.jit
+                 and c.layout == "bare" and c.long_rate and c.rates), None)
+    return bare.long_rate / bare.median() if bare else None
 
 
 # ---------------------------------------------------------------- the table
@@ -434,22 +550,39 @@ def projection(configs: list[Config], args, shape) -> dict:
         flops = train_flops_per_image(stand_in, shape)
         scale = flops / train_flops_per_image(paper_model, (32, 32, 3))
         mine = [c for c in measured if c.model == stand_in]
-        best = max(mine, key=lambda c: c.median())
-        unpacked = max((c for c in mine if c.copies == 1), key=lambda c: c.median(),
+        rate = {id(c): steady_rate(c, configs) for c in mine}
+        best = max(mine, key=lambda c: rate[id(c)][0])
+        unpacked = max((c for c in mine if c.copies == 1), key=lambda c: rate[id(c)][0],
                        default=None)
         image_epochs = per_model * spec.epochs * PAPER_IMAGES
+        best_rate, best_basis = rate[id(best)]
         row = {"measured_as": stand_in, "flop_scale": scale, "best": best.label,
-               "best_rate": best.median() * scale,
-               "best_tflops": best.median() * flops / 1e12,
-               "hours_best": image_epochs / (best.median() * scale) / 3600}
+               "best_rate": best_rate * scale, "best_basis": best_basis,
+               "best_short_rate": best.median() * scale,
+               "best_tflops": best_rate * flops / 1e12,
+               "hours_best": image_epochs / (best_rate * scale) / 3600}
         if unpacked is not None:
-            row.update(unpacked=unpacked.label, unpacked_rate=unpacked.median() * scale,
-                       hours_unpacked=image_epochs / (unpacked.median() * scale) / 3600)
+            unpacked_rate, unpacked_basis = rate[id(unpacked)]
+            row.update(unpacked=unpacked.label, unpacked_rate=unpacked_rate * scale,
+                       unpacked_basis=unpacked_basis,
+                       hours_unpacked=image_epochs / (unpacked_rate * scale) / 3600)
         out["networks"][paper_model] = row
     rows = out["networks"].values()
     out["hours_best"] = sum(r["hours_best"] for r in rows)
     out["hours_unpacked"] = sum(r.get("hours_unpacked", math.nan) for r in rows)
     return out
+
+
+def steady_rate(config: Config, configs: list[Config]) -> tuple[float, str]:
+    """The rate a study would train at: the configuration's own long fit; else its short
+    fits' median times the bare fit's long/short ratio of the same network and XLA
+    setting; else the short fits' median (said so)."""
+    if config.long_rate:
+        return config.long_rate, "long fit"
+    ratio = long_over_short(config, configs)
+    if ratio:
+        return config.median() * ratio, f"short fits x {ratio:.2f} (the bare fit's long/short)"
+    return config.median(), "short fits (no long fit measured)"
 
 
 def fmt(value, spec=".1f", missing="-"):
@@ -468,21 +601,29 @@ def report(configs: list[Config], facts: dict, meta: dict, args) -> dict:
     print(f"# batch {args.batch_size}, images {'x'.join(map(str, shape))}; {meta['rounds']} "
           f"interleaved timed round(s); model-images/s = K x images/s over the steps after "
           "the first of each fit")
+    print("# long: one fit of --long-seconds fed as the runner feeds a study (tf.data or "
+          "numpy, augmented), rate after its first batch; long/short: its ratio to the short "
+          "fits' median")
     head = (f"{'model':10s} {'layout':8s} {'xla':3s} {'K':>3s} {'min':>9s} {'median':>9s} "
-            f"{'max':>9s} {'x K=1':>6s} {'steps':>5s} {'build s':>7s}  status")
+            f"{'max':>9s} {'x K=1':>6s} {'steps':>5s} {'build s':>7s} {'long':>9s} "
+            f"{'long/short':>10s}  status")
     print(head)
     rows = []
     for c in configs:
         ratio = ratio_to_k1(c, configs)
         status = c.status if not c.note else f"{c.status}: {c.note}"
+        if c.long_note:
+            status += f" ({c.long_note})"
+        long_short = c.long_rate / c.median() if c.long_rate and c.rates else None
         print(f"{c.model:10s} {c.layout:8s} {'on' if c.jit else 'off':3s} {c.copies:3d} "
               f"{fmt(min(c.rates) if c.rates else None):>9s} {fmt(c.median()):>9s} "
               f"{fmt(max(c.rates) if c.rates else None):>9s} {fmt(ratio, '.2f'):>6s} "
-              f"{c.steps if c.rates else '-':>5} {fmt(c.build_s if c.rates else None):>7s}  "
-              f"{status}", flush=True)
+              f"{c.steps if c.rates else '-':>5} {fmt(c.build_s if c.rates else None):>7s} "
+              f"{fmt(c.long_rate):>9s} {fmt(long_short, '.2f'):>10s}  {status}", flush=True)
         row = {k: v for k, v in asdict(c).items() if k != "net"}
         row.update(median=c.median(), min=min(c.rates) if c.rates else None,
-                   max=max(c.rates) if c.rates else None, ratio_to_k1=ratio)
+                   max=max(c.rates) if c.rates else None, ratio_to_k1=ratio,
+                   long_over_short=long_short)
         rows.append(row)
     proj = projection(configs, args, shape)
     print(f"\n# projection: the paper preset ({proj['cells']:,} cells x {proj['epochs']} "
@@ -492,10 +633,11 @@ def report(configs: list[Config], facts: dict, meta: dict, args) -> dict:
         stand_in = "" if r["measured_as"] == name else \
             f"; measured as {r['measured_as']}, rates x {r['flop_scale']:.3g} by FLOPs"
         print(f"projection {name}: best {r['hours_best']:,.0f} device-hours at "
-              f"{r['best_rate']:,.1f} model-images/s ({r['best']}, {r['best_tflops']:.3g} "
-              f"TFLOP/s); one cell at a time {fmt(r.get('hours_unpacked'), ',.0f')} "
-              f"device-hours at {fmt(r.get('unpacked_rate'), ',.1f')} model-images/s "
-              f"({r.get('unpacked', '-')}){stand_in}")
+              f"{r['best_rate']:,.1f} model-images/s ({r['best']}, {r['best_basis']}; "
+              f"short fits {r['best_short_rate']:,.1f}; {r['best_tflops']:.3g} TFLOP/s); "
+              f"one cell at a time {fmt(r.get('hours_unpacked'), ',.0f')} device-hours at "
+              f"{fmt(r.get('unpacked_rate'), ',.1f')} model-images/s "
+              f"({r.get('unpacked', '-')}, {r.get('unpacked_basis', '-')}){stand_in}")
     print(f"projection total: best {fmt(proj['hours_best'], ',.0f')} device-hours, one cell "
           f"at a time {fmt(proj['hours_unpacked'], ',.0f')} device-hours")
     print(f"# elapsed {elapsed():.0f} s of a {args.budget_seconds:.0f} s budget")

@@ -79,10 +79,14 @@ def test_smoke_measures_every_configuration_under_jax_without_tensorflow(tmp_pat
         # ... and the same figures in the printed table
         line = re.search(rf"^{r['model']}\s+{r['layout']}\s+{'on' if r['jit'] else 'off'}\s+"
                          rf"{r['copies']}\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+\d+\s+"
-                         r"[\d.]+\s+measured$", proc.stdout, re.M)
+                         r"[\d.]+\s+([\d.]+)\s+([\d.]+)\s+measured$", proc.stdout, re.M)
         assert line, (name, log)
         assert float(line.group(2)) == pytest.approx(r["median"], abs=0.06)
         assert float(line.group(4)) == pytest.approx(r["ratio_to_k1"], abs=0.006)
+        # the long fit, fed as the runner feeds a study, beside the short fits
+        assert r["long_rate"] > 0 and r["long_steps"] >= 10, name
+        assert float(line.group(5)) == pytest.approx(r["long_rate"], abs=0.06)
+        assert float(line.group(6)) == pytest.approx(r["long_rate"] / r["median"], abs=0.006)
 
     projection = result["projection"]
     assert set(projection["networks"]) == {"resnet110", "vgg19"}
@@ -90,8 +94,13 @@ def test_smoke_measures_every_configuration_under_jax_without_tensorflow(tmp_pat
     assert math.isfinite(projection["hours_unpacked"]) and projection["hours_unpacked"] > 0
     for name in ("resnet110", "vgg19"):
         assert re.search(rf"^projection {name}: best [\d,]+ device-hours at [\d,.]+ "
-                         r"model-images/s .* one cell at a time [\d,]+ device-hours",
-                         proc.stdout, re.M), log
+                         r"model-images/s \(.*, long fit; short fits [\d,.]+; .* one cell at "
+                         r"a time [\d,]+ device-hours", proc.stdout, re.M), log
+        # the projection is the steady state: the best configuration's own long fit
+        row = projection["networks"][name]
+        best = next(r for r in rows if f"{r['model']} {r['layout']} "
+                    f"xla={'on' if r['jit'] else 'off'} K={r['copies']}" == row["best"])
+        assert row["best_rate"] == pytest.approx(best["long_rate"] * row["flop_scale"])
     assert re.search(r"^projection total: best [\d,]+ device-hours", proc.stdout, re.M), log
 
 
@@ -143,7 +152,58 @@ def test_plan_puts_xla_first_and_says_why_a_configuration_is_missing(capsys):
              "accelerator": False}
     result = check.report(configs[:4], facts, {"rounds": 1, "shape": (32, 32, 3)}, args)
     table = capsys.readouterr().out
-    assert re.search(r"^resnet110\s+branches\s+on\s+4\s+-\s+-\s+-\s+-\s+-\s+-\s+failed: "
+    assert re.search(r"^resnet110\s+branches\s+on\s+4\s+-\s+-\s+-\s+-\s+-\s+-\s+-\s+-\s+failed: "
                      "UnimplementedError: grouped convolution$", table, re.M), table
     assert re.search(r"^resnet110\s+branches\s+on\s+20 .*skipped: over budget$", table, re.M)
     assert [r["status"] for r in result["rows"]] == ["pending", "measured", "failed", "skipped"]
+
+
+def test_the_long_fit_is_fed_as_the_runner_feeds_a_study():
+    """The long fit's batches are the runner's: kerasgen.data's stream (tf.data under
+    TensorFlow), augmented, each epoch in its own order, labels repeated per copy; a fit
+    longer than one epoch's images spans epochs, as a study does."""
+    import keras
+    import numpy as np
+
+    from kerasgen import data as data_lib
+
+    check = load_script()
+    stream, per_epoch, epochs = check.runner_feed(4, 10, 2, (8, 8, 3), max_images=16)
+    assert (per_epoch, epochs) == (4, 3)  # 16 images an epoch: 4 steps, 3 epochs for 10
+    batches = [(np.asarray(x), [np.asarray(y) for y in ys]) for x, ys in stream]
+    assert len(batches) == per_epoch * epochs
+    if keras.backend.backend() == "tensorflow":
+        assert type(stream).__module__.startswith("tensorflow")
+    x0, (a, b) = batches[0]
+    assert x0.shape == (4, 8, 8, 3) and np.array_equal(a, b)
+    # epoch 0 and epoch 1 differ (another order and other crops), and the images are the
+    # augmented ones: equal to kerasgen.data's numpy reference of the same data set
+    assert not np.array_equal(batches[0][0], batches[per_epoch][0])
+    rng = np.random.default_rng(1)
+    ds = data_lib.Dataset("long-fit", rng.random((16, 8, 8, 3), dtype=np.float32),
+                          rng.integers(0, 10, 16), np.zeros((4, 8, 8, 3), np.float32),
+                          np.zeros(4, int), 10, (0.5,) * 3, (0.25,) * 3, augment=True)
+    reference = list(data_lib.numpy_batches(ds, 0, 1, 4, drop_last=True))
+    assert np.allclose(batches[per_epoch][0], reference[0][0], atol=1e-6)
+    assert not np.allclose(reference[0][0], ds.normalize(ds.x_train[:4]), atol=1e-3)
+
+
+def test_the_projection_runs_at_the_steady_state():
+    """A configuration's own long fit sets its projected rate; one without takes its short
+    figure times the bare fit's long/short ratio; the projection says which it used."""
+    check = load_script()
+    args = check.parse_args(["--models", "resnet110", "--jit", "on"])
+    bare, packed = check.Config("resnet110", "bare", True, 1), \
+        check.Config("resnet110", "branches", True, 4)
+    for c, rate in ((bare, 100.0), (packed, 300.0)):
+        c.status, c.rates = "measured", [rate]
+    bare.long_rate = 150.0  # the steady state is 1.5x the short fits
+    assert check.steady_rate(bare, [bare, packed]) == (150.0, "long fit")
+    rate, basis = check.steady_rate(packed, [bare, packed])
+    assert rate == pytest.approx(450.0) and "x 1.50" in basis
+    proj = check.projection([bare, packed], args, (32, 32, 3))["networks"]["resnet110"]
+    assert proj["best"] == packed.label and proj["best_rate"] == pytest.approx(450.0)
+    assert proj["unpacked_rate"] == pytest.approx(150.0)
+    packed.long_rate = 200.0  # its own long fit wins over the bare fit's ratio
+    proj = check.projection([bare, packed], args, (32, 32, 3))["networks"]["resnet110"]
+    assert proj["best_rate"] == pytest.approx(200.0) and proj["best_basis"] == "long fit"

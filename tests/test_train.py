@@ -466,15 +466,7 @@ def test_packed_training_runs_under_the_jax_backend_and_matches_separate_cells(t
     # Within JAX, in float64: a pack of two (either layout) trains each cell as alone.
     _close(out["branches"], out["separate"], atol=1e-10)
     _close(out["fused"], out["separate"], atol=1e-10)
-    # Across backends, from the same initial weights, the first epoch agrees closely
-    # (XLA's float64 rsqrt in JAX batch norm differs from TensorFlow's at ~1e-7, and
-    # training amplifies it, so later epochs are not compared).
-    tf_out = _backend_run("tensorflow", tmp_path / "tf",
-                          init_from=tmp_path / "jax-branches.db.checkpoints", labels="branches")
-    first = [r for r in out["branches"] if r["epoch"] == 0]
-    tf_first = [r for r in tf_out["branches"] if r["epoch"] == 0]
-    for a, b in zip(first, tf_first):
-        assert abs(a["train_loss"] - b["train_loss"]) < 1e-5 * abs(b["train_loss"])
+    # TensorFlow against JAX from the same initial weights: tests/test_backends.py.
 
 
 def test_a_reused_compiled_pack_trains_exactly_like_a_freshly_built_one(tmp_path):
