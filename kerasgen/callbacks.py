@@ -33,7 +33,7 @@ import keras
 
 from kerasgen.runtime import worker_name
 from kerasgen.store import DEFAULT_STALE_SECONDS, CellBusy, Claim, ClaimLost, Store
-from kerasgen.vocabulary import DIVERGED, DONE, PENDING, RUNNING
+from kerasgen.vocabulary import DIVERGED, DONE, EXAMPLE_LOSS, PENDING, RUNNING
 
 ACCURACY_ALIASES = ("accuracy", "acc", "sparse_categorical_accuracy",
                     "categorical_accuracy", "binary_accuracy")
@@ -75,6 +75,14 @@ def split_logs(logs: dict, copies: int, accuracy_name: str | None = None,
         rows[index][f"{split}_{name}"] = number
     for row in rows:
         _alias_accuracy(row, accuracy_name)
+        for split in ("train", "test"):
+            # A pack's per-copy loss as Keras tracks it weighs every batch alike when the
+            # batch dimension is unknown (a last partial batch, under TensorFlow), while
+            # a single network's total weighs every example alike: the runner's networks
+            # carry EXAMPLE_LOSS, the mean over examples whatever the pack, and it is the
+            # loss recorded.
+            if f"{split}_{EXAMPLE_LOSS}" in row:
+                row[f"{split}_loss"] = row.pop(f"{split}_{EXAMPLE_LOSS}")
     return rows
 
 

@@ -40,6 +40,7 @@ import numpy as np
 from kerasgen.models import build_model, copies_of, copy_name, packed
 from kerasgen.models.fused import fused, fused_weights, unfuse_weights
 from kerasgen.naming import ModelRef, file_stem, model_ref
+from kerasgen.vocabulary import EXAMPLE_LOSS
 
 
 @contextlib.contextmanager
@@ -171,12 +172,21 @@ def build_pack(model: str, ds, learning_rates: list[float],
     net.compile(
         optimizer=optimizer,
         loss={copy_name(i): loss for i in range(k)},
-        metrics={copy_name(i): ["accuracy"] for i in range(k)},
+        metrics={copy_name(i): ["accuracy", example_loss()] for i in range(k)},
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
     )
     net.pack_layout = layout  # read by reset_pack / cell_weights callers
     return net
+
+
+def example_loss() -> keras.metrics.Metric:
+    """Each copy's cross-entropy averaged over the examples it saw, the loss recorded
+    per cell (``callbacks.EXAMPLE_LOSS``). Keras's own per-output loss is a mean over
+    batches whenever TensorFlow does not know the batch size (a last partial batch), so
+    a pack of several copies and a pack of one would record different training losses
+    for the same weights."""
+    return keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name=EXAMPLE_LOSS)
 
 
 def reset_pack(net: keras.Model, weights: list, learning_rates: list[float]) -> None:

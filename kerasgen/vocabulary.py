@@ -23,6 +23,11 @@ PAPER_METRIC = "test_accuracy"
 (``test_accuracy``) that is the highest test accuracy over all epochs, the paper's
 measure; with ``best_metric = "test_loss"`` it is read at the epoch of lowest test loss."""
 
+EXAMPLE_LOSS = "example_loss"
+"""The runner's per-cell loss metric (``packing.example_loss``): the cross-entropy averaged
+over the examples of an epoch (or of an evaluation), recorded as ``train_loss`` and
+``test_loss`` whatever the pack size."""
+
 METRICS: tuple[str, ...] = ("test_accuracy", "final_test_accuracy", "gap", "loss_gap")
 """What the report and the dashboard analyse: the paper's measure, the last epoch's test
 accuracy, and the generalization gaps at the kept epoch, measured with the clean training
@@ -146,7 +151,8 @@ def display_name(name: str) -> str:
     return str(name)
 
 
-__all__ = ["DIVERGED", "DONE", "FAILED", "FINISHED", "GROWING_METRICS", "KEPT_EPOCH_RULES",
+__all__ = ["DIVERGED", "DONE", "EXAMPLE_LOSS", "FAILED", "FINISHED", "GROWING_METRICS",
+           "KEPT_EPOCH_RULES",
            "METRICS", "METRIC_LABELS", "METRIC_SHORT", "PAPER_METRIC", "PENDING", "POINT_METRICS",
            "RUNNING", "STATUSES", "TEST_SELECTED", "UNDERFIT_SIGN", "display_name",
            "metric_amount",

@@ -469,6 +469,20 @@ def test_packed_training_runs_under_the_jax_backend_and_matches_separate_cells(t
     # TensorFlow against JAX from the same initial weights: tests/test_backends.py.
 
 
+def test_a_pack_records_the_training_loss_of_its_cells_alone_when_the_last_batch_is_partial(
+        tmp_path):
+    # 64 images at batch 24: each epoch ends with a batch of 16. Keras's own per-output
+    # loss of a pack then averages batches, not examples (the batch size is unknown to
+    # TensorFlow's graph), while a network alone averages examples: the same weights
+    # gave train losses 7e-5 apart. The recorded loss is the mean over examples in both.
+    spec = study(tmp_path, [0.05, 0.2], epochs=2).replace(batch_sizes=[24])
+    for size in (2, 1):
+        run_study(spec, tmp_path / f"k{size}.db",
+                  RunOptions(pack_size=size, data_dir=str(tmp_path)), progress=False)
+    packed, alone = rows_by_cell(tmp_path / "k2.db"), rows_by_cell(tmp_path / "k1.db")
+    assert len(packed) == 4 and packed.equals(alone)
+
+
 def test_a_reused_compiled_pack_trains_exactly_like_a_freshly_built_one(tmp_path):
     from kerasgen.packing import PACKS
 
