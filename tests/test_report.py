@@ -573,7 +573,6 @@ def test_the_html_report_is_one_page_with_every_table_and_every_figure(frame, dr
     from html.parser import HTMLParser
 
     from kerasgen.report.html import render_html
-
     from kerasgen.report.layout import is_key_figure
 
     markdown = R.render_report(frame)
