@@ -15,7 +15,7 @@ $(BIN)/python:
 
 # Reinstall only when the project's metadata changes.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test,ray,tensorboard,parquet]"
+	$(BIN)/python -m pip install --quiet -e ".[test,ray,tensorboard,parquet,interactive]"
 	touch $(STAMP)
 
 install: $(STAMP)

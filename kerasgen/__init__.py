@@ -27,6 +27,10 @@ Public names (resolved lazily on first use):
   the test of beta_BS + beta_LR = 0
 - ``noise_floor(frame, ...)``, ``premise_check(frame, ...)``  do the cells differ by more
   than seed noise; is every cell trained equally well
+- ``summary(db, study=None, metric=...)``  one row per grid: the report's headline numbers
+  (Table 3's SCC with its interval and Holm verdict, only the ratio?, the noise floor, the
+  premise warnings, the tests that cannot reach alpha), as Keras Tuner's
+  ``results_summary()`` or Optuna's ``trials_dataframe()``
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ _LAZY = {
     "ratio_model": "kerasgen.analysis",
     "noise_floor": "kerasgen.analysis",
     "premise_check": "kerasgen.analysis",
+    "summary": "kerasgen.report.headline",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -310,19 +310,39 @@ def cmd_report(args) -> int:
     figures_dir = Path(args.figures) if args.figures else None
     if figures_dir is not None:
         check_figures_directory(figures_dir, protected)
+    if args.format == "summary":
+        from kerasgen.report.headline import headline, summary_text
+
+        text = summary_text(headline(frame, metric=args.metric, alpha=args.alpha,
+                                     pvalue=args.pvalue,
+                                     include_diverged=not args.exclude_diverged,
+                                     permutations=args.permutations,
+                                     confidence=args.confidence))
+        if output is not None:
+            _write_output(output, text, REPORT_COMMAND)
+            print(f"wrote {output} ({_size(output)})")
+        else:
+            print(text, end="")
+        return 0
     html = args.format == "html"
-    text = render_report(frame, fmt="markdown" if html else args.format, metric=args.metric,
-                         alpha=args.alpha, pvalue=args.pvalue,
-                         include_diverged=not args.exclude_diverged,
-                         confidence=args.confidence, permutations=args.permutations)
-    if args.bounds:
-        from kerasgen.report.bounds import render_bounds_section
 
-        text += "\n" + render_bounds_section(args.db, study=args.study)
-    if args.measures:
-        from kerasgen.report.measures import render_measures_section
+    def report_text(figures: list[Path] | None) -> str:
+        text = render_report(frame, fmt="markdown" if html else args.format,
+                             metric=args.metric, alpha=args.alpha, pvalue=args.pvalue,
+                             include_diverged=not args.exclude_diverged,
+                             confidence=args.confidence, permutations=args.permutations,
+                             figures=figures)
+        if args.bounds:
+            from kerasgen.report.bounds import render_bounds_section
 
-        text += "\n" + render_measures_section(args.db, study=args.study, alpha=args.alpha)
+            text += "\n" + render_bounds_section(args.db, study=args.study)
+        if args.measures:
+            from kerasgen.report.measures import render_measures_section
+
+            text += "\n" + render_measures_section(args.db, study=args.study,
+                                                    alpha=args.alpha)
+        return text
+
     paths: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="kerasgen-figures-") as scratch:
         if figures_dir or html:
@@ -344,9 +364,11 @@ def cmd_report(args) -> int:
             from kerasgen.report.html import render_html
 
             studies = ", ".join(sorted(map(str, frame["study"].unique())))
-            text = render_html(text, paths, subtitle=f"{args.db}: {studies}")
+            text = render_html(report_text(None), paths, subtitle=f"{args.db}: {studies}")
         if figures_dir is not None:
             paths = place_files(paths, figures_dir, REPORT_COMMAND, protected)
+        if not html:  # the Markdown and LaTeX name the figures where they were placed
+            text = report_text(paths if figures_dir is not None else None)
         if output is not None:
             _write_output(output, text, REPORT_COMMAND)
             print(f"wrote {output} ({_size(output)})")
@@ -647,11 +669,12 @@ def build_parser() -> argparse.ArgumentParser:
     report = command("report", "the paper's Tables 1-3 and Figures 1-2 of a store")
     add_store_arguments(report)
     report.add_argument("--study", default=None, help="only this study (default: all)")
-    report.add_argument("--format", choices=("markdown", "html", "csv", "latex"),
+    report.add_argument("--format", choices=("markdown", "html", "csv", "latex", "summary"),
                         default="markdown",
                         help="markdown: the whole report; html: the whole report with every "
                              "figure embedded, one self-contained page; csv: every test, "
-                             "tidy; latex: Tables 1-3")
+                             "tidy; latex: the findings and Tables 1-3; summary: one line "
+                             "per grid, the headline numbers (kerasgen.summary(db))")
     report.add_argument("--metric", default="test_accuracy",
                         choices=("test_accuracy", "best_test_accuracy", "final_test_accuracy",
                                  "gap", "loss_gap"),

@@ -260,8 +260,10 @@ def test_write_figures_writes_decodable_pngs_with_the_documented_names_and_close
         "heatmap_resnet110_cifar10.png", "heatmap_resnet110_cifar100.png",
         "heatmap_vgg19_cifar10.png", "heatmap_vgg19_cifar100.png",
     ]
-    assert names[7:] == ["gap_ratio.png"]  # the frame has clean metrics; no epochs given
-    for path in paths:
+    # The frame has clean metrics (the gap figure); no epochs given; plotly is installed
+    # with the `interactive` extra (the page is tested in test_report_headline.py).
+    assert names[7:] == ["gap_ratio.png", "interactive_heatmaps.html"]
+    for path in paths[:-1]:
         assert path.exists() and path.stat().st_size > 10_000
         img = _decode(path)
         h, w = img.shape[:2]
@@ -274,7 +276,8 @@ def test_write_figures_handles_a_grid_with_no_finished_cell(tmp_path):
     f.loc[f["model"] == "b", "status"] = "pending"
     f.loc[f["model"] == "b", "best_test_accuracy"] = np.nan
     paths = R.write_figures(f, tmp_path, metric="gap")
-    assert len(paths) == 5 and all(p.stat().st_size > 5_000 for p in paths)
+    assert len(paths) == 6 and all(p.stat().st_size > 5_000 for p in paths)
+    assert paths[-1].name == "interactive_heatmaps.html"
 
 
 # --------------------------------------------------------------------------- statistics
@@ -570,10 +573,13 @@ def test_the_html_report_is_one_page_with_every_table_and_every_figure(frame, dr
     from html.parser import HTMLParser
 
     from kerasgen.report.html import render_html
+    from kerasgen.report.layout import is_key_figure
 
     markdown = R.render_report(frame)
-    paths = drawn[1]
-    page = render_html(markdown, paths)
+    page = render_html(markdown, drawn[1])
+    # Figure 1 and the heatmaps come first (before the tables), the others at the end.
+    pngs = [p for p in drawn[1] if p.suffix == ".png"]
+    paths = [p for p in pngs if is_key_figure(p)] + [p for p in pngs if not is_key_figure(p)]
 
     class Reader(HTMLParser):
         def __init__(self):

@@ -18,6 +18,7 @@ from kerasgen import analysis as A
 from kerasgen import vocabulary as V
 from kerasgen.naming import file_stem
 from kerasgen.report.format import column_label, decimals, format_p, format_value
+from kerasgen.report.layout import INTERACTIVE_PAGE
 from kerasgen.vocabulary import DIVERGED
 
 
@@ -181,16 +182,20 @@ def _curves_figure(
     title: str,
     several: bool,
     dpi: int,
+    share_y="auto",
 ) -> Path:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FixedLocator, NullLocator
 
     grids = _grids(norm)
     fig, axes = _figure(len(grids), width=5.6)
-    label = V.metric_label(metric, A.best_metric_of(norm))
+    label = V.short_label(metric, A.best_metric_of(norm))
     all_levels = sorted(norm[curve].unique())
     colours = _level_colours(all_levels)
-    x_label = {"batch_size": "batch size (log 2 scale)", "learning_rate": "learning rate"}[x]
+    geometric_lr = geometric_ratio(norm["learning_rate"].unique()) is not None
+    x_label = {"batch_size": "batch size (log 2 scale)",
+               "learning_rate": "learning rate (log scale)" if geometric_lr
+               else "learning rate"}[x]
     for ax, (key, grid) in zip(axes, grids):
         cells = done[
             (done["study"] == key[0]) & (done["model"] == key[1]) & (done["dataset"] == key[2])
@@ -225,6 +230,8 @@ def _curves_figure(
             ax.xaxis.set_major_locator(FixedLocator(ticks[::step]))
             ax.xaxis.set_major_formatter(_IntFormatter())
             ax.xaxis.set_minor_locator(NullLocator())
+        elif geometric_lr:  # a geometric grid of learning rates: evenly spaced on a log axis
+            _log_x(ax, grid["learning_rate"].unique())
         handles = []
         if seeds >= 2:
             handles.append(Line2D([], [], ls="-", marker="o", color="0.3", ms=3,
@@ -234,6 +241,7 @@ def _curves_figure(
                                   label="diverged"))
         if handles:
             ax.legend(handles=handles, loc="lower left", fontsize=8)
+    _share_y(axes, [key for key, _ in grids], share_y)
     fig.suptitle(f"{title} ({study_title(norm)})", fontsize=13)
     fig.tight_layout()
     bottom = _level_key(fig, axes, all_levels, colours, curve)
@@ -248,9 +256,82 @@ def _IntFormatter():
     return FuncFormatter(lambda v, _pos: f"{int(round(v))}")
 
 
+def geometric_ratio(values) -> float | None:
+    """The common ratio of a geometric grid (three or more positive values, each the one
+    before times the same factor, within 1 %), else None: such a grid belongs on a log
+    axis, where its points are evenly spaced."""
+    levels = sorted({float(v) for v in values})
+    if len(levels) < 3 or levels[0] <= 0:
+        return None
+    steps = np.diff(np.log(levels))
+    if steps.min() <= 0 or (steps.max() - steps.min()) > 0.01 * steps.mean():
+        return None
+    return float(math.exp(steps.mean()))
+
+
+def _log_x(ax, levels) -> None:
+    """A log axis with a tick at each level (thinned to about eight), printed plainly
+    (never as mathtext, which ``literal_text`` turns off)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    ratio = geometric_ratio(levels)
+    ax.set_xscale("log", base=2 if ratio and abs(ratio - 2) < 0.02 else 10)
+    axis = ax.xaxis
+    ticks = sorted({float(v) for v in levels})
+    step = max(1, math.ceil(len(ticks) / 8))
+    axis.set_major_locator(FixedLocator(ticks[::step]))
+    dec = decimals(ticks)
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.{dec}f}".rstrip("0")
+                                           .rstrip(".") if v < 1 else f"{v:g}"))
+    axis.set_minor_locator(NullLocator())
+
+
+def _plain_log_ticks(axis) -> None:
+    """Tick labels of a log axis as plain numbers (``1000``, ``1e+04``): mathtext is off in
+    the figures (names are drawn literally), so matplotlib's default ``10^3`` would print
+    as its source."""
+    from matplotlib.ticker import FuncFormatter, LogFormatter
+
+    minor = LogFormatter(labelOnlyBase=False, minor_thresholds=(0, 0))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    axis.set_minor_formatter(minor)
+
+
+SHARE_Y = ("auto", True, False)
+
+
+def share_y_groups(keys, share_y) -> list[list[int]]:
+    """Which panels share a y range: ``True`` every panel, ``False`` none, ``"auto"``
+    the panels of one data set (the same metric on the same test set is comparable
+    across models; accuracies of different data sets are not)."""
+    if share_y not in SHARE_Y:
+        raise ValueError(f"share_y must be one of {SHARE_Y}, not {share_y!r}")
+    if share_y is False:
+        return [[i] for i in range(len(keys))]
+    if share_y is True:
+        return [list(range(len(keys)))]
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(str(key[2]), []).append(i)
+    return list(groups.values())
+
+
+def _share_y(axes, keys, share_y) -> None:
+    """Give each group of panels (``share_y_groups``) one y range: the union of theirs."""
+    for group in share_y_groups(keys, share_y):
+        shown = [axes[i] for i in group if axes[i].has_data()]
+        if len(shown) < 2:
+            continue
+        low = min(ax.get_ylim()[0] for ax in shown)
+        high = max(ax.get_ylim()[1] for ax in shown)
+        for ax in shown:
+            ax.set_ylim(low, high)
+
+
 def _figure_ratio(
     norm: pd.DataFrame, done: pd.DataFrame, metric: str, path: Path, several: bool, dpi: int,
     tests: dict | None = None, alpha: float = 0.005, title: str | None = None,
+    share_y="auto",
 ) -> Path:
     """Figure 1 (and the gap figure): ``metric`` against the ratio, every cell coloured by
     its learning rate, the grid's Table 3 SCC and p in each panel."""
@@ -258,7 +339,7 @@ def _figure_ratio(
 
     grids = _grids(norm)
     fig, axes = _figure(len(grids), width=5.6)
-    label = V.metric_label(metric, A.best_metric_of(norm))
+    label = V.short_label(metric, A.best_metric_of(norm))
     levels = sorted(norm["learning_rate"].unique())
     colours = _level_colours(levels)
     for ax, (key, _grid) in zip(axes, grids):
@@ -285,6 +366,7 @@ def _figure_ratio(
                 ax.scatter(div["ratio"], div["mean"], s=40, marker="x", color="red", lw=1.8,
                            zorder=3)
             ax.set_xscale("log")
+            _plain_log_ticks(ax.xaxis)
             handles = []
             if seeds >= 2:
                 handles.append(Line2D([], [], ls="", marker="o", color="0.55", ms=4,
@@ -299,6 +381,7 @@ def _figure_ratio(
         ax.set_xlabel("batch size / learning rate (log scale)")
         ax.set_ylabel(label if len(label) < 30 else label.split(" (")[0])
         ax.grid(True, which="both", alpha=0.3)
+    _share_y(axes, [key for key, _ in grids], share_y)
     heading = title or f"Figure 1: {label} vs batch size / learning rate"
     fig.suptitle(f"{heading} ({study_title(norm)})", fontsize=13)
     fig.tight_layout()
@@ -412,7 +495,12 @@ def _learning_curves(
                              sharey=True, squeeze=False)
     kept = cells.set_index("cell_id")["kept_epoch"]
     status = cells.set_index("cell_id")["status"]
+    seed_of = cells.set_index("cell_id")["seed"] if "seed" in cells.columns else pd.Series()
+    seeds = sorted(seed_of.dropna().unique().tolist())
+    styles = {seed: SEED_STYLES[i % len(SEED_STYLES)] for i, seed in enumerate(seeds)}
     by_cell = dict(tuple(epochs.groupby("cell_id")))
+    low, high = curve_limits(epochs[epochs["cell_id"].isin(cells["cell_id"])],
+                             [train_col, "test_accuracy"], kept)
     dec = decimals(lrs)
     for i, bs in enumerate(bss):
         for j, lr in enumerate(lrs):
@@ -425,8 +513,9 @@ def _learning_curves(
                 if rows is None or rows.empty:
                     continue
                 rows = rows.sort_values("epoch")
-                ax.plot(rows["epoch"], rows[train_col], color="tab:orange", lw=0.9)
-                ax.plot(rows["epoch"], rows["test_accuracy"], color="tab:blue", lw=0.9)
+                ls = styles.get(seed_of.get(cell_id), "-")
+                ax.plot(rows["epoch"], rows[train_col], color="tab:orange", lw=0.9, ls=ls)
+                ax.plot(rows["epoch"], rows["test_accuracy"], color="tab:blue", lw=0.9, ls=ls)
                 k = kept.get(cell_id)
                 if k is not None and np.isfinite(k):
                     hit = rows[rows["epoch"] == int(k)]["test_accuracy"]
@@ -442,18 +531,101 @@ def _learning_curves(
                 ax.set_ylabel(f"bs {int(bs)}", fontsize=7)
     for ax in axes[-1]:
         ax.set_xlabel("epoch", fontsize=7)
+    if math.isfinite(low) and math.isfinite(high):
+        axes[0, 0].set_ylim(low, high)  # shared by every panel of the grid
     handles = [Line2D([], [], color="tab:blue", label="test accuracy"),
                Line2D([], [], color="tab:orange",
                       label="clean train accuracy" if clean else "train accuracy (running)"),
                Line2D([], [], color="0.4", ls=":", marker="o", ms=3, label="kept epoch")]
     if (cells["status"] == DIVERGED).any():
         handles.append(Line2D([], [], color="red", label="diverged (red frame)"))
+    if len(seeds) >= 2:
+        handles += [Line2D([], [], color="0.3", ls=styles[seed], label=f"seed {seed}")
+                    for seed in seeds]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8,
                frameon=False)
-    fig.suptitle(f"Learning curves — {column_label(key, several)} ({study_title(cells)})",
-                 fontsize=11)
+    fig.suptitle(f"Learning curves — {column_label(key, several)} ({study_title(cells)}); "
+                 "y zoomed to the second half of training", fontsize=11)
     fig.tight_layout(rect=(0.0, 0.04, 1.0, 1.0))
     return _save(fig, path, dpi)
+
+
+SEED_STYLES: tuple = ("-", "--", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)))
+"""One line style per seed in the learning curves (never ``:``, the kept epoch's)."""
+
+
+def curve_limits(epochs: pd.DataFrame, columns, kept: pd.Series | None = None,
+                 margin: float = 0.05) -> tuple[float, float]:
+    """The y range of learning curves, zoomed to the data: every value of the second half
+    of each run's epochs and at its kept epoch, with ``margin`` of the range on each side
+    (the first epochs, far below, run off the bottom; a 0-1 axis would flatten the
+    differences that matter to a line)."""
+    values = []
+    for cell_id, rows in epochs.groupby("cell_id"):
+        rows = rows.sort_values("epoch")
+        last = rows[rows["epoch"] >= rows["epoch"].min()
+                    + (rows["epoch"].max() - rows["epoch"].min()) / 2.0]
+        values.append(last[list(columns)].to_numpy(dtype=float).ravel())
+        k = kept.get(cell_id) if kept is not None else None
+        if k is not None and np.isfinite(k):
+            values.append(rows[rows["epoch"] == int(k)][list(columns)].to_numpy(
+                dtype=float).ravel())
+    flat = np.concatenate(values) if values else np.array([])
+    flat = flat[np.isfinite(flat)]
+    if not flat.size:
+        return math.nan, math.nan
+    low, high = float(flat.min()), float(flat.max())
+    pad = margin * (high - low) if high > low else max(1e-3, abs(high) * 1e-3)
+    return low - pad, high + pad
+
+
+def _interactive_page(norm: pd.DataFrame, done: pd.DataFrame, metric: str, path: Path,
+                      several: bool) -> Path | None:
+    """The interactive page beside the PNGs: per grid, a heatmap of the metric (the mean
+    over seeds) over log2 batch size x log2 learning rate, a tooltip per cell (batch
+    size, learning rate, ratio, mean, SD and count of seeds, status). One self-contained
+    HTML file (plotly, its JavaScript inlined: nothing fetched). None when plotly is not
+    installed (the report says so)."""
+    try:
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+    except ImportError:
+        return None
+    grids = _grids(norm)
+    label = V.short_label(metric, A.best_metric_of(norm))
+    fig = make_subplots(rows=len(grids), cols=1, vertical_spacing=0.12 / max(len(grids), 1),
+                        subplot_titles=[column_label(k, several) for k, _ in grids])
+    for row, (key, grid) in enumerate(grids, start=1):
+        bss = sorted(grid["batch_size"].unique())
+        lrs = sorted(grid["learning_rate"].unique())
+        cells = done[(done["study"] == key[0]) & (done["model"] == key[1])
+                     & (done["dataset"] == key[2])]
+        stats = cells.groupby(["batch_size", "learning_rate"])[metric].agg(
+            ["mean", "std", "count"])
+        status = grid.groupby(["batch_size", "learning_rate"])["status"].agg(
+            lambda st: ", ".join(sorted(set(map(str, st)))))
+        z = [[float(stats["mean"].get((bs, lr), np.nan)) for lr in lrs] for bs in bss]
+        text = [[(f"batch size {int(bs)}<br>learning rate {lr:g}<br>ratio {bs / lr:g}<br>"
+                  f"{label}: " + (f"{stats['mean'][(bs, lr)]:.4f}" if (bs, lr) in stats.index
+                                  else "not finished")
+                  + (f" ± {stats['std'][(bs, lr)]:.4f} (SD over "
+                     f"{int(stats['count'][(bs, lr)])} seeds)"
+                     if (bs, lr) in stats.index and stats["count"][(bs, lr)] >= 2 else "")
+                  + f"<br>status: {status.get((bs, lr), 'n/a')}")
+                 for lr in lrs] for bs in bss]
+        fig.add_trace(go.Heatmap(
+            x=[math.log2(v) for v in lrs], y=[math.log2(v) for v in bss], z=z, text=text,
+            hovertemplate="%{text}<extra></extra>", colorscale="Viridis",
+            colorbar=dict(title=label, len=1.0 / len(grids),
+                          y=1.0 - (row - 0.5) / len(grids))), row=row, col=1)
+        fig.update_xaxes(title_text="log2 learning rate", row=row, col=1,
+                         tickvals=[math.log2(v) for v in lrs], ticktext=[f"{v:g}" for v in lrs])
+        fig.update_yaxes(title_text="log2 batch size", row=row, col=1,
+                         tickvals=[math.log2(v) for v in bss], ticktext=[str(int(v)) for v in bss])
+    fig.update_layout(title=f"{label} over batch size x learning rate ({study_title(norm)})",
+                      height=420 * len(grids), width=820)
+    fig.write_html(path, include_plotlyjs=True, full_html=True)
+    return path
 
 
 @literal_text
@@ -466,8 +638,15 @@ def write_figures(
     epochs: pd.DataFrame | None = None,
     alpha: float = 0.005,
     pvalue: A.PValueMethod = "auto",
+    share_y="auto",
+    interactive: bool = True,
 ) -> list[Path]:
     """Write the paper's figures for ``metric`` as PNG files into ``out_dir``.
+
+    ``share_y``: panels of Figures 1, 2a and 2b (and the gap figure) share one y range:
+    ``"auto"`` (default) those of one data set (the same metric on the same test set,
+    comparable across models), ``True`` all, ``False`` none. ``interactive``: also write
+    ``interactive_heatmaps.html`` (plotly; skipped when plotly is not installed).
 
     - ``figure1_ratio.png``: metric vs batch size / learning rate (log x), one panel
       per model x data set, every finished cell a point coloured by its learning rate,
@@ -498,17 +677,21 @@ def write_figures(
     norm = A.normalize(frame)
     done = A.finished_cells(norm, metric, include_diverged)
     several = norm["study"].nunique() > 1
-    label = V.metric_label(metric, A.best_metric_of(norm))
+    share_y_groups([], share_y)  # refuse a wrong value before drawing anything
+    label = V.short_label(metric, A.best_metric_of(norm))
     tests = _table3(frame, metric, include_diverged, alpha, pvalue)
     paths = [
-        _figure_ratio(norm, done, metric, out / "figure1_ratio.png", several, dpi, tests, alpha),
+        _figure_ratio(norm, done, metric, out / "figure1_ratio.png", several, dpi, tests, alpha,
+                      share_y=share_y),
         _curves_figure(
             norm, done, metric, "batch_size", "learning_rate", out / "figure2a_batch_size.png",
             f"Figure 2a: {label} vs batch size, one curve per learning rate", several, dpi,
+            share_y,
         ),
         _curves_figure(
             norm, done, metric, "learning_rate", "batch_size", out / "figure2b_learning_rate.png",
             f"Figure 2b: {label} vs learning rate, one curve per batch size", several, dpi,
+            share_y,
         ),
     ]
     grids = _grids(norm)
@@ -527,7 +710,7 @@ def write_figures(
         paths.append(_figure_ratio(
             norm, gap_done, "gap", out / "gap_ratio.png", several, dpi,
             _table3(frame, "gap", include_diverged, alpha, pvalue), alpha,
-            title=f"{V.metric_label('gap')} vs batch size / learning rate"))
+            title=f"{V.metric_label('gap')} vs batch size / learning rate", share_y=share_y))
     if epochs is not None and not epochs.empty:
         for key, grid in grids:
             mine = epochs[(epochs["study"] == key[0]) & (epochs["model"] == key[1])
@@ -535,7 +718,12 @@ def write_figures(
             if not mine.empty:
                 paths.append(_learning_curves(mine, grid, key, out / f"curves_{stem(key)}.png",
                                               several, dpi))
+    if interactive:
+        page = _interactive_page(norm, done, metric, out / INTERACTIVE_PAGE, several)
+        if page is not None:
+            paths.append(page)
     return paths
 
 
-__all__ = ["MAX_LEGEND_LEVELS", "file_stem", "study_title", "write_figures"]
+__all__ = ["MAX_LEGEND_LEVELS", "SEED_STYLES", "SHARE_Y", "curve_limits", "file_stem",
+           "geometric_ratio", "share_y_groups", "study_title", "write_figures"]

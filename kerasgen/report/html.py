@@ -19,18 +19,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-CAPTIONS = (
-    (r"^figure1_ratio", "Figure 1: test accuracy against batch size / learning rate, one "
-                        "panel per grid, the grid's SCC and p in each panel"),
-    (r"^figure2a_batch_size", "Figure 2a: test accuracy against batch size, one curve per "
-                              "learning rate"),
-    (r"^figure2b_learning_rate", "Figure 2b: test accuracy against learning rate, one curve "
-                                 "per batch size"),
-    (r"^heatmap_", "The grid's accuracy per cell (batch size x learning rate)"),
-    (r"^curves_", "Learning curves: training and test accuracy of every cell by epoch, the "
-                  "kept epoch marked"),
-    (r"^gap_", "Generalization gap (clean train - test accuracy at the kept epoch) per cell"),
-    (r"^bound", "PAC-Bayes bound terms against the ratio and the measured gap"),
+from kerasgen.report.layout import (
+    CAPTIONS,
+    FIGURES_HEADING,
+    FINDINGS_HEADING,
+    LEGEND_HEADING,
+    MORE_FIGURES_HEADING,
+    caption,
+    interactive_note,
+    is_key_figure,
 )
 
 STYLE = """
@@ -53,16 +50,16 @@ figure { margin: 1.2em 0 2em; }
 figure img { max-width: 100%; height: auto; border: 1px solid #e5e9ee; }
 figcaption { color: #4b5563; font-size: 0.92em; margin-top: 0.3em; }
 footer { margin-top: 3em; color: #6b7280; font-size: 0.85em; }
+section.findings { background: #fff8e1; border: 2px solid #e0a800; border-radius: 6px;
+                   padding: 0.2em 1.2em 0.6em; margin: 0 0 1.5em; }
+section.findings h2 { margin-top: 0.6em; border-bottom-color: #e0a800; }
+details.legend { border: 1px solid #d6dde5; border-radius: 6px; padding: 0 1em;
+                 margin: 1.5em 0; }
+details.legend > summary { cursor: pointer; font-weight: 600; color: #1f3f63;
+                           padding: 0.6em 0; }
 """
-
-
-def caption(path: Path) -> str:
-    """What a figure file shows, from its name (``write_figures``' file names)."""
-    stem = Path(path).stem
-    for pattern, text in CAPTIONS:
-        if re.search(pattern, stem):
-            return text
-    return stem.replace("_", " ")
+FINDINGS_BACKGROUND = "#fff8e1"
+"""The findings box's background (a test finds the box on a screenshot by it)."""
 
 
 def _slug(text: str, used: set[str]) -> str:
@@ -113,10 +110,60 @@ def figure_html(path: Path) -> str:
             f"<code>{html.escape(Path(path).name)}</code></figcaption></figure>")
 
 
+def _section_span(body: str, anchor: str) -> tuple[int, int] | None:
+    """(start, end) of the level-2 section whose heading has id ``anchor``: from its
+    ``<h2`` up to the next ``<h2`` (or the end)."""
+    match = re.search(rf'<h2 id="{re.escape(anchor)}">', body)
+    if match is None:
+        return None
+    end = body.find("<h2", match.end())
+    return match.start(), len(body) if end < 0 else end
+
+
+def _slug_of(heading: str) -> str:
+    return _slug(heading, set())
+
+
+def _figures_section(body: str, heading: str, figures: Sequence[Path], note: str = ""
+                     ) -> tuple[str, bool]:
+    """The body with the section ``heading`` holding ``figures`` (embedded) and a note;
+    the section is appended when the Markdown had none. Returns (body, appended)."""
+    anchor = _slug_of(heading)
+    block = (f'<h2 id="{anchor}">{html.escape(heading)}</h2>\n'
+             + "\n".join(map(figure_html, figures))
+             + (f"\n<p>{_inline(note)}</p>" if note else "") + "\n")
+    span = _section_span(body, anchor)
+    if span is None:
+        return body + "\n" + block, True
+    return body[:span[0]] + block + body[span[1]:], False
+
+
+def _inline(text: str) -> str:
+    """A note in Markdown's inline syntax (code spans) as HTML."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).renderInline(text)
+
+
+def _wrap(body: str, heading: str, before: str, after: str, summary: bool = False) -> str:
+    span = _section_span(body, _slug_of(heading))
+    if span is None:
+        return body
+    start, end = span
+    section = body[start:end]
+    if summary:  # the heading becomes the <details>' summary, the rest folds under it
+        head_end = section.index("</h2>") + len("</h2>")
+        section = (f"<summary>{section[:head_end]}</summary>" + section[head_end:])
+    return body[:start] + before + section + after + body[end:]
+
+
 def render_html(markdown: str, figures: Sequence[Path] = (), title: str | None = None,
                 subtitle: str = "") -> str:
     """One self-contained HTML page: the Markdown report (its first ``# `` heading is the
-    page title unless ``title`` is given), a contents list, then every figure."""
+    page title unless ``title`` is given) with a contents list. The findings box is
+    framed; Figure 1 and the heatmaps are embedded in the report's *Figures* section
+    (before the tables), the other figures in *More figures* at the end; *How to read the
+    tables* is folded (``<details>``)."""
     from kerasgen import __version__
 
     lines = markdown.splitlines()
@@ -125,12 +172,24 @@ def render_html(markdown: str, figures: Sequence[Path] = (), title: str | None =
         markdown = "\n".join(lines[1:])
     title = title or "kerasgen report"
     body, toc = markdown_to_html(markdown)
-    figures = [Path(p) for p in figures if Path(p).suffix.lower() == ".png"]
-    if figures:
-        toc.append(("figures", "Figures"))
+    all_figures = [Path(p) for p in figures]
+    pngs = [p for p in all_figures if p.suffix.lower() == ".png"]
+    key = [p for p in pngs if is_key_figure(p)]
+    rest = [p for p in pngs if not is_key_figure(p)]
+    if pngs:
+        body, appended = _figures_section(body, FIGURES_HEADING, key,
+                                          interactive_note(all_figures))
+        if appended:
+            toc.append((_slug_of(FIGURES_HEADING), FIGURES_HEADING))
+    if rest:
+        body, appended = _figures_section(body, MORE_FIGURES_HEADING, rest)
+        if appended:
+            toc.append((_slug_of(MORE_FIGURES_HEADING), MORE_FIGURES_HEADING))
+    body = _wrap(body, FINDINGS_HEADING, '<section class="findings" id="findings-box">',
+                 "</section>\n")
+    body = _wrap(body, LEGEND_HEADING, '<details class="legend">', "</details>\n",
+                 summary=True)
     nav = "".join(f'<li><a href="#{a}">{html.escape(t)}</a></li>' for a, t in toc)
-    figure_block = ("<h2 id=\"figures\">Figures</h2>\n" + "\n".join(map(figure_html, figures))
-                    if figures else "")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -150,7 +209,6 @@ on {stamp}</p>
 </header>
 <main>
 {body}
-{figure_block}
 </main>
 <footer>kerasgen: batch size, learning rate and generalization (He, Liu &amp; Tao, NeurIPS
 2019). This page is self-contained: every figure is embedded.</footer>
@@ -159,4 +217,5 @@ on {stamp}</p>
 """
 
 
-__all__ = ["CAPTIONS", "caption", "figure_html", "markdown_to_html", "render_html"]
+__all__ = ["CAPTIONS", "FINDINGS_BACKGROUND", "caption", "figure_html", "markdown_to_html",
+           "render_html"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
@@ -23,6 +24,16 @@ from kerasgen.report.format import (
     md_label,
     md_text,
 )
+from kerasgen.report.headline import findings_latex, findings_markdown, headline_rows
+from kerasgen.report.layout import (
+    FIGURES_HEADING,
+    FINDINGS_HEADING,
+    LEGEND_HEADING,
+    MORE_FIGURES_HEADING,
+    figures_latex,
+    figures_markdown,
+    is_key_figure,
+)
 from kerasgen.vocabulary import DIVERGED, DONE, FAILED, PENDING, RUNNING
 
 FORMATS: tuple[str, ...] = ("markdown", "csv", "latex")
@@ -32,6 +43,8 @@ _TABLE_TITLES = {
     2: "Table 2: SCC and p of learning rate to {metric} for each batch size (BS)",
     3: "Table 3: SCC and p of batch size / learning rate to {metric}",
 }
+"""Each table's title; the metric is named by its short label (``best test accuracy``),
+its definition (the kept-epoch rule) stated once, under *How to read the tables*."""
 _ROW_LABEL = {1: "LR", 2: "BS"}
 
 
@@ -175,7 +188,8 @@ def _md_row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def table_markdown(tests: pd.DataFrame, table: int, best_metric: str | None = None) -> str:
+def table_markdown(tests: pd.DataFrame, table: int, best_metric: str | None = None,
+                   legend: bool = True) -> str:
     """One of Tables 1-3 as a Markdown table, laid out as in the paper.
 
     Rows are learning rates (Table 1), batch sizes (Table 2) or a single row
@@ -183,7 +197,11 @@ def table_markdown(tests: pd.DataFrame, table: int, best_metric: str | None = No
     seeds) or the range of the two seeds' coefficients (two seeds), the paper's p, the
     permutation p that gives the verdict, and an n column unless every coefficient rests
     on the same n (then a footnote says it). Significant p-values are bold; groups
-    without a coefficient, or whose test cannot reach alpha, show a lettered footnote.
+    without a coefficient show a lettered footnote, and those whose test cannot reach
+    alpha say so in the cell ("cannot reach α") with a footnote giving n and the smallest
+    p. ``legend=False`` leaves out what every table shares (what p, p perm., bold, the
+    marks and the intervals mean: :func:`legend_markdown` states it once for the report)
+    and keeps what is this table's own (its family, n, footnotes).
     """
     if tests.empty or not (tests["table"] == table).any():
         return "_No tests._\n"
@@ -229,7 +247,7 @@ def table_markdown(tests: pd.DataFrame, table: int, best_metric: str | None = No
                          + (BY_MARK if survives(row, "p_by") else ""))
                 reach = reach_text(row)
                 if reach:
-                    perm += f" ({_mark_for(reach, marks)})"
+                    perm += f" cannot reach α ({_mark_for(reach, marks)})"
                 cells += ([f"{row['scc']:.2f}"] + ([interval(row)] if ci_column else [])
                           + ([_seed_range(row)] if range_column else [])
                           + [format_p(row["p_value"]), perm])
@@ -241,11 +259,14 @@ def table_markdown(tests: pd.DataFrame, table: int, best_metric: str | None = No
     permuted = ("the grid's rows (batch sizes) and columns (learning rates) permuted, "
                 "which keeps its level when a seed lifts a whole row or column"
                 if table == 3 else "the group's cells permuted")
+    shared: list[str] = []
     notes = [f"p: the paper's p-value ({paper}; cells taken as independent). p perm.: "
              f"{perm}, {permuted}; bold: p perm. < {alpha:g}, the report's verdict. "
              f"{HOLM_MARK} / {BH_MARK} / {BY_MARK}: still below {alpha:g} after "
              f"Holm-Bonferroni / Benjamini-Hochberg / Benjamini-Yekutieli over "
-             f"{family_words(sub, table)}."]
+             f"{family_words(sub, table)}."] if legend else [
+        f"p: {paper}; p perm.: {perm}; family of {HOLM_MARK} / {BH_MARK} / {BY_MARK}: "
+        f"{family_words(sub, table)}."]
     disagree = sub[sub["reason"].isna()
                    & (sub["significant"].astype(bool) != sub["significant_paper"].astype(bool))]
     if len(disagree):
@@ -254,18 +275,20 @@ def table_markdown(tests: pd.DataFrame, table: int, best_metric: str | None = No
     methods = sorted({str(m) for m in sub["ci_method"].dropna() if m != "none"}) \
         if ci_column else []
     if methods:
-        notes.append(f"{level}: {'; '.join(methods)} (seeds are the study's independent "
-                     "draws; the interval covers the coefficient the grid gives with this "
-                     "many seeds).")
+        shared.append(f"{level}: {'; '.join(methods)} (seeds are the study's independent "
+                      "draws; the interval covers the coefficient the grid gives with this "
+                      "many seeds).")
     if range_column:
-        notes.append("Range of 2 seeds: the two seeds' own coefficients (two seeds are "
-                     "too few for an interval).")
+        shared.append("Range of 2 seeds: the two seeds' own coefficients (two seeds are "
+                      "too few for an interval).")
     if seed_count(sub) <= 1:
-        notes.append("One seed per cell: seed noise cannot be measured, so no interval "
-                     f"(it needs {A.MIN_INTERVAL_SEEDS} or more seeds).")
+        shared.append("One seed per cell: seed noise cannot be measured, so no interval "
+                      f"(it needs {A.MIN_INTERVAL_SEEDS} or more seeds).")
     elif "n_runs" in sub.columns:
-        notes.append("Each coefficient is computed on the cells' means over their seeds "
-                     f"(n = cells; up to {int(sub['n_runs'].max())} runs behind one).")
+        shared.append("Each coefficient is computed on the cells' means over their seeds "
+                      f"(n = cells; up to {int(sub['n_runs'].max())} runs behind one).")
+    if legend:
+        notes += shared
     tested = sub[sub["reason"].isna()]
     if (sub["pvalue_method"] == "asymptotic").any() and (tested["n"] < A.SMALL_N).any():
         notes.append(
@@ -282,8 +305,46 @@ def table_markdown(tests: pd.DataFrame, table: int, best_metric: str | None = No
     for reason, mark in marks.items():
         count = sum(1 for r in all_reasons if _mark_for(r, marks) == mark)
         notes.append(f"({mark}) {reason}: {count} group(s).")
-    title = _TABLE_TITLES[table].format(metric=V.metric_label(metric, best_metric))
+    title = _TABLE_TITLES[table].format(metric=V.short_label(metric, best_metric))
     return f"**{title}.**\n\n" + "\n".join(lines) + "\n\n" + " ".join(notes) + "\n"
+
+
+def legend_markdown(tests: pd.DataFrame) -> str:
+    """What every table of the report shares, stated once: the two p-values, bold, the
+    marks of the multiple-testing corrections, "cannot reach α", the intervals over seeds
+    and the cells' means (the tables then carry only their own notes)."""
+    if tests.empty:
+        return ""
+    alpha = float(tests["alpha"].iloc[0])
+    ci_column, range_column = _seed_columns(tests)
+    level = f"{confidence_of(tests):.0%} CI"
+    items = [
+        "**SCC**: Spearman's rank correlation of the metric with the table's variable "
+        "(batch size, learning rate, or batch size / learning rate).",
+        "**p**: the paper's p-value (cells taken as independent). **p perm.**: the "
+        "verdict's permutation p-value: Tables 1-2 permute the group's cells (exact up to "
+        "8 cells); Table 3 permutes the grid's rows (batch sizes) and columns (learning "
+        "rates), which keeps its level when a seed lifts a whole row or column.",
+        f"**Bold**: p perm. < {alpha:g}, the report's verdict. {HOLM_MARK} / {BH_MARK} / "
+        f"{BY_MARK}: still below {alpha:g} after Holm-Bonferroni / Benjamini-Hochberg / "
+        "Benjamini-Yekutieli over the family each table names.",
+        f"**cannot reach α**: the group has so few cells that its permutation test cannot "
+        f"give p < {alpha:g} at any data (its smallest p is in the footnote): "
+        "\"not significant\" says nothing there.",
+    ]
+    if ci_column:
+        items.append(f"**{level}**: the jackknife over seeds (each seed left out in turn, "
+                     "t with k - 1 degrees of freedom).")
+    if range_column:
+        items.append("**range of 2 seeds**: the two seeds' own coefficients (two seeds are "
+                     "too few for an interval).")
+    if seed_count(tests) <= 1:
+        items.append("One seed per cell: seed noise cannot be measured, so no interval "
+                     f"(it needs {A.MIN_INTERVAL_SEEDS} or more seeds).")
+    else:
+        items.append("Each coefficient is computed on the cells' means over their seeds "
+                     "(n = cells, never runs).")
+    return "\n".join(f"- {item}" for item in items) + "\n"
 
 
 def status_counts(frame: pd.DataFrame) -> pd.DataFrame:
@@ -735,12 +796,23 @@ def _as_markdown(
     include_diverged: bool,
     premise: pd.DataFrame,
     test_kwargs: dict | None = None,
+    figures: Sequence[Path] | None = None,
 ) -> str:
     several = frame["study"].nunique() > 1 if "study" in frame.columns else False
     best = A.best_metric_of(frame)
     label = V.metric_label(metric, best)
-    parts = [
-        "# Batch size, learning rate and generalization (He, Liu & Tao, NeurIPS 2019)\n",
+    tests = all_tests[all_tests["metric"] == metric]
+    confidence = confidence_of(tests)
+    models = ratio_models_of(all_tests, frame, metric, include_diverged, confidence)
+    parts = ["# Batch size, learning rate and generalization (He, Liu & Tao, NeurIPS 2019)\n"]
+    if not tests.empty:
+        rows = headline_rows(tests, models, A.noise_floor(frame, metric=metric,
+                                                          include_diverged=include_diverged),
+                             premise)
+        parts += [f"## {FINDINGS_HEADING}\n", findings_markdown(rows, label)]
+    parts += figures_markdown(figures, FIGURES_HEADING, is_key_figure)
+    parts += [
+        f"## {LEGEND_HEADING}\n",
         f"Metric: **{label}**; significance: p < {alpha:g}; p-values: {pvalue}; "
         f"diverged cells {'included' if include_diverged else 'excluded'}. "
         "Pending, running and failed cells are ignored. Every per-cell number is read at "
@@ -752,16 +824,16 @@ def _as_markdown(
         + "; clean train metrics are measured on a fixed training subset exactly as the "
         "test set (no augmentation, batch norm in inference mode).\n",
         *_trained_under(frame),
+        legend_markdown(tests),
         "## Cells\n",
         _markdown_frame(_names_as_text(status_counts(frame))),
     ]
-    tests = all_tests[all_tests["metric"] == metric]
     if tests.empty:
         parts.append("\n_No cells to analyse._\n")
         return "\n".join(parts)
     parts.append("## Tables 1-3 (as in the paper)\n")
     for table in (1, 2, 3):
-        parts.append(table_markdown(tests, table, best))
+        parts.append(table_markdown(tests, table, best, legend=False))
     directions = A.direction_summary(all_tests)
     parts.append("## Direction of the correlations\n")
     parts.append(
@@ -774,8 +846,7 @@ def _as_markdown(
     parts.append(statistics_markdown(frame, all_tests, metric, several, include_diverged,
                                      **kwargs))
     parts.append("## Does only the ratio matter?\n")
-    parts.append(ratio_markdown(ratio_models_of(all_tests, frame, metric, include_diverged,
-                                                confidence_of(tests)), several))
+    parts.append(ratio_markdown(models, several))
     parts.append("## Selection of the kept epoch\n")
     parts.append(inflation_markdown(A.selection_inflation(frame,
                                                           include_diverged=include_diverged),
@@ -794,10 +865,13 @@ def _as_markdown(
                 parts.append("_No gap: the clean training metrics are missing for every "
                              "cell (a store written before kerasgen measured them)._\n")
                 continue
-            parts.append(table_markdown(sub, 3, best))
+            parts.append(table_markdown(sub, 3, best, legend=False))
             parts.append(_direction_markdown(directions[directions["metric"] == other], several))
     parts.append("## Premise: is every cell trained to ~zero training error?\n")
     parts.append(_premise_markdown(premise, several))
+    if figures:
+        parts += figures_markdown([p for p in figures if not is_key_figure(p)],
+                                  MORE_FIGURES_HEADING, lambda _p: True)
     return "\n".join(parts)
 
 
@@ -1068,8 +1142,15 @@ def render_report(
     metrics: Sequence[str] = A.METRICS,
     confidence: float = 0.95,
     n_resamples: int = 999,
+    figures: Sequence[Path] | None = None,
 ) -> str:
     """Render the full report of a results frame.
+
+    Every form opens with the findings box (per grid: Table 3's coefficient with its
+    interval, its verdict and Holm's, the ratio model's verdict, the noise floor, the
+    premise warnings and the tests that cannot reach alpha), then Figure 1 and the
+    heatmaps (``figures``: the paths ``write_figures`` returned; without them the
+    Markdown says how to get them), then the tables; the other figures come last.
 
     ``fmt="markdown"``: settings, cells per status, Tables 1-3 of ``metric`` (each
     coefficient with its ``confidence`` interval over seeds, the paper's p and the
@@ -1103,8 +1184,15 @@ def render_report(
         best = A.best_metric_of(frame)
         models = A.ratio_model(frame, metric=metric, include_diverged=include_diverged,
                                confidence=confidence)
-        return "\n".join([*(table_latex(tests, t, best) for t in (1, 2, 3)),
-                          statistics_latex(tests, best), ratio_latex(models)])
+        premise = A.premise_check(frame, train_accuracy_threshold=train_accuracy_threshold,
+                                  include_diverged=include_diverged, metric=metric)
+        rows = headline_rows(tests, models, A.noise_floor(
+            frame, metric=metric, include_diverged=include_diverged), premise)
+        return "\n".join([findings_latex(rows, V.metric_label(metric, best)),
+                          figures_latex(figures, is_key_figure),
+                          *(table_latex(tests, t, best) for t in (1, 2, 3)),
+                          statistics_latex(tests, best), ratio_latex(models),
+                          figures_latex(figures, lambda p: not is_key_figure(p))])
     all_tests = A.spearman_tests_all(frame, metrics=ordered, with_ratio_model=fmt == "csv",
                                      **kwargs)
     if fmt == "csv":
@@ -1119,12 +1207,13 @@ def render_report(
         return "# Batch size, learning rate and generalization\n\n_No cells in the store._\n"
     return _as_markdown(
         A.normalize(frame), all_tests, metric, ordered, alpha, pvalue, include_diverged, premise,
-        kwargs,
+        kwargs, figures,
     )
 
 
 
-__all__ = ["FORMATS", "format_interval", "inflation_markdown", "multiple_testing_markdown",
+__all__ = ["FORMATS", "format_interval", "inflation_markdown", "legend_markdown",
+           "multiple_testing_markdown",
            "ratio_latex",
            "ratio_markdown", "render_report", "several_seeds", "statistics_latex",
            "statistics_markdown", "status_counts", "table_latex", "table_markdown", "tests_csv"]
