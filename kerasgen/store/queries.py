@@ -230,18 +230,22 @@ def load_progress(db) -> pd.DataFrame:
 
 def progress_rows(conn: sqlite3.Connection, since: str) -> dict:
     """What ``kerasgen.progress`` summarizes, in one read: the epoch cap of each study
-    (``caps``), cells and epochs per (study, model, dataset, status) (``counts``), epochs
+    (``caps``) and its stop rule (``stops``: "epochs", "train_loss"), cells and epochs
+    per (study, model, dataset, status) (``counts``), epochs
     recorded after ``since`` per (study, model, dataset) with the first time
     (``recent``), the running cells with their workers and heartbeats (``running``), and
     each study's recorded environment (``environments``: a worker's stale limit)."""
     import json
 
-    caps = {}
+    caps, stops = {}, {}
     for name, spec in conn.execute("SELECT name, spec_json FROM studies"):
         try:
-            caps[name] = int(json.loads(spec).get("epochs", 0) or 0)
+            data = json.loads(spec)
+            caps[name] = int(data.get("epochs", 0) or 0)
         except (ValueError, TypeError, AttributeError):
-            caps[name] = 0
+            caps[name], data = 0, {}
+        stop = data.get("stop") if isinstance(data, dict) else None
+        stops[name] = str(stop.get("rule") or "epochs") if isinstance(stop, dict) else "epochs"
     counts = conn.execute(
         "SELECT s.name, c.model, c.dataset, c.status, COUNT(*), SUM(c.epochs_done) "
         "FROM cells c JOIN studies s USING (study_id) "
@@ -261,8 +265,8 @@ def progress_rows(conn: sqlite3.Connection, since: str) -> dict:
             environments[name] = json.loads(env or "{}")
         except ValueError:
             environments[name] = {}
-    return {"caps": caps, "counts": counts, "recent": recent, "running": running,
-            "environments": environments}
+    return {"caps": caps, "stops": stops, "counts": counts, "recent": recent,
+            "running": running, "environments": environments}
 
 
 # ---------------------------------------------------------------- the dashboard
