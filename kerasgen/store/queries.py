@@ -49,6 +49,18 @@ _RESULTS_SQL = (
     "FROM best b JOIN cells c USING (cell_id) JOIN studies s ON s.study_id = c.study_id")
 
 
+def check_study(conn: sqlite3.Connection, study: str | None) -> None:
+    """Refuse a study the store does not hold (a typo would read as 0 rows), naming
+    those it holds."""
+    if study is None:
+        return
+    names = [r[0] for r in conn.execute("SELECT name FROM studies ORDER BY study_id")]
+    if study not in names:
+        held = ", ".join(map(repr, names)) if names else "none"
+        raise StoreError(f"This store holds no study named {study!r}; the studies it "
+                         f"holds: {held}.")
+
+
 def has_clean_metrics(conn: sqlite3.Connection) -> bool:
     """Whether the store has the clean training metrics' columns (schema >= 4)."""
     return _has_column(conn, "cells", "kept_epoch")
@@ -130,6 +142,7 @@ def load_results(db, study: str | None = None) -> pd.DataFrame:
     """
     conn, owned = _reader(db)
     try:
+        check_study(conn, study)
         columns, rows = read_cell_rows(conn, study)
     finally:
         if owned:
@@ -169,6 +182,7 @@ def load_epochs(db, study: str | None = None, cell_ids: Sequence[int] | None = N
     """
     conn, owned = _reader(db)
     try:
+        check_study(conn, study)
         clean = ("e.train_eval_loss, e.train_eval_accuracy" if has_clean_metrics(conn)
                  else "NULL AS train_eval_loss, NULL AS train_eval_accuracy")
         cells = "e.pack_cells" if _has_column(conn, "epochs", "pack_cells") else "NULL"
