@@ -458,7 +458,8 @@ def cmd_export(args) -> int:
     _readonly_note(args.db)
     if args.format == "tensorboard":
         done = export_tensorboard(args.db, args.out, study=args.study, force=args.force)
-        print(f"wrote {done['runs']} runs ({done['epochs']} epochs) into {args.out} "
+        print(f"wrote {done['trials']} trials (cells, the mean over seeds) of {done['runs']} "
+              f"runs (seeds, {done['epochs']} epochs) into {args.out} "
               f"({_size(args.out)}); view: tensorboard --logdir {args.out}")
     else:
         for path in export_tables(args.db, args.out, args.format, study=args.study,
