@@ -277,7 +277,9 @@ def cmd_status(args) -> int:
     if not groups:
         which = f" named {args.study!r}" if args.study else ""
         raise CLIError(f"{args.db} holds no study{which}.")
-    console = Console()
+    # Piped (grep, a file, a notebook cell): no terminal width to fit, so nothing is cut
+    # ("resne…"); the tables take the width they need.
+    console = Console() if sys.stdout.isatty() else Console(width=10_000)
     for study in sorted({g.study for g in groups}):
         mine = [g for g in groups if g.study == study]
         console.print(progress_table(mine, title=f"study {study}"))
@@ -653,9 +655,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="markdown: the whole report; html: the whole report with every "
                              "figure embedded, one self-contained page; csv: every test, "
                              "tidy; latex: Tables 1-3")
-    report.add_argument("--metric", default="test_accuracy",
-                        choices=("test_accuracy", "best_test_accuracy", "final_test_accuracy",
-                                 "gap", "loss_gap"),
+    from kerasgen.vocabulary import METRICS
+
+    # The metrics the report and the dashboard analyse (best_test_accuracy is the kept
+    # epoch's test_accuracy under the default rule: one name for one column).
+    report.add_argument("--metric", default="test_accuracy", choices=METRICS,
                         help="test_accuracy: at each cell's kept epoch (the paper's best "
                              "test accuracy under the default best_metric); gap / loss_gap: "
                              "clean train vs test at the kept epoch")
