@@ -147,14 +147,12 @@ DEFAULT_DB = "data/kerasgen.db"
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Every option's help ends with its default, stated once: a help that already says
-    its default ("(default: <db>.checkpoints)") is left alone, and a default that means
-    "not given" (None, False) is not printed ("(default: None)" says nothing).
-    Descriptions keep their line breaks."""
+    its default ("(default: <db>.checkpoints)") is left alone. Descriptions keep their
+    line breaks."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default:" in text or "%(default)" in text or action.default in (None, False) \
-                or action.default is argparse.SUPPRESS:
+        if "default:" in text or "%(default)" in text or action.default is argparse.SUPPRESS:
             return text
         return super()._get_help_string(action)
 
