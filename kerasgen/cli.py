@@ -277,7 +277,9 @@ def cmd_status(args) -> int:
     if not groups:
         which = f" named {args.study!r}" if args.study else ""
         raise CLIError(f"{args.db} holds no study{which}.")
-    console = Console()
+    # Piped (grep, a file, a notebook cell): no terminal width to fit, so nothing is cut
+    # ("resne…"); the tables take the width they need.
+    console = Console() if sys.stdout.isatty() else Console(width=10_000)
     for study in sorted({g.study for g in groups}):
         mine = [g for g in groups if g.study == study]
         console.print(progress_table(mine, title=f"study {study}"))
@@ -480,7 +482,8 @@ def cmd_export(args) -> int:
     _readonly_note(args.db)
     if args.format == "tensorboard":
         done = export_tensorboard(args.db, args.out, study=args.study, force=args.force)
-        print(f"wrote {done['runs']} runs ({done['epochs']} epochs) into {args.out} "
+        print(f"wrote {done['trials']} trials (cells, the mean over seeds) of {done['runs']} "
+              f"runs (seeds, {done['epochs']} epochs) into {args.out} "
               f"({_size(args.out)}); view: tensorboard --logdir {args.out}")
     else:
         for path in export_tables(args.db, args.out, args.format, study=args.study,
@@ -675,9 +678,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "figure embedded, one self-contained page; csv: every test, "
                              "tidy; latex: the findings and Tables 1-3; summary: one line "
                              "per grid, the headline numbers (kerasgen.summary(db))")
-    report.add_argument("--metric", default="test_accuracy",
-                        choices=("test_accuracy", "best_test_accuracy", "final_test_accuracy",
-                                 "gap", "loss_gap"),
+    from kerasgen.vocabulary import METRICS
+
+    # The metrics the report and the dashboard analyse (best_test_accuracy is the kept
+    # epoch's test_accuracy under the default rule: one name for one column).
+    report.add_argument("--metric", default="test_accuracy", choices=METRICS,
                         help="test_accuracy: at each cell's kept epoch (the paper's best "
                              "test accuracy under the default best_metric); gap / loss_gap: "
                              "clean train vs test at the kept epoch")

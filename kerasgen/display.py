@@ -15,7 +15,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from kerasgen.progress import GroupProgress, format_duration, study_progress
+from kerasgen.progress import GroupProgress, estimate, format_duration, study_progress
 from kerasgen.store import StoreError
 from kerasgen.vocabulary import DIVERGED, FAILED, RUNNING
 
@@ -24,15 +24,17 @@ def progress_table(groups: list[GroupProgress], title: str | None = None) -> Tab
     """Names are data: they are shown as plain text (a study named ``[bold]x`` or
     ``oops[/]`` is printed as written, never read as markup)."""
     table = Table(title=Text(title) if title is not None else None, expand=False)
-    for col in ("model", "dataset", "progress", "cells done", "diverged", "failed",
-                RUNNING, "epochs/s", "ETA"):
+    for col in ("model", "dataset", "progress", "cells done", "epochs", "diverged",
+                "failed", RUNNING, "epochs/s", "ETA"):
         left = col in ("model", "dataset", "progress")
         table.add_column(col, justify="left" if left else "right")
     for g in groups:
         table.add_row(
             Text(g.model), Text(g.dataset),
-            ProgressBar(total=max(g.epochs_total, 1), completed=g.epochs_done, width=24),
-            f"{g.finished}/{g.cells}", str(g.counts[DIVERGED]), str(g.counts[FAILED]),
+            ProgressBar(total=max(g.cells, 1), completed=g.ended, width=24),
+            f"{g.finished}/{g.cells}",
+            f"{g.epochs_done}/{'≈' if g.estimated else ''}{g.epochs_total}",
+            str(g.counts[DIVERGED]), str(g.counts[FAILED]),
             str(g.counts[RUNNING]), f"{g.epochs_per_second:.2f}", format_duration(g.eta_seconds),
         )
     running = [r for g in groups for r in g.running]
@@ -48,16 +50,13 @@ def progress_table(groups: list[GroupProgress], title: str | None = None) -> Tab
 
 
 def summary_line(groups: list[GroupProgress]) -> str:
-    cells = sum(g.cells for g in groups)
-    done = sum(g.finished for g in groups)
-    rate = sum(g.epochs_per_second for g in groups)
-    etas = [g.eta_seconds for g in groups if g.eta_seconds is not None]
-    eta = max(etas) if etas else None
-    failed = sum(g.counts[FAILED] for g in groups)
-    return (f"{done}/{cells} cells finished, {sum(g.counts[RUNNING] for g in groups)} "
-            f"running, {sum(g.counts[DIVERGED] for g in groups)} diverged, "
-            + (f"{failed} failed, " if failed else "") +
-            f"{rate:.2f} epochs/s, ETA {format_duration(eta)}")
+    """One line for a study: cells first, epochs second, one ETA
+    (:func:`kerasgen.progress.estimate`: the epochs left at the whole study's rate)."""
+    e = estimate(groups)
+    return (f"{e.finished}/{e.cells} cells finished ({e.epochs_text()}), {e.running} "
+            f"running, {e.diverged} diverged, "
+            + (f"{e.failed} failed, " if e.failed else "") +
+            f"{e.epochs_per_second:.2f} epochs/s, ETA {format_duration(e.eta_seconds)}")
 
 
 class ProgressMonitor(threading.Thread):

@@ -146,7 +146,15 @@ DEFAULT_DB = "data/kerasgen.db"
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Every option's help ends with its default; descriptions keep their line breaks."""
+    """Every option's help ends with its default, stated once: a help that already says
+    its default ("(default: <db>.checkpoints)") is left alone. Descriptions keep their
+    line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default:" in text or "%(default)" in text or action.default is argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
 
 
 def add_store_arguments(parser: argparse.ArgumentParser, default: str = DEFAULT_DB) -> None:

@@ -150,3 +150,46 @@ def test_a_worker_without_a_heartbeat_is_shown_as_lost_not_training(tmp_path, ca
     out = capsys.readouterr().out
     assert "workers training now: none" in out
     assert "workers lost" in out and "gpu-a.invalid:101" in out
+
+
+def test_every_default_is_stated_once_in_the_help():
+    import re
+
+    from kerasgen.vocabulary import METRICS
+
+    parser = cli.build_parser()
+    helps = [parser.format_help()]
+    for action in parser._subparsers._group_actions:
+        helps += [p.format_help() for p in action.choices.values()]
+    for text in helps:
+        flat = " ".join(text.split())
+        # No option help carries two "(default: ...)".
+        for entry in re.split(r"\s(?=--?[a-z])", flat):
+            assert entry.count("(default:") <= 1, entry
+        assert text.count("exit status:") == 1
+    bound = " ".join(cli.build_parser().parse_args(["bound"]).parser.format_help().split())
+    assert "(default: <db>.checkpoints)" in bound
+    report = cli.build_parser().parse_args(["report"]).parser
+    (metric,) = [a for a in report._actions if "--metric" in a.option_strings]
+    assert tuple(metric.choices) == METRICS and "best_test_accuracy" not in metric.choices
+
+
+def test_status_piped_cuts_no_name(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from kerasgen.store import Store
+
+    db = tmp_path / "s.db"
+    model = "resnet8_with_a_rather_long_registry_name"
+    with Store(db) as store:
+        store.create_study("a-study-with-a-long-name-too", {"name": "x", "epochs": 1}, [
+            {"model": model, "dataset": "digits_of_a_long_data_set_name", "batch_size": 16,
+             "learning_rate": 0.1, "seed": 0}])
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    run = subprocess.run([sys.executable, "-m", "kerasgen", "status", str(db)],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 0, run.stderr
+    assert model in run.stdout and "digits_of_a_long_data_set_name" in run.stdout
+    assert "…" not in run.stdout

@@ -3,7 +3,6 @@ reader), CSV and Parquet tables (read back with pandas), and nothing half-writte
 
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys
@@ -69,68 +68,127 @@ def read_runs(out: Path) -> dict:
     return {name: mux.GetAccumulator(name) for name in mux.Runs()}
 
 
-def test_tensorboard_export_holds_every_cell_with_its_hparams_metrics_and_epochs(db, tmp_path):
+def session_hparams(acc) -> dict:
+    """A trial's hyper-parameters as TensorBoard's own parser reads them."""
     from tensorboard.plugins.hparams import metadata
 
+    info = metadata.parse_session_start_info_plugin_data(
+        acc.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.SESSION_START_INFO_TAG])
+    return {k: getattr(v, v.WhichOneof("kind")) for k, v in info.hparams.items()}
+
+
+def experiment(runs: dict):
+    """The experiment (hparams config), from whichever run holds it (one)."""
+    from tensorboard.plugins.hparams import metadata
+
+    def content(acc) -> dict:
+        try:
+            return acc.PluginTagToContent(metadata.PLUGIN_NAME)
+        except KeyError:  # a seed's run: no hparams data
+            return {}
+
+    holders = [acc for acc in runs.values() if metadata.EXPERIMENT_TAG in content(acc)]
+    assert len(holders) == 1
+    return metadata.parse_experiment_plugin_data(
+        holders[0].PluginTagToContent(metadata.PLUGIN_NAME)[metadata.EXPERIMENT_TAG])
+
+
+@pytest.fixture
+def seeds_db(tmp_path) -> Path:
+    """2 batch sizes x 2 learning rates x 2 seeds under a stop rule, with momentum,
+    weight decay and two extra hyper-parameters a user's SQLiteLogger recorded."""
+    path = tmp_path / "seeds.db"
+    spec = {"name": "grid", "epochs": 30, "stop": {"rule": "train_loss", "threshold": 0.05},
+            "training": {"momentum": 0.9, "weight_decay": 0.0005}}
+    with Store(path) as store:
+        cells = [{"model": "resnet8", "dataset": "digits", "batch_size": b, "learning_rate": lr,
+                  "seed": s} for b in (16, 32) for lr in (0.05, 0.1) for s in (0, 1)]
+        study = store.create_study("grid", spec, cells)
+        store.conn.execute("UPDATE cells SET hparams_json = ?",
+                           ('{"dropout": 0.25, "width": 16}',))
+        store.conn.commit()
+        while (claim := store.claim_pack(study, WORKER, 4)) is not None:
+            for cell in claim.cells:
+                for e in range(3):
+                    row = curve(cell["batch_size"], cell["learning_rate"], e)
+                    row["test_accuracy"] = round(row["test_accuracy"] + 0.01 * cell["seed"], 4)
+                    store.record_epoch(cell["cell_id"], e, row, 1.0, claim=claim)
+                store.finish_cell(cell["cell_id"], "done", claim=claim)
+    return path
+
+
+def test_tensorboard_export_one_trial_per_cell_with_the_mean_over_seeds(seeds_db, tmp_path):
     out = tmp_path / "tb"
-    done = export_tensorboard(db, out)
-    results, epochs = load_results(db), load_epochs(db)
-    assert done["runs"] == len(results) == 5 and done["epochs"] == len(epochs) == 11
+    done = export_tensorboard(seeds_db, out)
+    results, epochs = load_results(seeds_db), load_epochs(seeds_db)
+    assert (done["trials"], done["runs"], done["epochs"]) == (4, 8, len(epochs)) == (4, 8, 24)
     runs = read_runs(out)
-    # The experiment (hparams config) at the root, one run per cell.
-    root = runs.pop(".")
-    config = metadata.parse_experiment_plugin_data(
-        root.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.EXPERIMENT_TAG])
-    assert {h.name for h in config.hparam_infos} == {
-        "study", "model", "dataset", "batch_size", "learning_rate", "ratio", "seed", "status"}
-    assert {m.name.tag for m in config.metric_infos} >= {
-        "metrics/test_accuracy", "metrics/gap", "metrics/loss_gap", "metrics/best_test_accuracy",
-        "metrics/final_train_loss"}
-    assert len(runs) == 5
-    seen = set()
-    for acc in runs.values():
-        info = metadata.parse_session_start_info_plugin_data(
-            acc.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.SESSION_START_INFO_TAG])
-        hparams = {k: (v.string_value or v.number_value) for k, v in info.hparams.items()}
-        cell = results[(results["study"] == hparams["study"])
-                       & (results["batch_size"] == hparams["batch_size"])
-                       & (results["learning_rate"] == hparams["learning_rate"])
-                       & (results["model"] == hparams["model"])].iloc[0]
-        seen.add(int(cell["cell_id"]))
-        assert hparams["ratio"] == pytest.approx(cell["ratio"])
-        assert hparams["status"] == cell["status"]
-        mine = epochs[epochs["cell_id"] == cell["cell_id"]].sort_values("epoch")
-        tags = set(acc.Tags()["scalars"])
-        # Every epoch arrived, with the stored values.
-        if len(mine):
-            events = acc.Scalars("epoch/test_accuracy")
-            assert [e.step for e in events] == mine["epoch"].tolist()
-            assert [e.value for e in events] == pytest.approx(mine["test_accuracy"].tolist())
-            assert [e.value for e in acc.Scalars("epoch/train_loss")] == \
-                pytest.approx(mine["train_loss"].tolist())
-        # Metrics at the kept epoch; the gap only where clean metrics were recorded.
-        for metric in ("test_accuracy", "best_test_accuracy", "gap", "loss_gap",
-                       "final_train_loss"):
-            value = cell[metric]
-            if isinstance(value, float) and math.isnan(value):
-                assert f"metrics/{metric}" not in tags
-            else:
-                (event,) = acc.Scalars(f"metrics/{metric}")
-                assert event.value == pytest.approx(value, abs=1e-6)
-                assert event.step == int(cell["kept_epoch"])
-    assert seen == set(results["cell_id"])
+    assert "." not in runs  # no stray run: the experiment lives in a trial
+    trials = {name: acc for name, acc in runs.items() if "/seed-" not in name}
+    seeds = {name: acc for name, acc in runs.items() if "/seed-" in name}
+    assert len(trials) == 4 and len(seeds) == 8
+    assert sorted(seeds) == sorted(f"{t}/seed-{s}" for t in trials for s in (0, 1))
+    config = experiment(runs)
+    names = {h.name for h in config.hparam_infos}
+    assert {"study", "model", "dataset", "batch_size", "learning_rate", "ratio", "seeds",
+            "status", "epochs", "stop.rule", "stop.threshold", "training.momentum",
+            "training.weight_decay", "training.best_metric", "training.augment",
+            "training.dtype", "dropout", "width"} <= names
+    # One metric per column: best_test_accuracy is the kept epoch's test accuracy here.
+    tags = [m.name.tag for m in config.metric_infos]
+    assert "metrics/test_accuracy" in tags and "metrics/best_test_accuracy" not in tags
+    assert len(tags) == len(set(tags))
+    for name, acc in trials.items():
+        hparams = session_hparams(acc)
+        # Integers as integers: text TensorBoard prints as it is, not 16.000.
+        assert hparams["batch_size"] in ("16", "32") and hparams["epochs"] == "30"
+        assert hparams["width"] == "16" and hparams["seeds"] == "2"
+        assert hparams["training.momentum"] == pytest.approx(0.9)
+        assert hparams["training.weight_decay"] == pytest.approx(0.0005)
+        assert hparams["stop.rule"] == "train_loss" and hparams["dropout"] == 0.25
+        mine = results[(results["batch_size"] == int(hparams["batch_size"]))
+                       & (results["learning_rate"] == hparams["learning_rate"])]
+        assert len(mine) == 2
+        (mean,) = acc.Scalars("metrics/test_accuracy")
+        assert mean.value == pytest.approx(mine["test_accuracy"].mean(), abs=1e-6)
+        for seed in (0, 1):
+            run = seeds[f"{name}/seed-{seed}"]
+            cell = mine[mine["seed"] == seed].iloc[0]
+            (own,) = run.Scalars("metrics/test_accuracy")
+            assert own.value == pytest.approx(cell["test_accuracy"], abs=1e-6)
+            stored = epochs[epochs["cell_id"] == cell["cell_id"]].sort_values("epoch")
+            assert [e.value for e in run.Scalars("epoch/test_accuracy")] == \
+                pytest.approx(stored["test_accuracy"].tolist())
+    # Hyper-parameter types as declared: integers are text, listed in numeric order.
+    info = {h.name: h for h in config.hparam_infos}
+    assert [v.string_value for v in info["batch_size"].domain_discrete.values] == ["16", "32"]
+
+
+def test_tensorboard_export_keeps_best_test_accuracy_when_it_differs(db, tmp_path):
+    from tensorboard.plugins.hparams import metadata  # noqa: F401
+
+    out = tmp_path / "tb"
+    conn = __import__("sqlite3").connect(db)
+    conn.execute("UPDATE cells SET best_test_accuracy = best_test_accuracy + 0.01 "
+                 "WHERE cell_id = 1")
+    conn.commit()
+    conn.close()
+    export_tensorboard(db, out)
+    tags = [m.name.tag for m in experiment(read_runs(out)).metric_infos]
+    assert "metrics/best_test_accuracy" in tags
 
 
 def test_tensorboard_export_of_one_study_and_its_refusals(db, tmp_path):
     out = tmp_path / "tb"
     assert export_tensorboard(db, out, study="other")["runs"] == 1
-    assert set(read_runs(out)) == {".", "other/cell-5-vgg11-digits-bs8-lr0.2-s1"}
+    assert set(read_runs(out)) == {"other/vgg11-digits-bs8-lr0.2",
+                                   "other/vgg11-digits-bs8-lr0.2/seed-1"}
     with pytest.raises(ExportError, match="already holds files; pass --force"):
         export_tensorboard(db, out)
     assert len(read_runs(out)) == 2  # untouched
     export_tensorboard(db, out, force=True)
-    assert len(read_runs(out)) == 6
-    with pytest.raises(ExportError, match="no cells of study 'nope'.*'grid'"):
+    assert len(read_runs(out)) == 10  # 5 cells of one seed: 5 trials, 5 runs
+    with pytest.raises(ExportError, match="no study named 'nope'.*'grid', 'other'"):
         export_tensorboard(db, tmp_path / "tb2", study="nope")
     assert not (tmp_path / "tb2").exists()
 
@@ -204,7 +262,8 @@ def test_kerasgen_export_writes_and_refuses_with_exit_2(db, tmp_path):
     for args, message in [
         (["tensorboard", str(db), "--out", str(blocked / "tb")], "cannot write in"),
         (["tensorboard", str(db), "--out", str(blocked)], "is not a directory"),
-        (["csv", str(db), "--out", str(tmp_path / "d"), "--study", "nope"], "no cells"),
+        (["csv", str(db), "--out", str(tmp_path / "d"), "--study", "nope"],
+         "no study named 'nope'"),
         (["csv", str(tmp_path / "missing.db"), "--out", str(tmp_path / "e")], "missing.db"),
     ]:
         run = kerasgen("export", *args)
@@ -221,7 +280,8 @@ def test_export_tensorboard_loads_no_tensorflow(db, tmp_path):
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, timeout=120, env={**os.environ})
     assert run.returncode == 0, run.stderr
-    assert len(list((tmp_path / "tb").rglob("events.out.tfevents.*"))) == 6
+    # 5 cells of one seed: a trial and a seed run each.
+    assert len(list((tmp_path / "tb").rglob("events.out.tfevents.*"))) == 10
 
 
 def test_kerasgen_report_html_writes_one_page_and_replaces_it_only_with_force(db, tmp_path):

@@ -365,9 +365,35 @@ async def test_footer_shows_the_key_bindings(store_path):
         await refreshed(pilot)
         shown = {key for key, active in app.screen.active_bindings.items()
                  if active.binding.show}
-        for key in ("o", "h", "s", "m", "left_square_bracket", "right_square_bracket", "r",
-                    "question_mark", "q", "up"):
+        for key in ("o", "h", "s", "g", "m", "right_square_bracket", "question_mark", "q"):
             assert key in shown, key
+
+
+@pytest.mark.parametrize("mode", ["overview", "heatmap", "spearman", "measures"])
+@drive
+async def test_the_key_bar_fits_80_columns_and_the_help_names_every_key(store_path, mode):
+    from textual.widgets import Footer
+    from textual.widgets._footer import FooterKey
+
+    from tui.screens.help import KEYS
+
+    app = make_app(store_path, mode=mode)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await refreshed(pilot)
+        keys = list(app.screen.query_one(Footer).query(FooterKey))
+        assert {k.description for k in keys} >= {"Help", "Quit"}
+        for key in keys:
+            assert key.region.right <= 80, (key.description, key.region)
+        documented = " ".join(k for k, _ in KEYS)
+        names = {"left_square_bracket": "[", "right_square_bracket": "]",
+                 "question_mark": "?", "up": "↑", "down": "↓", "left": "←", "right": "→",
+                 "escape": "escape", "enter": "enter"}
+        for key in app.screen.active_bindings:
+            if "+" in key or key in ("home", "end", "tab", "shift+tab", "ctrl+c", "ctrl+q", "pageup",
+                       "pagedown", "space", "ctrl+home", "ctrl+end", "ctrl+pageup",
+                       "ctrl+pagedown"):
+                continue
+            assert names.get(key, key) in documented, key
 
 
 @drive
@@ -391,7 +417,8 @@ async def test_metric_switch_changes_the_heatmap_values(store_path):
         assert app.view.metric == "gap" and "generalization gap" in gap and ".07" in gap
         await pilot.press("m")
         await pilot.pause()
-        assert app.view.metric == "loss_gap" and ".31" in heatmap_text(app)
+        # Three digits: .31 with two.
+        assert app.view.metric == "loss_gap" and ".305" in heatmap_text(app)
         await pilot.press("m")
         await pilot.pause()
         assert heatmap_text(app) == best
@@ -894,6 +921,19 @@ def test_snapshot_help(store_path, snap_compare):
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
+def test_snapshot_heatmap_at_80x24(store_path, snap_compare):
+    """Three digits per cell, the key bar whole (? Help, q Quit), the chart's legend below
+    it, not over the curves."""
+    app, run_before = _snapshot_app(store_path, ("h", "down", "down"))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_snapshot_help_at_80x24(store_path, snap_compare):
+    """Taller than the screen: it scrolls (the title says how)."""
+    app, run_before = _snapshot_app(store_path, ("h", "question_mark"))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
 def test_snapshot_foreign_store_message(tmp_path, monkeypatch, snap_compare):
     monkeypatch.chdir(tmp_path)  # a relative path: the message is the same on every run
     make_unusable(Path("theirs.db"), "foreign")
@@ -974,3 +1014,29 @@ async def test_a_worker_without_a_heartbeat_is_shown_lost_not_training(store_pat
         assert list(app.view.snapshot.lost) == [WORKER]
         workers = content_of(app.screen, "#workers")
         assert "Workers training now: 0" in workers and "Workers lost: 1" in workers
+
+
+@drive
+async def test_the_spearman_title_says_the_tables_use_the_mean_over_seeds(seed_store_path):
+    app = make_app(seed_store_path, mode="spearman")
+    async with app.run_test(size=SIZE) as pilot:
+        await refreshed(pilot)
+        banner = str(app.screen.query_one("#store-banner").render())
+        assert "mean of 2 seeds" in banner and "seed 0" not in banner
+        await pilot.press("h")
+        await pilot.pause()
+        assert "seed 0" in str(app.screen.query_one("#store-banner").render())
+
+
+@drive
+async def test_the_help_scrolls_at_80x24(store_path):
+    app = make_app(store_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await refreshed(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        scroll = app.screen.query_one("#help-scroll")
+        assert scroll.max_scroll_y > 0  # taller than the screen: it scrolls
+        await pilot.press("end")
+        await pilot.pause()
+        assert scroll.scroll_y == scroll.max_scroll_y

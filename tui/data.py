@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from kerasgen import analysis
-from kerasgen.progress import format_duration, study_progress
+from kerasgen.progress import estimate, format_duration, study_progress
 from kerasgen.store import (
     Connection,
     ReadError,
@@ -151,11 +151,12 @@ class ProgressView:
     key: GroupKey
     cells: int
     counts: Mapping[str, int]  # pending, running, done, diverged, failed
-    fraction: float  # epochs done / epochs the study needs at most
+    fraction: float  # cells that train no more / cells
     epochs_done: int
-    epochs_total: int
+    epochs_total: int  # an estimate under a stop rule (kerasgen.progress)
     epochs_per_second: float
-    eta: str  # "1h05m", "0m00s" when finished, "?" when nothing runs
+    eta: str  # "1h05m", "done" when finished, "?" when nothing runs
+    estimated: bool = False  # epochs_total is an estimate (a stop rule)
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,11 @@ class StudyView:
     epochs: int
     cells: int
     created_at: str
+    stop: str = "epochs"  # the stop rule: "epochs", or "train_loss < 0.05"
+    # kerasgen.progress.estimate over the study's groups: the same numbers as the CLI's
+    finished: int = 0
+    epochs_text: str = ""  # "412/≈960 epochs"
+    eta: str = "?"
 
 
 @dataclass(frozen=True)
@@ -505,7 +511,11 @@ def _progress_views(conn, now: datetime, study: str | None):
         key=(g.study, g.model, g.dataset), cells=g.cells, counts=dict(g.counts),
         fraction=min(max(g.fraction, 0.0), 1.0), epochs_done=g.epochs_done,
         epochs_total=g.epochs_total, epochs_per_second=g.epochs_per_second,
-        eta="done" if g.eta_seconds == 0 else format_duration(g.eta_seconds)) for g in groups)
+        eta="done" if g.eta_seconds == 0 else format_duration(g.eta_seconds),
+        estimated=g.estimated) for g in groups)
+    estimates = {name: estimate([g for g in groups if g.study == name])
+                 for name in {g.study for g in groups}}
+
     def by_worker(kind: str) -> dict[str, tuple[RunningCell, ...]]:
         out: dict[str, list[RunningCell]] = {}
         for g in groups:
@@ -515,19 +525,35 @@ def _progress_views(conn, now: datetime, study: str | None):
         return {w: tuple(sorted(cs, key=lambda c: (c.batch_size, c.learning_rate)))
                 for w, cs in sorted(out.items())}
 
-    return views, by_worker("running"), by_worker("lost")
+    return views, by_worker("running"), by_worker("lost"), estimates
 
 
-def _studies(conn, study: str | None) -> tuple[StudyView, ...]:
+def _stop_text(spec: dict) -> str:
+    stop = spec.get("stop") if isinstance(spec, dict) else None
+    if not isinstance(stop, dict) or (stop.get("rule") or "epochs") == "epochs":
+        return "epochs"
+    rule, threshold = str(stop.get("rule")), stop.get("threshold")
+    return f"{rule.replace('_', ' ')} < {threshold:g}" if isinstance(
+        threshold, (int, float)) else rule
+
+
+def _studies(conn, study: str | None, estimates=None) -> tuple[StudyView, ...]:
     out = []
+    estimates = estimates or {}
     for name, spec_json, created_at, count in study_overview(conn):
         if study is not None and name != study:
             continue
         try:
-            epochs = int(json.loads(spec_json).get("epochs") or 0)
+            spec = json.loads(spec_json)
+            epochs = int(spec.get("epochs") or 0)
         except (ValueError, TypeError, AttributeError):
-            epochs = 0
-        out.append(StudyView(name, epochs, int(count), str(created_at or "")))
+            spec, epochs = {}, 0
+        e = estimates.get(name)
+        extra = {} if e is None else {
+            "finished": e.finished, "epochs_text": e.epochs_text(),
+            "eta": "done" if e.eta_seconds == 0 else format_duration(e.eta_seconds)}
+        out.append(StudyView(name, epochs, int(count), str(created_at or ""),
+                             stop=_stop_text(spec), **extra))
     return tuple(out)
 
 
@@ -626,9 +652,9 @@ class DashboardData:
         conn = self._conn
         assert conn is not None
         with read_snapshot(conn):  # one state of the store for all the reads below
-            studies = _studies(conn, self.study)
+            progress, running, lost, estimates = _progress_views(conn, now, self.study)
+            studies = _studies(conn, self.study, estimates)
             rows = read_cells(conn, self.study)
-            progress, running, lost = _progress_views(conn, now, self.study)
             upto = last_epoch_row(conn)
             if upto < self.marker:  # rows vanished: not the same store any more
                 self._reset()

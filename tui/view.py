@@ -69,8 +69,9 @@ def next_metric(metric: str) -> str:
     return METRICS[(METRICS.index(metric) + 1) % len(METRICS)] if metric in METRICS else METRICS[0]
 
 
-def grid_title(snapshot: Snapshot | None, key: GridKey | None) -> str:
-    """``ResNet-110 · CIFAR-10`` (+ ``· seed 1`` when the study has several seeds,
+def grid_title(snapshot: Snapshot | None, key: GridKey | None, mean: bool = False) -> str:
+    """``ResNet-110 · CIFAR-10`` (+ ``· seed 1`` when the study has several seeds, or
+    ``· mean of 2 seeds`` with ``mean``: what a screen that uses the means shows,
     + ``· study s`` when the store holds several studies)."""
     if snapshot is None or key is None:
         return ""
@@ -79,5 +80,9 @@ def grid_title(snapshot: Snapshot | None, key: GridKey | None) -> str:
     text = f"{label(model, model)} · {label(dataset, dataset)}"
     grid = snapshot.grid(key)
     if grid is not None and grid.several_seeds:
-        text += f" · seed {seed}"
+        if mean:
+            count = sum(1 for g in snapshot.grids if g.group == grid.group)
+            text += f" · mean of {count} seeds"
+        else:
+            text += f" · seed {seed}"
     return f"{text} · study {study}" if len(snapshot.studies) > 1 else text

@@ -49,6 +49,18 @@ _RESULTS_SQL = (
     "FROM best b JOIN cells c USING (cell_id) JOIN studies s ON s.study_id = c.study_id")
 
 
+def check_study(conn: sqlite3.Connection, study: str | None) -> None:
+    """Refuse a study the store does not hold (a typo would read as 0 rows), naming
+    those it holds."""
+    if study is None:
+        return
+    names = [r[0] for r in conn.execute("SELECT name FROM studies ORDER BY study_id")]
+    if study not in names:
+        held = ", ".join(map(repr, names)) if names else "none"
+        raise StoreError(f"This store holds no study named {study!r}; the studies it "
+                         f"holds: {held}.")
+
+
 def has_clean_metrics(conn: sqlite3.Connection) -> bool:
     """Whether the store has the clean training metrics' columns (schema >= 4)."""
     return _has_column(conn, "cells", "kept_epoch")
@@ -130,6 +142,7 @@ def load_results(db, study: str | None = None) -> pd.DataFrame:
     """
     conn, owned = _reader(db)
     try:
+        check_study(conn, study)
         columns, rows = read_cell_rows(conn, study)
     finally:
         if owned:
@@ -169,6 +182,7 @@ def load_epochs(db, study: str | None = None, cell_ids: Sequence[int] | None = N
     """
     conn, owned = _reader(db)
     try:
+        check_study(conn, study)
         clean = ("e.train_eval_loss, e.train_eval_accuracy" if has_clean_metrics(conn)
                  else "NULL AS train_eval_loss, NULL AS train_eval_accuracy")
         cells = "e.pack_cells" if _has_column(conn, "epochs", "pack_cells") else "NULL"
@@ -230,18 +244,22 @@ def load_progress(db) -> pd.DataFrame:
 
 def progress_rows(conn: sqlite3.Connection, since: str) -> dict:
     """What ``kerasgen.progress`` summarizes, in one read: the epoch cap of each study
-    (``caps``), cells and epochs per (study, model, dataset, status) (``counts``), epochs
+    (``caps``) and its stop rule (``stops``: "epochs", "train_loss"), cells and epochs
+    per (study, model, dataset, status) (``counts``), epochs
     recorded after ``since`` per (study, model, dataset) with the first time
     (``recent``), the running cells with their workers and heartbeats (``running``), and
     each study's recorded environment (``environments``: a worker's stale limit)."""
     import json
 
-    caps = {}
+    caps, stops = {}, {}
     for name, spec in conn.execute("SELECT name, spec_json FROM studies"):
         try:
-            caps[name] = int(json.loads(spec).get("epochs", 0) or 0)
+            data = json.loads(spec)
+            caps[name] = int(data.get("epochs", 0) or 0)
         except (ValueError, TypeError, AttributeError):
-            caps[name] = 0
+            caps[name], data = 0, {}
+        stop = data.get("stop") if isinstance(data, dict) else None
+        stops[name] = str(stop.get("rule") or "epochs") if isinstance(stop, dict) else "epochs"
     counts = conn.execute(
         "SELECT s.name, c.model, c.dataset, c.status, COUNT(*), SUM(c.epochs_done) "
         "FROM cells c JOIN studies s USING (study_id) "
@@ -261,8 +279,8 @@ def progress_rows(conn: sqlite3.Connection, since: str) -> dict:
             environments[name] = json.loads(env or "{}")
         except ValueError:
             environments[name] = {}
-    return {"caps": caps, "counts": counts, "recent": recent, "running": running,
-            "environments": environments}
+    return {"caps": caps, "stops": stops, "counts": counts, "recent": recent,
+            "running": running, "environments": environments}
 
 
 # ---------------------------------------------------------------- the dashboard

@@ -339,6 +339,45 @@ def _migration_10(conn: sqlite3.Connection) -> None:
     """)
 
 
+# Schema 11: an exact ratio. batch_size / learning_rate in floating point differs in the
+# last bits between equal ratios (16 / 0.07 and 32 / 0.14), so GROUP BY ratio split the
+# paper's 255 ratios into 258. Rounded to 10 significant digits (far finer than any two
+# distinct ratios of a grid, far coarser than the rounding error), in plain SQL (no
+# log10: not every SQLite has it), so the views read the same in any SQLite client.
+RATIO_SQL = """ROUND(c.batch_size / c.learning_rate, CASE
+        WHEN c.batch_size / c.learning_rate >= 1e9 THEN 0
+        WHEN c.batch_size / c.learning_rate >= 1e8 THEN 1
+        WHEN c.batch_size / c.learning_rate >= 1e7 THEN 2
+        WHEN c.batch_size / c.learning_rate >= 1e6 THEN 3
+        WHEN c.batch_size / c.learning_rate >= 1e5 THEN 4
+        WHEN c.batch_size / c.learning_rate >= 1e4 THEN 5
+        WHEN c.batch_size / c.learning_rate >= 1e3 THEN 6
+        WHEN c.batch_size / c.learning_rate >= 1e2 THEN 7
+        WHEN c.batch_size / c.learning_rate >= 1e1 THEN 8
+        WHEN c.batch_size / c.learning_rate >= 1 THEN 9
+        ELSE 12 END)"""
+
+# One row per run (cell) at its kept epoch: the name says what it holds (``best`` read
+# as "the best cells"); ``best`` stays as an alias, so old queries read the same rows.
+CELL_RESULTS_VIEW_SQL_11 = BEST_VIEW_SQL_10.replace(
+    "CREATE VIEW best AS", "CREATE VIEW cell_results AS").replace(
+    "c.batch_size / c.learning_rate AS ratio", f"{RATIO_SQL} AS ratio")
+EPOCHS_LONG_VIEW_SQL_11 = EPOCHS_LONG_VIEW_SQL_10.replace(
+    "c.batch_size / c.learning_rate AS ratio", f"{RATIO_SQL} AS ratio")
+
+
+def _migration_11(conn: sqlite3.Connection) -> None:
+    # The view cell_results (what best held), best an alias of it, and the exact ratio
+    # in both views.
+    run_script(conn, f"""
+        DROP VIEW best;
+        {CELL_RESULTS_VIEW_SQL_11}
+        CREATE VIEW best AS SELECT * FROM cell_results;
+        DROP VIEW epochs_long;
+        {EPOCHS_LONG_VIEW_SQL_11}
+    """)
+
+
 # Numbered migrations: MIGRATIONS[i] takes the schema from version i to i + 1.
 MIGRATIONS: list[tuple[str, Any]] = [
     ("studies, cells, epochs; views best and progress", _migration_1),
@@ -352,6 +391,7 @@ MIGRATIONS: list[tuple[str, Any]] = [
     ("measures: generalization measures per run", _migration_9),
     ("epochs.val_loss, epochs.val_accuracy (validation images); views with them",
      _migration_10),
+    ("view cell_results (best an alias of it); an exact ratio in the views", _migration_11),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -366,6 +406,7 @@ def register_migration(name: str, step) -> None:
 
 
 
-__all__ = ["BEST_METRIC_SQL", "BEST_VIEW_SQL", "BEST_VIEW_SQL_10", "EPOCHS_LONG_VIEW_SQL",
-           "EPOCHS_LONG_VIEW_SQL_10", "MIGRATIONS",
+__all__ = ["BEST_METRIC_SQL", "BEST_VIEW_SQL", "BEST_VIEW_SQL_10", "CELL_RESULTS_VIEW_SQL_11",
+           "EPOCHS_LONG_VIEW_SQL", "EPOCHS_LONG_VIEW_SQL_10", "EPOCHS_LONG_VIEW_SQL_11",
+           "MIGRATIONS", "RATIO_SQL",
            "SCHEMA_VERSION", "register_migration", "run_script"]

@@ -20,7 +20,7 @@ class DashboardScreen(Screen):
     def compose(self) -> ComposeResult:
         yield StoreBanner(self.TITLE_TEXT, id="store-banner")
         yield from self.compose_body()
-        yield Footer()
+        yield Footer(compact=True)  # compact: every key fits 80 columns
 
     def compose_body(self) -> ComposeResult:
         raise NotImplementedError

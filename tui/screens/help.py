@@ -6,7 +6,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
@@ -18,7 +18,8 @@ KEYS = (
     ("s", "Spearman Tables 1–3 of the selected grid, direction verdicts, premise"),
     ("g", "generalization measures of the selected grid, ranked (kerasgen measures)"),
     ("m", "cycle the metric: test accuracy → final test accuracy → gap → loss gap"),
-    ("[  ]", "previous / next grid (model, data set)"),
+    ("[  ]", "previous / next grid (model, data set); with several seeds they also step "
+             "through each seed's grid"),
     ("↑ ↓ ← →", "move the heatmap cursor (also Home / End, or click a cell)"),
     ("enter", "on the overview: open the heatmap of the highlighted row"),
     ("r", "read the store now (it is read every few seconds anyway)"),
@@ -62,8 +63,13 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="help-panel"):
-            yield Static(Text("kerasgen dashboard — keys", style="bold"), id="help-title")
-            yield Static(help_text(), id="help-body")
+            yield Static(Text("kerasgen dashboard — keys (↑ ↓ scroll, escape closes)",
+                              style="bold"), id="help-title")
+            # Scrolls: at 80 x 24 the keys and the legend are taller than the screen.
+            with VerticalScroll(id="help-scroll"):
+                yield Static(help_text(), id="help-body")
+
+    AUTO_FOCUS = "#help-scroll"
 
     def action_dismiss(self) -> None:
         self.dismiss(None)

@@ -138,7 +138,10 @@ def studies_text(snapshot: Snapshot) -> Text:
                 style="bold")
     for s in snapshot.studies:
         text.append(f"\n  {s.name}", style="cyan")
-        text.append(f"  {s.cells} cells · {s.epochs or '?'} epochs each · created "
+        each = (f"{s.epochs or '?'} epochs each" if s.stop == "epochs"
+                else f"until {s.stop}, at most {s.epochs or '?'} epochs")
+        text.append(f"  {s.finished}/{s.cells} cells · {s.epochs_text or '0 epochs'} · "
+                    f"ETA {s.eta} · {each} · created "
                     f"{s.created_at[:16].replace('T', ' ')} UTC")
     return text
 

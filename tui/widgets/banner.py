@@ -55,7 +55,9 @@ class StoreBanner(Static):
         name = path.rsplit("/", 1)[-1]
         text = Text.assemble(("kerasgen", "bold"), f" · {name} · ", (self.screen_name, "bold"))
         if self.screen_name != "Overview" and view.grid_key is not None:
-            text.append(f" · {grid_title(snapshot, view.grid_key)}")
+            # The Spearman tables use each cell's mean over seeds.
+            mean = self.screen_name == "Spearman"
+            text.append(f" · {grid_title(snapshot, view.grid_key, mean=mean)}")
             text.append(f" · {view.metric_short}")
         text.append(f" · updated {_when(snapshot)}", style="dim")
         return text

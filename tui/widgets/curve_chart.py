@@ -54,13 +54,15 @@ class CurveChart(PlotextPlot):
             plt.title(f"BS {cell.batch_size} · LR {cell.learning_rate:g}: no epochs recorded yet")
         else:
             plt.title(f"BS {cell.batch_size} · LR {cell.learning_rate:g}: accuracy per epoch")
-            for values, label, colour in (
-                    (curve.train_accuracy, "running train", "gray"),
-                    (curve.train_eval_accuracy, "clean train", "cyan"),
-                    (curve.test_accuracy, "test", "orange")):
+            # The legend is the x label, below the plot: plotext draws its own legend
+            # over the curves' top-left corner.
+            plt.xlabel("epoch · test: orange · clean train: cyan · running train: gray")
+            for values, colour in ((curve.train_accuracy, "gray"),
+                                   (curve.train_eval_accuracy, "cyan"),
+                                   (curve.test_accuracy, "orange")):
                 x, y = _finite(curve.epoch, values)
                 if x:
-                    plt.plot(x, y, label=label, color=colour, marker="braille")
+                    plt.plot(x, y, color=colour, marker="braille")
             if cell.kept_epoch is not None:
                 plt.vline(cell.kept_epoch, color="gray")
             last = int(max(curve.epoch)) if len(curve) else 0
